@@ -1,0 +1,67 @@
+# sequin_sync - PGXS build.  `make test` is the one command that installs what is missing, builds,
+# installs and runs every test; `make demo` starts a throwaway cluster synced from a fake consumer.
+
+EXTENSION    = sequin_sync
+EXTVERSION   = $(shell grep default_version $(EXTENSION).control | sed -e "s/default_version[[:space:]]*=[[:space:]]*'\([^']*\)'/\1/")
+MODULE_big   = sequin_sync
+
+# One file per concern; json_doc, next_reply, endpoint and http_client never include Postgres headers.
+OBJS = \
+	src/module.o \
+	src/settings.o \
+	src/catalog.o \
+	src/mapping.o \
+	src/convert.o \
+	src/apply.o \
+	src/sql_api.o \
+	src/json_doc.o \
+	src/endpoint.o
+
+DATA         = $(EXTENSION)--$(EXTVERSION).sql $(wildcard sql/$(EXTENSION)--*--*.sql)
+EXTRA_CLEAN  = $(EXTENSION)--$(EXTVERSION).sql
+
+TESTS        = $(wildcard sql/*.sql)
+REGRESS      = $(sort $(filter-out $(EXTENSION)%,$(patsubst sql/%.sql,%,$(TESTS))))
+REGRESS_OPTS = --load-extension=$(EXTENSION)
+ISOLATION    = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+
+PG_CONFIG ?= pg_config
+
+# C++17; warnings are errors; Postgres' own CXXFLAGS come from pg_config.
+PG_CPPFLAGS  = -I$(srcdir)/src -DSEQUIN_SYNC_VERSION='"$(EXTVERSION)"'
+PG_CXXFLAGS  = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+               -Wno-register -Werror
+SHLIB_LINK   = -lcurl -lstdc++
+
+# No LLVM bitcode: the JIT gains nothing from this code, and it would need clang at build time.
+override with_llvm = no
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# Postgres-side files never throw: built without exceptions, so a throw cannot even compile there.
+PG_SIDE_OBJS = src/module.o src/settings.o src/catalog.o src/mapping.o src/convert.o src/apply.o src/sql_api.o
+$(PG_SIDE_OBJS): override CXXFLAGS += -fno-exceptions
+
+# The install script is kept as sql/sequin_sync.sql and copied to the versioned name at build time.
+all: $(EXTENSION)--$(EXTVERSION).sql
+
+$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+	cp $< $@
+
+.PHONY: test unit-test demo deps
+
+deps:
+	@bash test/ensure_deps.sh
+
+# The README's test command: dependencies, build, install, then every suite as an ordinary user.
+test: deps
+	$(MAKE) all
+	bash test/install.sh
+	bash test/run_tests.sh
+
+demo: deps
+	$(MAKE) all
+	bash test/install.sh
+	bash test/demo.sh

@@ -1,0 +1,176 @@
+/*
+ * sequin_sync install script (copied to sequin_sync--<version>.sql at build time).
+ *
+ * The configuration lives in tables of schema sequin_sync.  Nobody but the extension owner may
+ * write them directly: the SQL functions below are the only write path and do the checks.
+ * Roles granted sequin_sync_admin may call them, and see (row-level security) only their own
+ * consumers, mappings and dead letters.  No role but a superuser can read a consumer's token.
+ */
+
+\echo Use "CREATE EXTENSION sequin_sync" to load this file. \quit
+
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'sequin_sync_admin') THEN
+		CREATE ROLE sequin_sync_admin NOLOGIN;
+	END IF;
+END
+$$;
+
+CREATE TABLE sequin_sync.consumers (
+	name        text        PRIMARY KEY,
+	endpoint    text        NOT NULL,
+	token       text        NOT NULL,
+	batch_size  integer     NOT NULL,
+	wait_for    interval    NOT NULL,
+	workers     integer     NOT NULL,
+	paused      boolean     NOT NULL DEFAULT false,
+	owner       regrole     NOT NULL,
+	created_at  timestamptz NOT NULL DEFAULT now(),
+	updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE sequin_sync.mappings (
+	consumer    text        NOT NULL REFERENCES sequin_sync.consumers (name) ON DELETE CASCADE,
+	collection  text        NOT NULL,
+	target      regclass    NOT NULL,
+	delete_mode text        NOT NULL CHECK (delete_mode IN ('soft', 'hard')),
+	columns     jsonb       NOT NULL DEFAULT '{}',
+	owner       regrole     NOT NULL,
+	created_at  timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (consumer, collection)
+);
+
+/*
+ * Records that could not be applied, with the reason.  record is NULL only when the record
+ * cannot be stored as jsonb at all (a \u0000 in a string, nesting too deep); record_text then
+ * holds its JSON text.  retry_dead_letters() applies them again.
+ */
+CREATE TABLE sequin_sync.dead_letters (
+	id              bigserial   PRIMARY KEY,
+	consumer        text        NOT NULL REFERENCES sequin_sync.consumers (name) ON DELETE CASCADE,
+	collection      text,
+	record          jsonb,
+	record_text     text,
+	error           text        NOT NULL,
+	sqlstate        text        NOT NULL,
+	attempts        integer     NOT NULL DEFAULT 1,
+	first_failed_at timestamptz NOT NULL DEFAULT now(),
+	failed_at       timestamptz NOT NULL DEFAULT now(),
+	CHECK (record IS NOT NULL OR record_text IS NOT NULL)
+);
+CREATE INDEX ON sequin_sync.dead_letters (consumer, id);
+
+/*
+ * Hard deletes remove the row, and with it its version: the tombstone keeps (table, key,
+ * version) so that a late redelivery of an older version cannot bring the row back.
+ */
+CREATE TABLE sequin_sync.tombstones (
+	target      regclass    NOT NULL,
+	id          text        NOT NULL,
+	updated_idx bigint      NOT NULL,
+	deleted_at  timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (target, id)
+);
+CREATE INDEX ON sequin_sync.tombstones (deleted_at);
+
+-- pg_dump keeps the configuration, the parked records and the tombstones.
+SELECT pg_catalog.pg_extension_config_dump('sequin_sync.consumers', '');
+SELECT pg_catalog.pg_extension_config_dump('sequin_sync.mappings', '');
+SELECT pg_catalog.pg_extension_config_dump('sequin_sync.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('sequin_sync.dead_letters_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('sequin_sync.tombstones', '');
+
+-- Privileges: nothing for PUBLIC; sequin_sync_admin reads its own rows, never a token.
+REVOKE ALL ON ALL TABLES IN SCHEMA sequin_sync FROM PUBLIC;
+REVOKE ALL ON SCHEMA sequin_sync FROM PUBLIC;
+GRANT USAGE ON SCHEMA sequin_sync TO sequin_sync_admin;
+
+GRANT SELECT (name, endpoint, batch_size, wait_for, workers, paused, owner, created_at, updated_at)
+	ON sequin_sync.consumers TO sequin_sync_admin;
+GRANT SELECT ON sequin_sync.mappings TO sequin_sync_admin;
+GRANT SELECT, DELETE ON sequin_sync.dead_letters TO sequin_sync_admin;
+
+ALTER TABLE sequin_sync.consumers ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sequin_sync.mappings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sequin_sync.dead_letters ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY consumers_owner ON sequin_sync.consumers
+	USING (pg_catalog.pg_has_role(owner, 'MEMBER'));
+CREATE POLICY mappings_owner ON sequin_sync.mappings
+	USING (pg_catalog.pg_has_role(owner, 'MEMBER'));
+CREATE POLICY dead_letters_owner ON sequin_sync.dead_letters
+	USING (EXISTS (SELECT FROM sequin_sync.consumers c
+				   WHERE c.name = dead_letters.consumer AND pg_catalog.pg_has_role(c.owner, 'MEMBER')));
+
+-- The SQL API.  All are SECURITY INVOKER C functions: they check the caller's rights, then
+-- write the configuration as the extension owner.
+CREATE FUNCTION sequin_sync.create_consumer(
+	name text,
+	endpoint text,
+	token text,
+	batch_size integer DEFAULT 1000,
+	wait_for interval DEFAULT '5 seconds',
+	workers integer DEFAULT 1)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sequin_sync_create_consumer' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sequin_sync.alter_consumer(
+	name text,
+	endpoint text DEFAULT NULL,
+	token text DEFAULT NULL,
+	batch_size integer DEFAULT NULL,
+	wait_for interval DEFAULT NULL,
+	workers integer DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sequin_sync_alter_consumer' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sequin_sync.drop_consumer(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sequin_sync_drop_consumer' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sequin_sync.pause(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sequin_sync_pause' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sequin_sync.resume(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sequin_sync_resume' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sequin_sync.map_collection(
+	consumer text,
+	collection text,
+	target regclass,
+	delete_mode text DEFAULT 'soft',
+	columns jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'sequin_sync_map_collection' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sequin_sync.unmap_collection(consumer text, collection text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sequin_sync_unmap_collection' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sequin_sync.apply(consumer text, records jsonb)
+RETURNS TABLE (inserted bigint, updated bigint, deleted bigint, skipped bigint, dead_lettered bigint)
+AS 'MODULE_PATHNAME', 'sequin_sync_apply' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sequin_sync.retry_dead_letters(consumer text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'sequin_sync_retry_dead_letters' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sequin_sync.prune_tombstones()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'sequin_sync_prune_tombstones' LANGUAGE C VOLATILE;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sequin_sync FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	sequin_sync.create_consumer(text, text, text, integer, interval, integer),
+	sequin_sync.alter_consumer(text, text, text, integer, interval, integer),
+	sequin_sync.drop_consumer(text),
+	sequin_sync.pause(text),
+	sequin_sync.resume(text),
+	sequin_sync.map_collection(text, text, regclass, text, jsonb),
+	sequin_sync.unmap_collection(text, text),
+	sequin_sync.apply(text, jsonb),
+	sequin_sync.retry_dead_letters(text)
+TO sequin_sync_admin;

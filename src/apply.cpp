@@ -1,0 +1,822 @@
+/*
+ * apply.cpp - the apply engine (see apply.hpp).
+ *
+ * A batch goes through these steps:
+ *  1. validate each record's standard fields and find its mapping by collection;
+ *  2. per mapping, sort by id and keep only the newest version of each id (in-batch reduction:
+ *     an upsert never touches a row twice, and older versions are counted as skipped);
+ *  3. resolve the mapping against the catalog, convert every value with the column type's input
+ *     function - in one subtransaction, restarted after a record that fails, so a bad value
+ *     costs only its record;
+ *  4. hard deletes: lock the keys (advisory, in id order), drop versions older than a tombstone;
+ *  5. one set-based statement per mapping and kind - INSERT ... SELECT FROM unnest(typed arrays)
+ *     ON CONFLICT (id) DO UPDATE ... WHERE stored updated_idx < incoming, and for hard deletes
+ *     DELETE ... USING unnest(...) plus tombstones - each in a subtransaction.  A statement that
+ *     fails is bisected down to the records that fail alone, which are parked.
+ *
+ * Rows are processed in id order, so concurrent batches lock rows in the same order and do
+ * not deadlock each other.
+ *
+ * Boundary note: this file is compiled with -fno-exceptions and holds no C++ object with a
+ * destructor on the stack; the Document is owned by a memory context callback.
+ */
+#include <new>
+#include <string_view>
+
+#include "json_doc.hpp"
+
+extern "C" {
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+}
+
+#include "apply.hpp"
+#include "catalog.hpp"
+#include "mapping.hpp"
+#include "convert.hpp"
+#include "settings.hpp"
+
+namespace sequin_sync {
+
+namespace {
+
+/* One record of the batch, as the engine sees it after validation. */
+struct Rec {
+	int			index;			/* into batch->records / results */
+	const json::Node *node;
+	const char *id;
+	uint32		id_len;
+	int64		idx;
+	bool		deleted;
+	Datum	   *values;			/* per mapped column, after conversion */
+	bool	   *nulls;
+	char	   *key_text;		/* hard deletes: the key as the id column prints it */
+};
+
+/* All records of one mapping. */
+struct Group {
+	char	   *collection;
+	Oid			relid;
+	char	   *delete_mode;
+	Jsonb	   *columns;
+	Oid			owner;
+	ResolvedMapping *map;
+	int			nrecs;
+	int			cap;
+	Rec		  **recs;
+};
+
+struct Engine {
+	ApplyBatch *batch;
+	int			ngroups;
+	Group	   *groups;
+	Rec		   *recs;
+};
+
+void
+Fail(Engine *e, int index, int sqlerrcode, const char *message)
+{
+	RecordResult *r = &e->batch->results[index];
+	r->status = RecordStatus::Failed;
+	r->error = MemoryContextStrdup(e->batch->cxt, message);
+	strlcpy(r->sqlstate, unpack_sql_state(sqlerrcode), sizeof(r->sqlstate));
+}
+
+void
+Skip(Engine *e, int index)
+{
+	e->batch->results[index].status = RecordStatus::Skipped;
+	e->batch->counts.skipped++;
+}
+
+/* ---- step 1: mappings and record validation ---- */
+
+void
+LoadMappings(Engine *e)
+{
+	Oid argtypes[1] = {TEXTOID};
+	Datum values[1] = {CStringGetTextDatum(e->batch->consumer)};
+	SpiExec("SELECT collection, target::pg_catalog.oid, delete_mode, columns, owner::pg_catalog.oid "
+			"FROM sequin_sync.mappings WHERE consumer = $1 ORDER BY target::pg_catalog.oid, collection",
+			1, argtypes, values, nullptr, true, 0);
+	e->ngroups = (int) SPI_processed;
+	e->groups = (Group *) palloc0(sizeof(Group) * Max(e->ngroups, 1));
+	for (int i = 0; i < e->ngroups; i++) {
+		HeapTuple tup = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		bool isnull;
+		Group *g = &e->groups[i];
+		g->collection = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		g->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		g->delete_mode = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+		g->columns = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+		g->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+	}
+}
+
+/* A JSON integer that fits int64; false for fractions, exponents and overflow. */
+bool
+ParseInt64(const json::Node *n, int64 *out)
+{
+	if (n == nullptr || !n->IsNumber() || !n->IsIntegerText() || n->len > 20)
+		return false;
+	const char *p = n->str;
+	const char *end = n->str + n->len;
+	bool neg = false;
+	if (*p == '-') {
+		neg = true;
+		p++;
+	}
+	uint64 v = 0;
+	for (; p < end; p++) {
+		uint64 digit = (uint64) (*p - '0');
+		if (v > (PG_UINT64_MAX - digit) / 10)
+			return false;
+		v = v * 10 + digit;
+	}
+	if (neg) {
+		if (v > (uint64) PG_INT64_MAX + 1)
+			return false;
+		*out = (int64) (0 - v);
+	} else {
+		if (v > (uint64) PG_INT64_MAX)
+			return false;
+		*out = (int64) v;
+	}
+	return true;
+}
+
+Group *
+FindGroup(Engine *e, const char *collection, uint32 len)
+{
+	for (int i = 0; i < e->ngroups; i++)
+		if (strlen(e->groups[i].collection) == len && memcmp(e->groups[i].collection, collection, len) == 0)
+			return &e->groups[i];
+	return nullptr;
+}
+
+void
+AddToGroup(Group *g, Rec *r)
+{
+	if (g->nrecs == g->cap) {
+		g->cap = g->cap ? g->cap * 2 : 64;
+		g->recs = g->recs ? (Rec **) repalloc(g->recs, sizeof(Rec *) * g->cap)
+						  : (Rec **) palloc(sizeof(Rec *) * g->cap);
+	}
+	g->recs[g->nrecs++] = r;
+}
+
+/* Checks the standard fields every record needs and files it under its mapping. */
+void
+ValidateRecord(Engine *e, int i)
+{
+	json::Document *doc = e->batch->doc;
+	Rec *r = &e->recs[i];
+	r->index = i;
+	r->node = e->batch->records[i];
+	const json::Node *rec = r->node;
+
+	if (rec == nullptr || !rec->IsObject()) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record is not a JSON object");
+		return;
+	}
+	const json::Node *coll = doc->Find(rec, "collection_id");
+	if (coll == nullptr || coll->IsNull())
+		coll = doc->Find(rec, "collection_slug");
+	if (coll != nullptr && coll->IsString() && coll->len > 0 && memchr(coll->str, '\0', coll->len) == nullptr)
+		e->batch->results[i].collection = MemoryContextStrdup(e->batch->cxt, pnstrdup(coll->str, coll->len));
+
+	const json::Node *id = doc->Find(rec, "id");
+	if (id == nullptr || id->IsNull()) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record has no \"id\"");
+		return;
+	}
+	if (!id->IsString() || id->len == 0 || memchr(id->str, '\0', id->len) != nullptr) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record field \"id\" must be a non-empty string");
+		return;
+	}
+	r->id = id->str;
+	r->id_len = id->len;
+
+	const json::Node *idx = doc->Find(rec, "updated_idx");
+	if (idx == nullptr || idx->IsNull()) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record has no \"updated_idx\"");
+		return;
+	}
+	if (!ParseInt64(idx, &r->idx)) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE,
+			 "record field \"updated_idx\" must be an integer between -9223372036854775808 and 9223372036854775807");
+		return;
+	}
+
+	const json::Node *deleted = doc->Find(rec, "deleted");
+	if (deleted == nullptr || deleted->IsNull())
+		r->deleted = false;
+	else if (deleted->IsBool())
+		r->deleted = deleted->kind == json::Kind::True;
+	else {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record field \"deleted\" must be a boolean");
+		return;
+	}
+
+	const json::Node *data = doc->Find(rec, "data");
+	if (data != nullptr && !data->IsNull() && !data->IsObject()) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record field \"data\" must be an object");
+		return;
+	}
+
+	if (coll == nullptr || coll->IsNull()) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record has no \"collection_id\" or \"collection_slug\"");
+		return;
+	}
+	if (!coll->IsString() || e->batch->results[i].collection == nullptr) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record field \"collection_id\" must be a non-empty string");
+		return;
+	}
+	Group *g = FindGroup(e, coll->str, coll->len);
+	if (g == nullptr) {
+		Fail(e, i, ERRCODE_UNDEFINED_OBJECT,
+			 psprintf("collection \"%s\" is not mapped for consumer \"%s\"",
+					  e->batch->results[i].collection, e->batch->consumer));
+		return;
+	}
+	AddToGroup(g, r);
+}
+
+/* ---- step 2: in-batch reduction ---- */
+
+/* By id, then newest version first, then batch order: the first of each id wins. */
+int
+CompareRecs(const void *a, const void *b)
+{
+	const Rec *ra = *(const Rec *const *) a;
+	const Rec *rb = *(const Rec *const *) b;
+	int c = memcmp(ra->id, rb->id, Min(ra->id_len, rb->id_len));
+	if (c != 0)
+		return c;
+	if (ra->id_len != rb->id_len)
+		return ra->id_len < rb->id_len ? -1 : 1;
+	if (ra->idx != rb->idx)
+		return ra->idx > rb->idx ? -1 : 1;
+	return ra->index < rb->index ? -1 : (ra->index > rb->index ? 1 : 0);
+}
+
+void
+Reduce(Engine *e, Group *g)
+{
+	if (g->nrecs == 0)
+		return;
+	qsort(g->recs, g->nrecs, sizeof(Rec *), CompareRecs);
+	int kept = 0;
+	for (int i = 0; i < g->nrecs; i++) {
+		Rec *r = g->recs[i];
+		if (kept > 0) {
+			Rec *prev = g->recs[kept - 1];
+			if (prev->id_len == r->id_len && memcmp(prev->id, r->id, r->id_len) == 0) {
+				Skip(e, r->index);
+				continue;
+			}
+		}
+		g->recs[kept++] = r;
+	}
+	g->nrecs = kept;
+}
+
+/* Drops the records of a group whose status is no longer pending. */
+void
+Compact(Engine *e, Group *g)
+{
+	int kept = 0;
+	for (int i = 0; i < g->nrecs; i++)
+		if (e->batch->results[g->recs[i]->index].status == RecordStatus::Applied)
+			g->recs[kept++] = g->recs[i];
+	g->nrecs = kept;
+}
+
+/* ---- step 3: resolve and convert ---- */
+
+struct ResolveArg {
+	Group	   *group;
+};
+
+void
+ResolveStep(void *p)
+{
+	ResolveArg *a = (ResolveArg *) p;
+	a->group->map = ResolveMapping(a->group->relid, a->group->delete_mode, a->group->columns, a->group->owner);
+}
+
+struct ConvertArg {
+	Engine	   *engine;
+	Group	   *group;
+	int			pos;			/* the record being converted; survives a longjmp (memory) */
+	int			col;			/* the column being converted */
+};
+
+void
+ConvertStep(void *p)
+{
+	ConvertArg *a = (ConvertArg *) p;
+	Group *g = a->group;
+	ResolvedMapping *m = g->map;
+	json::Document *doc = a->engine->batch->doc;
+	for (; a->pos < g->nrecs; a->pos++) {
+		Rec *r = g->recs[a->pos];
+		r->values = (Datum *) palloc(sizeof(Datum) * m->ncolumns);
+		r->nulls = (bool *) palloc(sizeof(bool) * m->ncolumns);
+		for (a->col = 0; a->col < m->ncolumns; a->col++) {
+			const MappedColumn *col = &m->columns[a->col];
+			if (col->source == SourceKind::Deleted) {
+				r->values[a->col] = BoolGetDatum(r->deleted);
+				r->nulls[a->col] = false;
+				if (col->is_domain)
+					domain_check(r->values[a->col], false, col->type, nullptr, nullptr);
+				continue;
+			}
+			const json::Node *src = FindColumnSource(doc, r->node, col);
+			r->values[a->col] = ConvertValue(col, doc, src, &r->nulls[a->col]);
+		}
+		if (m->hard_delete) {
+			const MappedColumn *idcol = &m->columns[m->id_col];
+			Oid outfunc;
+			bool varlena;
+			getTypeOutputInfo(idcol->pass_as_text ? TEXTOID : idcol->type, &outfunc, &varlena);
+			r->key_text = OidOutputFunctionCall(outfunc, r->values[m->id_col]);
+		}
+	}
+}
+
+void
+ConvertGroup(Engine *e, Group *g)
+{
+	ResolveArg ra = {g};
+	ErrorData *err = RunProtected(ResolveStep, &ra, e->batch->cxt);
+	if (err != nullptr) {
+		for (int i = 0; i < g->nrecs; i++)
+			Fail(e, g->recs[i]->index, err->sqlerrcode, err->message);
+		g->nrecs = 0;
+		return;
+	}
+	ConvertArg ca = {e, g, 0, 0};
+	while (ca.pos < g->nrecs) {
+		err = RunProtected(ConvertStep, &ca, e->batch->cxt);
+		if (err == nullptr)
+			break;
+		Rec *r = g->recs[ca.pos];
+		Fail(e, r->index, err->sqlerrcode,
+			 psprintf("column \"%s\": %s", g->map->columns[ca.col].name, err->message));
+		ca.pos++;
+	}
+	Compact(e, g);
+}
+
+/* ---- steps 4 and 5: statements ---- */
+
+enum class StmtKind { Upsert, Delete };
+
+struct Stmt {
+	Group	   *group;
+	StmtKind	kind;
+	char	   *sql;
+	int			nargs;
+	Oid		   *argtypes;
+	SPIPlanPtr	plan;
+};
+
+const char *
+ColumnType(const MappedColumn *col)
+{
+	return format_type_extended(col->type, col->typmod, FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+}
+
+void
+BuildUpsert(Stmt *s)
+{
+	ResolvedMapping *m = s->group->map;
+	StringInfoData sql, sel, names, args, set;
+	initStringInfo(&sql);
+	initStringInfo(&sel);
+	initStringInfo(&names);
+	initStringInfo(&args);
+	initStringInfo(&set);
+	s->nargs = m->ncolumns;
+	s->argtypes = (Oid *) palloc(sizeof(Oid) * m->ncolumns);
+	for (int i = 0; i < m->ncolumns; i++) {
+		const MappedColumn *col = &m->columns[i];
+		const char *sep = i ? ", " : "";
+		const char *qname = quote_identifier(col->name);
+		appendStringInfo(&names, "%s%s", sep, qname);
+		appendStringInfo(&args, "%spg_catalog.unnest($%d)", sep, i + 1);
+		if (col->pass_as_text)
+			appendStringInfo(&sel, "%ss.c%d::%s", sep, i + 1, ColumnType(col));
+		else
+			appendStringInfo(&sel, "%ss.c%d", sep, i + 1);
+		if (i != m->id_col)
+			appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", qname, qname);
+		s->argtypes[i] = col->pass_as_text ? TEXTARRAYOID : col->array_type;
+	}
+	StringInfoData aliases;
+	initStringInfo(&aliases);
+	for (int i = 0; i < m->ncolumns; i++)
+		appendStringInfo(&aliases, "%sc%d", i ? ", " : "", i + 1);
+	const char *idx = quote_identifier(m->columns[m->idx_col].name);
+	appendStringInfo(&sql,
+					 "INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS s(%s) "
+					 "ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NULL OR t.%s < EXCLUDED.%s "
+					 "RETURNING (t.xmax = 0), %s",
+					 m->qualified_name, names.data, sel.data, args.data, aliases.data,
+					 quote_identifier(m->columns[m->id_col].name), set.data, idx, idx, idx,
+					 m->hard_delete ? "false"
+									: psprintf("COALESCE(t.%s, false)",
+											   quote_identifier(m->columns[m->deleted_col].name)));
+	s->sql = sql.data;
+}
+
+void
+BuildDelete(Stmt *s)
+{
+	ResolvedMapping *m = s->group->map;
+	const MappedColumn *idcol = &m->columns[m->id_col];
+	const char *id = quote_identifier(idcol->name);
+	const char *idx = quote_identifier(m->columns[m->idx_col].name);
+	s->nargs = 2;
+	s->argtypes = (Oid *) palloc(sizeof(Oid) * 2);
+	s->argtypes[0] = idcol->pass_as_text ? TEXTARRAYOID : idcol->array_type;
+	s->argtypes[1] = INT8ARRAYOID;
+	/*
+	 * One row per deleted version: removed (the row was older and is gone), present (a row
+	 * is still there, so it is newer: a stale delete).  Neither: the row was already absent
+	 * and the delete only raises the tombstone.  The EXISTS sees the snapshot before the
+	 * DELETE, so a removed row also reads as present; removed is checked first.
+	 */
+	s->sql = psprintf("WITH d AS (SELECT u.k%s AS k, u.v, u.o FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY AS u(k, v, o)), "
+					  "del AS (DELETE FROM %s AS t USING d WHERE t.%s = d.k AND (t.%s IS NULL OR t.%s < d.v) RETURNING d.o) "
+					  "SELECT d.o, del.o IS NOT NULL, EXISTS (SELECT FROM %s AS x WHERE x.%s = d.k) "
+					  "FROM d LEFT JOIN del ON del.o = d.o ORDER BY d.o",
+					  idcol->pass_as_text ? psprintf("::%s", ColumnType(idcol)) : "",
+					  m->qualified_name, id, idx, idx, m->qualified_name, id);
+}
+
+/* A one-dimensional array of n elements of the given type. */
+Datum
+MakeArray(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16 typlen;
+	bool typbyval;
+	char typalign;
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	int dims[1] = {n};
+	int lbs[1] = {1};
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, elemtype, typlen, typbyval, typalign));
+}
+
+Datum
+Int8Array(Rec **recs, int n)
+{
+	Datum *elems = (Datum *) palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(recs[i]->idx);
+	return MakeArray(elems, nullptr, n, INT8OID);
+}
+
+Datum
+KeyTextArray(Rec **recs, int n)
+{
+	Datum *elems = (Datum *) palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		elems[i] = CStringGetTextDatum(recs[i]->key_text);
+	return MakeArray(elems, nullptr, n, TEXTOID);
+}
+
+/* The column's values of n records as one array parameter. */
+Datum
+ColumnArray(const MappedColumn *col, int c, Rec **recs, int n)
+{
+	Datum *elems = (Datum *) palloc(sizeof(Datum) * Max(n, 1));
+	bool *nulls = (bool *) palloc(sizeof(bool) * Max(n, 1));
+	for (int i = 0; i < n; i++) {
+		elems[i] = recs[i]->values[c];
+		nulls[i] = recs[i]->nulls[c];
+	}
+	return MakeArray(elems, nulls, n, col->pass_as_text ? TEXTOID : col->type);
+}
+
+struct ExecArg {
+	Engine	   *engine;
+	Stmt	   *stmt;
+	Rec		  **recs;
+	int			n;
+	ApplyCounts counts;			/* of this attempt; added to the batch only on success */
+};
+
+/* Raises (or rather: keeps) the tombstones of the deletes that took effect; as the extension owner. */
+void
+WriteTombstones(Group *g, Rec **recs, int n)
+{
+	if (n == 0)
+		return;
+	Oid argtypes[3] = {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID};
+	Datum values[3] = {ObjectIdGetDatum(g->relid), KeyTextArray(recs, n), Int8Array(recs, n)};
+	SpiExec("INSERT INTO sequin_sync.tombstones AS tb (target, id, updated_idx) "
+			"SELECT $1, u.k, u.v FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS u(k, v) "
+			"ON CONFLICT (target, id) DO UPDATE SET updated_idx = EXCLUDED.updated_idx, deleted_at = pg_catalog.now() "
+			"WHERE tb.updated_idx < EXCLUDED.updated_idx",
+			3, argtypes, values, nullptr, false, 0);
+}
+
+void
+ExecStep(void *p)
+{
+	ExecArg *a = (ExecArg *) p;
+	Stmt *s = a->stmt;
+	Group *g = s->group;
+	ResolvedMapping *m = g->map;
+	Datum *values = (Datum *) palloc(sizeof(Datum) * s->nargs);
+	memset(&a->counts, 0, sizeof(a->counts));
+
+	if (s->kind == StmtKind::Upsert) {
+		for (int c = 0; c < m->ncolumns; c++)
+			values[c] = ColumnArray(&m->columns[c], c, a->recs, a->n);
+	} else {
+		values[0] = ColumnArray(&m->columns[m->id_col], m->id_col, a->recs, a->n);
+		values[1] = Int8Array(a->recs, a->n);
+	}
+
+	RoleSwitch rs;
+	BeginAsRole(&rs, g->owner, true);
+	if (s->plan == nullptr)
+		s->plan = SpiPrepare(s->sql, s->nargs, s->argtypes);
+	SpiExecPlan(s->plan, values, nullptr, false, 0);
+	EndAsRole(&rs);
+
+	uint64 returned = SPI_processed;
+	SPITupleTable *tt = SPI_tuptable;
+	if (s->kind == StmtKind::Upsert) {
+		for (uint64 i = 0; i < returned; i++) {
+			bool isnull;
+			bool inserted = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+			bool deleted = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+			if (deleted)
+				a->counts.deleted++;
+			else if (inserted)
+				a->counts.inserted++;
+			else
+				a->counts.updated++;
+		}
+		a->counts.skipped = a->n - (int64) returned;
+		/* Which records were skipped is not needed: they are not parked, only counted. */
+	} else {
+		Rec **effective = (Rec **) palloc(sizeof(Rec *) * Max(a->n, 1));
+		int neffective = 0;
+		for (uint64 i = 0; i < returned; i++) {
+			bool isnull;
+			int64 ord = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+			bool removed = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+			bool present = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
+			if (removed || !present) {
+				effective[neffective++] = a->recs[ord - 1];
+				a->counts.deleted++;
+			} else {
+				a->counts.skipped++;
+			}
+		}
+		WriteTombstones(g, effective, neffective);
+	}
+}
+
+/*
+ * Runs a statement for recs[0, n); when it fails, halves the set until the records that fail
+ * alone are found, and parks them with their error.  Everything else is applied.
+ */
+void
+ExecBisect(Engine *e, Stmt *s, Rec **recs, int n)
+{
+	if (n == 0)
+		return;
+	ExecArg a = {e, s, recs, n, {}};
+	ErrorData *err = RunProtected(ExecStep, &a, e->batch->cxt);
+	if (err == nullptr) {
+		ApplyCounts *c = &e->batch->counts;
+		c->inserted += a.counts.inserted;
+		c->updated += a.counts.updated;
+		c->deleted += a.counts.deleted;
+		c->skipped += a.counts.skipped;
+		return;
+	}
+	if (n == 1) {
+		const char *msg = err->message;
+		if (err->detail != nullptr)
+			msg = psprintf("%s (%s)", err->message, err->detail);
+		Fail(e, recs[0]->index, err->sqlerrcode, msg);
+		return;
+	}
+	int half = n / 2;
+	ExecBisect(e, s, recs, half);
+	ExecBisect(e, s, recs + half, n - half);
+}
+
+/*
+ * Hard deletes: serialize concurrent appliers of the same keys (advisory locks taken in id
+ * order, held to commit), then skip every version a tombstone says is stale.  Without the lock
+ * a concurrent upsert could read "no tombstone" while a delete of a newer version commits.
+ */
+struct TombstoneArg {
+	Engine	   *engine;
+	Group	   *group;
+};
+
+void
+TombstoneStep(void *p)
+{
+	TombstoneArg *a = (TombstoneArg *) p;
+	Group *g = a->group;
+	Oid argtypes[3] = {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID};
+	Datum values[3] = {ObjectIdGetDatum(g->relid), KeyTextArray(g->recs, g->nrecs), Int8Array(g->recs, g->nrecs)};
+	SpiExec("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::pg_catalog.oid::pg_catalog.text "
+			"OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) u.k, 0)) "
+			"FROM pg_catalog.unnest($2) WITH ORDINALITY AS u(k, o) ORDER BY u.o",
+			3, argtypes, values, nullptr, false, 0);
+	SpiExec("SELECT u.o FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) WITH ORDINALITY AS u(k, v, o) "
+			"JOIN sequin_sync.tombstones tb ON tb.target = $1 AND tb.id = u.k AND tb.updated_idx >= u.v",
+			3, argtypes, values, nullptr, false, 0);
+	for (uint64 i = 0; i < SPI_processed; i++) {
+		bool isnull;
+		int64 ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		Skip(a->engine, g->recs[ord - 1]->index);
+	}
+}
+
+void
+ApplyGroup(Engine *e, Group *g)
+{
+	Reduce(e, g);
+	if (g->nrecs == 0)
+		return;
+	ConvertGroup(e, g);
+	if (g->nrecs == 0)
+		return;
+
+	ResolvedMapping *m = g->map;
+	Rec **upserts = (Rec **) palloc(sizeof(Rec *) * g->nrecs);
+	Rec **deletes = (Rec **) palloc(sizeof(Rec *) * g->nrecs);
+	int nupserts = 0, ndeletes = 0;
+
+	if (m->hard_delete) {
+		TombstoneArg ta = {e, g};
+		ErrorData *err = RunProtected(TombstoneStep, &ta, e->batch->cxt);
+		if (err != nullptr)
+			ReThrowError(err); /* our own table: not a record's fault */
+		Compact(e, g);
+	}
+	for (int i = 0; i < g->nrecs; i++) {
+		Rec *r = g->recs[i];
+		if (m->hard_delete && r->deleted)
+			deletes[ndeletes++] = r;
+		else
+			upserts[nupserts++] = r;
+	}
+
+	if (ndeletes > 0) {
+		Stmt s = {g, StmtKind::Delete, nullptr, 0, nullptr, nullptr};
+		BuildDelete(&s);
+		ExecBisect(e, &s, deletes, ndeletes);
+	}
+	if (nupserts > 0) {
+		Stmt s = {g, StmtKind::Upsert, nullptr, 0, nullptr, nullptr};
+		BuildUpsert(&s);
+		ExecBisect(e, &s, upserts, nupserts);
+	}
+}
+
+void
+DeleteDocument(void *arg)
+{
+	delete static_cast<json::Document *>(arg);
+}
+
+} /* namespace */
+
+json::Document *
+NewDocument(MemoryContext cxt)
+{
+	json::Document *doc = new (std::nothrow) json::Document();
+	if (doc == nullptr)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	MemoryContextCallback *cb = (MemoryContextCallback *) MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
+	cb->func = DeleteDocument;
+	cb->arg = doc;
+	MemoryContextRegisterResetCallback(cxt, cb);
+	return doc;
+}
+
+void
+InitBatch(ApplyBatch *batch, const char *consumer, json::Document *doc, const json::Node **records,
+		  int nrecords, MemoryContext cxt)
+{
+	memset(batch, 0, sizeof(*batch));
+	batch->consumer = consumer;
+	batch->doc = doc;
+	batch->records = records;
+	batch->nrecords = nrecords;
+	batch->cxt = cxt;
+	batch->results = (RecordResult *) MemoryContextAllocZero(cxt, sizeof(RecordResult) * Max(nrecords, 1));
+}
+
+void
+ApplyRecords(ApplyBatch *batch)
+{
+	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+	Engine e;
+	e.batch = batch;
+	LoadMappings(&e);
+	e.recs = (Rec *) palloc0(sizeof(Rec) * Max(batch->nrecords, 1));
+	for (int i = 0; i < batch->nrecords; i++)
+		ValidateRecord(&e, i);
+	/* Groups are ordered by target table, so concurrent batches lock tables in one order. */
+	for (int i = 0; i < e.ngroups; i++) {
+		CHECK_FOR_INTERRUPTS();
+		ApplyGroup(&e, &e.groups[i]);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+namespace {
+
+struct DeadLetterArg {
+	ApplyBatch *batch;
+	int			index;
+	bool		as_jsonb;
+	const char *text;
+};
+
+void
+DeadLetterStep(void *p)
+{
+	DeadLetterArg *a = (DeadLetterArg *) p;
+	RecordResult *r = &a->batch->results[a->index];
+	Oid argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum values[5] = {CStringGetTextDatum(a->batch->consumer),
+					   r->collection ? CStringGetTextDatum(r->collection) : (Datum) 0,
+					   CStringGetTextDatum(a->text), CStringGetTextDatum(r->error),
+					   CStringGetTextDatum(r->sqlstate)};
+	char nulls[6] = "     ";
+	if (r->collection == nullptr)
+		nulls[1] = 'n';
+	SpiExec(a->as_jsonb
+				? "INSERT INTO sequin_sync.dead_letters (consumer, collection, record, error, sqlstate) "
+				  "VALUES ($1, $2, $3::pg_catalog.jsonb, $4, $5)"
+				: "INSERT INTO sequin_sync.dead_letters (consumer, collection, record_text, error, sqlstate) "
+				  "VALUES ($1, $2, $3, $4, $5)",
+			5, argtypes, values, nulls, false, 0);
+}
+
+} /* namespace */
+
+void
+WriteDeadLetters(ApplyBatch *batch)
+{
+	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+	for (int i = 0; i < batch->nrecords; i++) {
+		if (batch->results[i].status != RecordStatus::Failed)
+			continue;
+		const char *text;
+		size_t len;
+		if (batch->records[i] == nullptr || !batch->doc->Serialize(batch->records[i], &text, &len))
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		DeadLetterArg a = {batch, i, true, pnstrdup(text, len)};
+		/* A record jsonb cannot hold (\u0000, nesting too deep) is kept as its JSON text. */
+		ErrorData *err = RunProtected(DeadLetterStep, &a, batch->cxt);
+		if (err != nullptr) {
+			a.as_jsonb = false;
+			DeadLetterStep(&a);
+		}
+		batch->counts.dead_lettered++;
+	}
+	MemoryContextSwitchTo(old);
+}
+
+int64
+PruneTombstones()
+{
+	if (tombstone_retention_s <= 0)
+		return 0;
+	Oid argtypes[1] = {FLOAT8OID};
+	Datum values[1] = {Float8GetDatum((double) tombstone_retention_s)};
+	SpiExec("DELETE FROM sequin_sync.tombstones "
+			"WHERE deleted_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+			1, argtypes, values, nullptr, false, 0);
+	return (int64) SPI_processed;
+}
+
+} /* namespace sequin_sync */

@@ -1,0 +1,74 @@
+/*
+ * apply.hpp - the apply engine: a batch of Sequin records into the mapped tables, exactly once
+ * per newest version, whatever the order, duplication or redelivery.
+ *
+ * sequin_sync.apply(), retry_dead_letters() and the background worker all go through
+ * ApplyRecords; there is no second code path.
+ *
+ * Postgres-side code: include after the extern "C" block with postgres.h.
+ */
+#ifndef SEQUIN_SYNC_APPLY_HPP
+#define SEQUIN_SYNC_APPLY_HPP
+
+#include "json_doc.hpp"
+
+namespace sequin_sync {
+
+enum class RecordStatus : uint8_t {
+	Applied,	/* inserted, updated or deleted */
+	Skipped,	/* an equal or newer version is already there (or later in the batch) */
+	Failed,		/* parked: error and sqlstate say why */
+};
+
+struct RecordResult {
+	RecordStatus status;
+	char	   *collection;		/* NULL when the record has none */
+	char	   *error;
+	char		sqlstate[6];
+};
+
+struct ApplyCounts {
+	int64		inserted;
+	int64		updated;
+	int64		deleted;
+	int64		skipped;
+	int64		dead_lettered;
+};
+
+struct ApplyBatch {
+	const char *consumer;
+	json::Document *doc;
+	int			nrecords;
+	const json::Node **records;
+	RecordResult *results;		/* nrecords entries, filled by ApplyRecords */
+	ApplyCounts counts;
+	MemoryContext cxt;			/* everything of the batch is allocated here */
+};
+
+/*
+ * A Document on the C++ heap, deleted when cxt is reset or deleted - also when an error unwinds
+ * the stack - so no destructor ever depends on a longjmp.
+ */
+json::Document *NewDocument(MemoryContext cxt);
+
+/* Prepares batch->results for the records; call before ApplyRecords. */
+void InitBatch(ApplyBatch *batch, const char *consumer, json::Document *doc,
+			   const json::Node **records, int nrecords, MemoryContext cxt);
+
+/*
+ * Applies the batch inside the current transaction.  Must be called with SPI connected, as the
+ * extension owner, with a safe search_path; target tables are written as each mapping's owner.
+ * Records that cannot be applied get status Failed (they are not written anywhere yet); every
+ * other record is applied or skipped.  Errors that are no record's fault are raised.
+ */
+void ApplyRecords(ApplyBatch *batch);
+
+/* Parks the batch's failed records in sequin_sync.dead_letters and counts them. */
+void WriteDeadLetters(ApplyBatch *batch);
+
+/* Deletes tombstones older than sequin_sync.tombstone_retention; returns how many. */
+int64 PruneTombstones();
+
+} /* namespace sequin_sync */
+
+#endif

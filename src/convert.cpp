@@ -1,0 +1,194 @@
+/*
+ * convert.cpp - converts JSON values into column Datums with the column type's own input
+ * function, so every type (domains, enums, numerics with typmods, arrays) behaves exactly as it
+ * does for a literal in SQL.  JSON numbers keep their raw text, so no digit is ever lost.
+ *
+ * Everything here may raise an error; apply.cpp calls it inside a subtransaction and parks the
+ * record that failed.
+ */
+#include <new>
+#include <string_view>
+
+#include "json_doc.hpp"
+
+extern "C" {
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/float.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+}
+
+#include "mapping.hpp"
+#include "convert.hpp"
+
+namespace sequin_sync {
+
+namespace {
+
+const char *
+KindName(json::Kind kind)
+{
+	switch (kind) {
+		case json::Kind::Null:
+			return "null";
+		case json::Kind::True:
+		case json::Kind::False:
+			return "boolean";
+		case json::Kind::Number:
+			return "number";
+		case json::Kind::String:
+			return "string";
+		case json::Kind::Array:
+			return "array";
+		case json::Kind::Object:
+			return "object";
+	}
+	return "value";
+}
+
+/*
+ * A NUL-terminated copy of JSON text in the server encoding.  A NUL byte (\u0000) cannot be
+ * stored in any Postgres text value: that is the record's error.
+ */
+char *
+ServerString(const char *str, size_t len)
+{
+	if (memchr(str, '\0', len) != nullptr)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
+				 errmsg("unsupported Unicode escape sequence"),
+				 errdetail("\\u0000 cannot be converted to text.")));
+	char *copy = pnstrdup(str, len);
+	if (GetDatabaseEncoding() != PG_UTF8)
+		copy = pg_any_to_server(copy, (int) len, PG_UTF8);
+	return copy;
+}
+
+/* The column type's input function; a NULL string lets a domain check its NOT NULL. */
+Datum
+Input(const MappedColumn *col, char *str)
+{
+	return InputFunctionCall(const_cast<FmgrInfo *>(&col->input), str, col->ioparam, col->typmod);
+}
+
+/* A JSON number of Unix epoch seconds into timestamptz/timestamp/date, as Stripe sends times. */
+Datum
+EpochValue(const MappedColumn *col, const json::Node *value)
+{
+	char *raw = pnstrdup(value->str, value->len);
+	Datum seconds = DirectFunctionCall1(float8in, CStringGetDatum(raw));
+	/* to_timestamp(): timestamptz is microseconds since 2000-01-01 UTC, range-checked. */
+	Datum ts = DirectFunctionCall1(float8_timestamptz, seconds);
+	/* A timestamp without time zone holds the same number read as UTC wall time. */
+	if (col->convert == ConvertKind::Date)
+		ts = DirectFunctionCall1(timestamp_date, ts);
+	if (col->is_domain)
+		domain_check(ts, false, col->type, nullptr, nullptr);
+	return ts;
+}
+
+} /* namespace */
+
+const json::Node *
+FindColumnSource(const json::Document *doc, const json::Node *record, const MappedColumn *col)
+{
+	switch (col->source) {
+		case SourceKind::Path: {
+			const json::Node *v = doc->FindPath(record, col->path);
+			if ((v == nullptr || v->IsNull()) && col->alt_path != nullptr)
+				v = doc->FindPath(record, col->alt_path);
+			return v;
+		}
+		case SourceKind::DataField: {
+			const json::Node *data = doc->Find(record, "data");
+			if (data == nullptr || !data->IsObject())
+				return nullptr;
+			std::string_view name(col->name);
+			const json::Node *v = doc->Find(data, name);
+			if (v != nullptr)
+				return v;
+			const json::Node *match = nullptr;
+			for (const json::Node *m = doc->First(data); m != nullptr; m = doc->Next(m))
+				if (json::NormalizedEquals(m->Key(), name))
+					match = m;
+			return match;
+		}
+		case SourceKind::Deleted:
+			return nullptr; /* filled by the engine from the validated flag */
+	}
+	return nullptr;
+}
+
+Datum
+ConvertValue(const MappedColumn *col, json::Document *doc, const json::Node *value, bool *isnull)
+{
+	*isnull = false;
+	if (value == nullptr || value->IsNull()) {
+		*isnull = true;
+		if (col->is_domain)
+			(void) Input(col, nullptr);
+		return (Datum) 0;
+	}
+
+	const char *text = nullptr;
+	size_t text_len = 0;
+	switch (value->kind) {
+		case json::Kind::String:
+			if (col->convert == ConvertKind::Json) {
+				if (!doc->Serialize(value, &text, &text_len))
+					ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+			} else {
+				text = value->str;
+				text_len = value->len;
+			}
+			break;
+		case json::Kind::Number:
+			if (col->convert == ConvertKind::Timestamptz || col->convert == ConvertKind::Timestamp ||
+				col->convert == ConvertKind::Date)
+				return EpochValue(col, value);
+			text = value->str;
+			text_len = value->len;
+			break;
+		case json::Kind::True:
+			text = "true";
+			text_len = 4;
+			break;
+		case json::Kind::False:
+			text = "false";
+			text_len = 5;
+			break;
+		case json::Kind::Array:
+		case json::Kind::Object:
+			if (col->convert == ConvertKind::Array && value->IsArray()) {
+				if (!doc->ArrayLiteral(value, &text, &text_len))
+					ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+			} else if (col->convert == ConvertKind::Json || col->string_like) {
+				if (!doc->Serialize(value, &text, &text_len))
+					ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+			} else {
+				ereport(ERROR,
+						(errcode(ERRCODE_DATATYPE_MISMATCH),
+						 errmsg("cannot store a JSON %s in a column of type %s", KindName(value->kind),
+								format_type_be(col->type)),
+						 errhint("Use a json, jsonb, text or array column, or map a field inside it with columns.")));
+			}
+			break;
+		case json::Kind::Null:
+			break;
+	}
+
+	char *str = ServerString(text, text_len);
+	Datum d = Input(col, str);
+	if (col->pass_as_text)
+		return PointerGetDatum(cstring_to_text(str));
+	return d;
+}
+
+} /* namespace sequin_sync */

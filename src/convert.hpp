@@ -1,0 +1,28 @@
+/*
+ * convert.hpp - one JSON value into one column's Datum.
+ *
+ * Postgres-side code: include after the extern "C" block with postgres.h and mapping.hpp.
+ */
+#ifndef SEQUIN_SYNC_CONVERT_HPP
+#define SEQUIN_SYNC_CONVERT_HPP
+
+#include "json_doc.hpp"
+
+namespace sequin_sync {
+
+/* The JSON value a column takes from a record; nullptr when the record has none. */
+const json::Node *FindColumnSource(const json::Document *doc, const json::Node *record,
+								   const MappedColumn *col);
+
+/*
+ * Converts a JSON value (nullptr = absent) for a column.  For columns passed as text
+ * (col->pass_as_text) the result is the validated text literal, else a Datum of the column's
+ * type.  Raises the conversion error (the caller names the column) when the value cannot be
+ * stored: wrong type, \u0000 in text, out of range, a domain's constraint.
+ */
+Datum ConvertValue(const MappedColumn *col, json::Document *doc, const json::Node *value,
+				   bool *isnull);
+
+} /* namespace sequin_sync */
+
+#endif

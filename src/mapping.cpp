@@ -1,0 +1,387 @@
+/*
+ * mapping.cpp - checks a mapping against the catalog and resolves each column's source and
+ * conversion (see mapping.hpp).  Every refusal names the table and the column and says how to
+ * fix it: these are the errors users meet first.
+ */
+extern "C" {
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/table.h"
+#include "catalog/catalog.h"
+#include "catalog/index.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+}
+
+#include "mapping.hpp"
+
+namespace sequin_sync {
+
+namespace {
+
+/* The record's standard fields, filled into columns of the same name. */
+struct StandardColumn {
+	const char *name;
+	const char *path;
+	const char *alt_path;
+};
+
+const StandardColumn kStandardColumns[] = {
+	{"id", "id", nullptr},
+	{"upstream_id", "upstream_id", nullptr},
+	{"collection_id", "collection_id", "collection_slug"},
+	{"collection_slug", "collection_slug", "collection_id"},
+	{"provider", "provider", nullptr},
+	{"updated_idx", "updated_idx", nullptr},
+	{"sync_id", "sync.id", "sync_id"},
+	{"sync_external_id", "sync.external_id", "sync_external_id"},
+	{"sync_metadata", "sync.metadata", "sync_metadata"},
+	{"inserted_at", "inserted_at", "created_at"},
+	{"upstream_created_at", "upstream_created_at", nullptr},
+	{"upstream_updated_at", "upstream_updated_at", nullptr},
+	{"stream_id", "stream_id", nullptr},
+	{"resource_id", "resource_id", nullptr},
+	{"data", "data", nullptr},
+};
+
+const StandardColumn *
+FindStandardColumn(const char *name)
+{
+	for (const StandardColumn &std_col : kStandardColumns)
+		if (strcmp(std_col.name, name) == 0)
+			return &std_col;
+	return nullptr;
+}
+
+/* Looks up an override for a column in the columns jsonb; *found tells whether it has one. */
+JsonbValue *
+FindOverride(Jsonb *columns, const char *name, bool *found)
+{
+	*found = false;
+	if (columns == nullptr)
+		return nullptr;
+	JsonbValue key;
+	key.type = jbvString;
+	key.val.string.val = const_cast<char *>(name);
+	key.val.string.len = strlen(name);
+	JsonbValue *v = findJsonbValueFromContainer(&columns->root, JB_FOBJECT, &key);
+	*found = v != nullptr;
+	return v;
+}
+
+/* A dotted path: non-empty segments of printable characters. */
+bool
+ValidPath(const char *path)
+{
+	if (*path == '\0')
+		return false;
+	bool segment_empty = true;
+	for (const char *p = path; *p; p++) {
+		if (*p == '.') {
+			if (segment_empty)
+				return false;
+			segment_empty = true;
+		} else if ((unsigned char) *p < 0x20) {
+			return false;
+		} else {
+			segment_empty = false;
+		}
+	}
+	return !segment_empty;
+}
+
+/*
+ * Checks the columns argument before any column is resolved: an object whose values are
+ * strings (paths) or null, naming existing, writable columns.
+ */
+void
+CheckOverrides(Relation rel, Jsonb *columns, const char *display_name)
+{
+	if (columns == nullptr)
+		return;
+	if (!JB_ROOT_IS_OBJECT(columns) || JB_ROOT_IS_SCALAR(columns))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("columns must be a JSON object"),
+				 errdetail("It maps column names to dotted record paths or null, e.g. {\"plan_amount\": \"data.plan.amount\", \"notes\": null}.")));
+
+	JsonbIterator *it = JsonbIteratorInit(&columns->root);
+	JsonbValue v;
+	JsonbIteratorToken tok;
+	char *key = nullptr;
+	TupleDesc tupdesc = RelationGetDescr(rel);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE) {
+		if (tok == WJB_KEY) {
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok != WJB_VALUE)
+			continue;
+		if (v.type != jbvString && v.type != jbvNull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid source for column \"%s\" in columns", key),
+					 errdetail("Each value must be a dotted record path such as \"data.plan.amount\", or null to never write the column.")));
+		if (v.type == jbvString) {
+			char *path = pnstrdup(v.val.string.val, v.val.string.len);
+			if (!ValidPath(path))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid record path \"%s\" for column \"%s\"", path, key),
+						 errdetail("A path names record fields separated by dots, such as \"data.plan.amount\" or \"sync.external_id\".")));
+		}
+		int attno = -1;
+		for (int i = 0; i < tupdesc->natts; i++) {
+			Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+			if (!att->attisdropped && strcmp(NameStr(att->attname), key) == 0) {
+				attno = i;
+				break;
+			}
+		}
+		if (attno < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of relation \"%s\" does not exist", key, display_name),
+					 errdetail("The columns argument gives a source for it."),
+					 errhint("Column names in columns must match the table's columns exactly.")));
+		Form_pg_attribute att = TupleDescAttr(tupdesc, attno);
+		if (strcmp(key, "id") == 0 || strcmp(key, "updated_idx") == 0 || strcmp(key, "deleted") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("column \"%s\" cannot be remapped", key),
+					 errdetail("id, updated_idx and deleted always come from the record's standard fields: the key, the version guard and deletes depend on them."),
+					 errhint("Remove \"%s\" from columns.", key)));
+		if (v.type == jbvString && (att->attgenerated || att->attidentity))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("column \"%s\" of relation \"%s\" cannot be written", key, display_name),
+					 errdetail("It is a %s column.", att->attgenerated ? "generated" : "identity"),
+					 errhint("Remove \"%s\" from columns.", key)));
+	}
+}
+
+/* The unique, non-partial, immediate index on exactly the id column that ON CONFLICT needs. */
+bool
+HasUniqueIndexOn(Relation rel, AttrNumber attnum)
+{
+	List *indexes = RelationGetIndexList(rel);
+	ListCell *lc;
+	bool found = false;
+	foreach (lc, indexes) {
+		Oid indexoid = lfirst_oid(lc);
+		HeapTuple tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+		if (!HeapTupleIsValid(tup))
+			continue;
+		Form_pg_index idx = (Form_pg_index) GETSTRUCT(tup);
+		if (idx->indisunique && idx->indimmediate && idx->indisvalid && idx->indnkeyatts == 1 &&
+			idx->indkey.values[0] == attnum && heap_attisnull(tup, Anum_pg_index_indpred, nullptr) &&
+			heap_attisnull(tup, Anum_pg_index_indexprs, nullptr))
+			found = true;
+		ReleaseSysCache(tup);
+		if (found)
+			break;
+	}
+	list_free(indexes);
+	return found;
+}
+
+void
+CheckPrivileges(Oid relid, Oid owner, bool hard, const char *display_name)
+{
+	AclMode needed[] = {ACL_SELECT, ACL_INSERT, ACL_UPDATE, ACL_DELETE};
+	const char *names[] = {"SELECT", "INSERT", "UPDATE", "DELETE"};
+	int count = hard ? 4 : 3;
+	for (int i = 0; i < count; i++) {
+		if (pg_class_aclcheck(relid, owner, needed[i]) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table %s", display_name),
+					 errdetail("Role \"%s\" has no %s privilege on it; records are applied with the privileges of the role that mapped the collection, which needs SELECT, INSERT and UPDATE%s.",
+							   GetUserNameFromId(owner, false), names[i],
+							   hard ? " and, for hard deletes, DELETE" : ""),
+					 errhint("GRANT %s ON %s TO %s, or map the collection as a role that has it.",
+							 names[i], display_name, quote_identifier(GetUserNameFromId(owner, false)))));
+	}
+}
+
+void
+ResolveConversion(MappedColumn *col)
+{
+	Oid base = col->type;
+	int32 base_typmod = col->typmod;
+	base = getBaseTypeAndTypmod(base, &base_typmod);
+	col->base_type = base;
+	col->is_domain = base != col->type;
+	char category;
+	bool preferred;
+	get_type_category_preferred(base, &category, &preferred);
+	col->string_like = category == TYPCATEGORY_STRING;
+
+	if (base == JSONOID || base == JSONBOID)
+		col->convert = ConvertKind::Json;
+	else if (type_is_array(base))
+		col->convert = ConvertKind::Array;
+	else if (base == TIMESTAMPTZOID)
+		col->convert = ConvertKind::Timestamptz;
+	else if (base == TIMESTAMPOID)
+		col->convert = ConvertKind::Timestamp;
+	else if (base == DATEOID)
+		col->convert = ConvertKind::Date;
+	else
+		col->convert = ConvertKind::Scalar;
+
+	getTypeInputInfo(col->type, &col->input_func, &col->ioparam);
+	fmgr_info(col->input_func, &col->input);
+	get_typlenbyvalalign(col->type, &col->typlen, &col->typbyval, &col->typalign);
+	col->array_type = get_array_type(col->type);
+	col->pass_as_text = col->convert == ConvertKind::Array || !OidIsValid(col->array_type);
+}
+
+} /* namespace */
+
+ResolvedMapping *
+ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
+{
+	ResolvedMapping *m = (ResolvedMapping *) palloc0(sizeof(ResolvedMapping));
+	m->relid = relid;
+	m->owner = owner;
+	m->hard_delete = strcmp(delete_mode, "hard") == 0;
+
+	Relation rel = try_relation_open(relid, AccessShareLock);
+	if (rel == nullptr)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("target table with OID %u does not exist", relid),
+				 errhint("The mapped table was dropped: map the collection to an existing table, or unmap it.")));
+
+	char *nspname = get_namespace_name(RelationGetNamespace(rel));
+	m->qualified_name = quote_qualified_identifier(nspname, RelationGetRelationName(rel));
+	m->display_name = m->qualified_name;
+
+	char relkind = rel->rd_rel->relkind;
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", m->display_name),
+				 errdetail("Collections can be mapped to ordinary and partitioned tables only.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot map a collection to temporary table %s", m->display_name),
+				 errdetail("The background worker cannot see another session's temporary tables.")));
+	if (IsCatalogRelation(rel) || strcmp(nspname, "sequin_sync") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot map a collection to %s", m->display_name),
+				 errdetail("System catalogs and sequin_sync's own tables cannot be targets.")));
+
+	CheckPrivileges(relid, owner, m->hard_delete, m->display_name);
+	CheckOverrides(rel, columns, m->display_name);
+
+	TupleDesc tupdesc = RelationGetDescr(rel);
+	m->columns = (MappedColumn *) palloc0(sizeof(MappedColumn) * tupdesc->natts);
+	m->id_col = m->idx_col = m->deleted_col = -1;
+
+	for (int i = 0; i < tupdesc->natts; i++) {
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		if (att->attisdropped || att->attgenerated || att->attidentity)
+			continue;
+		const char *name = NameStr(att->attname);
+		bool has_override;
+		JsonbValue *ov = FindOverride(columns, name, &has_override);
+		if (has_override && ov->type == jbvNull)
+			continue; /* never written */
+
+		MappedColumn *col = &m->columns[m->ncolumns];
+		col->name = pstrdup(name);
+		col->attnum = att->attnum;
+		col->type = att->atttypid;
+		col->typmod = att->atttypmod;
+		if (has_override) {
+			col->source = SourceKind::Path;
+			col->path = pnstrdup(ov->val.string.val, ov->val.string.len);
+		} else if (strcmp(name, "deleted") == 0) {
+			col->source = SourceKind::Deleted;
+		} else if (const StandardColumn *std_col = FindStandardColumn(name)) {
+			col->source = SourceKind::Path;
+			col->path = pstrdup(std_col->path);
+			col->alt_path = std_col->alt_path ? pstrdup(std_col->alt_path) : nullptr;
+		} else {
+			col->source = SourceKind::DataField;
+		}
+		ResolveConversion(col);
+
+		if (strcmp(name, "id") == 0)
+			m->id_col = m->ncolumns;
+		else if (strcmp(name, "updated_idx") == 0)
+			m->idx_col = m->ncolumns;
+		else if (strcmp(name, "deleted") == 0)
+			m->deleted_col = m->ncolumns;
+		m->ncolumns++;
+	}
+
+	if (m->id_col < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("table %s has no column \"id\"", m->display_name),
+				 errdetail("The record's id is the key of the target table."),
+				 errhint("Add it: ALTER TABLE %s ADD COLUMN id text PRIMARY KEY.", m->display_name)));
+	if (!HasUniqueIndexOn(rel, m->columns[m->id_col].attnum))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("column \"id\" of table %s has no unique index", m->display_name),
+				 errdetail("Records are upserted on id, which needs a unique, non-partial index on that column alone."),
+				 errhint("Make it the primary key: ALTER TABLE %s ADD PRIMARY KEY (id).", m->display_name)));
+	if (m->idx_col < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("table %s has no column \"updated_idx\"", m->display_name),
+				 errdetail("The version guard keeps each record's updated_idx there and only ever replaces a row with a newer version."),
+				 errhint("Add it: ALTER TABLE %s ADD COLUMN updated_idx bigint.", m->display_name)));
+	{
+		MappedColumn *idx = &m->columns[m->idx_col];
+		char category;
+		bool preferred;
+		get_type_category_preferred(idx->base_type, &category, &preferred);
+		if (category != TYPCATEGORY_NUMERIC)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"updated_idx\" of table %s has type %s", m->display_name,
+							format_type_be(idx->type)),
+					 errdetail("The version guard compares versions as numbers."),
+					 errhint("Use bigint: ALTER TABLE %s ALTER COLUMN updated_idx TYPE bigint.", m->display_name)));
+	}
+	if (!m->hard_delete) {
+		if (m->deleted_col < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("table %s has no column \"deleted\"", m->display_name),
+					 errdetail("Soft deletes keep a deleted record's row with deleted = true."),
+					 errhint("Add it (ALTER TABLE %s ADD COLUMN deleted boolean), or map with delete_mode => 'hard'.",
+							 m->display_name)));
+		if (m->columns[m->deleted_col].base_type != BOOLOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"deleted\" of table %s has type %s", m->display_name,
+							format_type_be(m->columns[m->deleted_col].type)),
+					 errdetail("Soft deletes store the record's deleted flag there."),
+					 errhint("Use boolean: ALTER TABLE %s ALTER COLUMN deleted TYPE boolean USING deleted::boolean.",
+							 m->display_name)));
+	}
+
+	relation_close(rel, NoLock);
+	return m;
+}
+
+} /* namespace sequin_sync */

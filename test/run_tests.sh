@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs every sequin_sync test suite: the C++ unit tests, pg_regress, the isolation tests and the
+# Python tests.  initdb and postgres refuse to run as root, so as root the suites run as the
+# ordinary user "sequin_test" (created if missing) in a scratch copy of the test files.
+#
+# Usage: test/run_tests.sh            (after make && make install; `make test` does all of it)
+# Keeps going after a failing suite and ends with "N passed, M failed" over the suites.
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bindir=$(pg_config --bindir)
+pgxs_dir=$(dirname "$(pg_config --pgxs)")/..
+pg_regress="$pgxs_dir/src/test/regress/pg_regress"
+pg_isolation_regress="$pgxs_dir/src/test/isolation/pg_isolation_regress"
+
+work=$(mktemp -d /tmp/sequin_sync_test.XXXXXX)
+cp -r "$repo/sql" "$repo/expected" "$repo/test" "$work/"
+chmod -R a+rX "$work"
+
+run_as_tester() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u sequin_test -- "$@"
+	else
+		"$@"
+	fi
+}
+
+if [ "$(id -u)" -eq 0 ]; then
+	id sequin_test >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin sequin_test
+	chown -R sequin_test "$work"
+fi
+
+passed=0
+failed=0
+failures=()
+suite() {
+	local name=$1
+	shift
+	echo "=== $name"
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+	fi
+}
+
+unit_tests() {
+	local out="$work/unit"
+	mkdir -p "$out"
+	g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/next_reply.cpp" \
+		"$repo/test/unit/json_doc_test.cpp" -o "$out/json_doc_test" &&
+		(cd "$repo/test/unit" && "$out/json_doc_test")
+}
+
+regress() {
+	local tests
+	tests=$(cd "$work/sql" && ls ./*.sql | sed -e 's|^\./||' -e 's|\.sql$||' | grep -v '^sequin_sync' | sort)
+	# shellcheck disable=SC2086
+	run_as_tester "$pg_regress" --temp-instance="$work/tmp_check" --temp-config="$work/test/regress.conf" \
+		--inputdir="$work" --outputdir="$work" --bindir="$bindir" --encoding=UTF8 --no-locale \
+		--dbname=contrib_regression $tests
+	local rc=$?
+	[ $rc -eq 0 ] || { [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"; }
+	return $rc
+}
+
+isolation() {
+	local specs
+	specs=$(cd "$work/test/specs" && ls ./*.spec | sed -e 's|^\./||' -e 's|\.spec$||' | sort)
+	mkdir -p "$work/isolation"
+	# shellcheck disable=SC2086
+	run_as_tester "$pg_isolation_regress" --temp-instance="$work/tmp_check_iso" \
+		--temp-config="$work/test/regress.conf" --inputdir="$work/test" --outputdir="$work/isolation" \
+		--bindir="$bindir" --encoding=UTF8 --no-locale --dbname=isolation_regression $specs
+	local rc=$?
+	[ $rc -eq 0 ] || { [ -f "$work/isolation/regression.diffs" ] && cat "$work/isolation/regression.diffs"; }
+	return $rc
+}
+
+python_tests() {
+	(cd "$work" && run_as_tester python3 -m unittest discover -s test -p 'test_*.py')
+}
+
+suite "unit tests (json decoder)" unit_tests
+suite "pg_regress" regress
+suite "isolation" isolation
+suite "python tests (fake consumer)" python_tests
+
+echo
+if [ $failed -eq 0 ]; then
+	echo "all $passed suites passed (outputs in $work)"
+	rm -rf "$work"
+else
+	echo "failed suites: ${failures[*]} (outputs kept in $work)"
+fi
+echo "suites: $passed passed, $failed failed"
+[ $failed -eq 0 ]
