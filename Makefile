@@ -15,7 +15,9 @@ OBJS = \
 	src/apply.o \
 	src/sql_api.o \
 	src/json_doc.o \
-	src/endpoint.o
+	src/next_reply.o \
+	src/endpoint.o \
+	src/http_client.o
 
 DATA         = $(EXTENSION)--$(EXTVERSION).sql $(wildcard sql/$(EXTENSION)--*--*.sql)
 EXTRA_CLEAN  = $(EXTENSION)--$(EXTVERSION).sql

@@ -93,6 +93,15 @@ Fail(Engine *e, int index, int sqlerrcode, const char *message)
 	strlcpy(r->sqlstate, unpack_sql_state(sqlerrcode), sizeof(r->sqlstate));
 }
 
+/* An error as a dead letter shows it: the message, then the detail in parentheses. */
+const char *
+ErrorText(const ErrorData *err)
+{
+	if (err->detail == nullptr)
+		return err->message;
+	return psprintf("%s (%s)", err->message, err->detail);
+}
+
 void
 Skip(Engine *e, int index)
 {
@@ -364,7 +373,7 @@ ConvertGroup(Engine *e, Group *g)
 	ErrorData *err = RunProtected(ResolveStep, &ra, e->batch->cxt);
 	if (err != nullptr) {
 		for (int i = 0; i < g->nrecs; i++)
-			Fail(e, g->recs[i]->index, err->sqlerrcode, err->message);
+			Fail(e, g->recs[i]->index, err->sqlerrcode, ErrorText(err));
 		g->nrecs = 0;
 		return;
 	}
@@ -375,7 +384,7 @@ ConvertGroup(Engine *e, Group *g)
 			break;
 		Rec *r = g->recs[ca.pos];
 		Fail(e, r->index, err->sqlerrcode,
-			 psprintf("column \"%s\": %s", g->map->columns[ca.col].name, err->message));
+			 psprintf("column \"%s\": %s", g->map->columns[ca.col].name, ErrorText(err)));
 		ca.pos++;
 	}
 	Compact(e, g);
@@ -615,10 +624,7 @@ ExecBisect(Engine *e, Stmt *s, Rec **recs, int n)
 		return;
 	}
 	if (n == 1) {
-		const char *msg = err->message;
-		if (err->detail != nullptr)
-			msg = psprintf("%s (%s)", err->message, err->detail);
-		Fail(e, recs[0]->index, err->sqlerrcode, msg);
+		Fail(e, recs[0]->index, err->sqlerrcode, ErrorText(err));
 		return;
 	}
 	int half = n / 2;

@@ -16,6 +16,7 @@ extern "C" {
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -94,6 +95,39 @@ EpochValue(const MappedColumn *col, const json::Node *value)
 	return ts;
 }
 
+/*
+ * The array literal of a json[]/jsonb[] column: every element is one JSON value, nested
+ * arrays included (a sub-array would make a two-dimensional array instead).
+ */
+char *
+JsonArrayLiteral(json::Document *doc, const json::Node *array)
+{
+	StringInfoData buf;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (const json::Node *e = doc->First(array); e != nullptr; e = doc->Next(e)) {
+		if (buf.len > 1)
+			appendStringInfoChar(&buf, ',');
+		if (e->IsNull()) {
+			appendStringInfoString(&buf, "NULL");
+			continue;
+		}
+		const char *text;
+		size_t len;
+		if (!doc->Serialize(e, &text, &len))
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		appendStringInfoChar(&buf, '"');
+		for (size_t i = 0; i < len; i++) {
+			if (text[i] == '"' || text[i] == '\\')
+				appendStringInfoChar(&buf, '\\');
+			appendStringInfoChar(&buf, text[i]);
+		}
+		appendStringInfoChar(&buf, '"');
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
 } /* namespace */
 
 const json::Node *
@@ -166,7 +200,10 @@ ConvertValue(const MappedColumn *col, json::Document *doc, const json::Node *val
 			break;
 		case json::Kind::Array:
 		case json::Kind::Object:
-			if (col->convert == ConvertKind::Array && value->IsArray()) {
+			if (col->convert == ConvertKind::Array && value->IsArray() && col->json_elements) {
+				text = JsonArrayLiteral(doc, value);
+				text_len = strlen(text);
+			} else if (col->convert == ConvertKind::Array && value->IsArray()) {
 				if (!doc->ArrayLiteral(value, &text, &text_len))
 					ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 			} else if (col->convert == ConvertKind::Json || col->string_like) {

@@ -152,7 +152,7 @@ CheckOverrides(Relation rel, Jsonb *columns, const char *display_name)
 		if (attno < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("column \"%s\" of relation \"%s\" does not exist", key, display_name),
+					 errmsg("column \"%s\" of table %s does not exist", key, display_name),
 					 errdetail("The columns argument gives a source for it."),
 					 errhint("Column names in columns must match the table's columns exactly.")));
 		Form_pg_attribute att = TupleDescAttr(tupdesc, attno);
@@ -165,8 +165,8 @@ CheckOverrides(Relation rel, Jsonb *columns, const char *display_name)
 		if (v.type == jbvString && (att->attgenerated || att->attidentity))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("column \"%s\" of relation \"%s\" cannot be written", key, display_name),
-					 errdetail("It is a %s column.", att->attgenerated ? "generated" : "identity"),
+					 errmsg("column \"%s\" of table %s cannot be written", key, display_name),
+					 errdetail("%s", att->attgenerated ? "It is a generated column." : "It is an identity column."),
 					 errhint("Remove \"%s\" from columns.", key)));
 	}
 }
@@ -230,8 +230,11 @@ ResolveConversion(MappedColumn *col)
 
 	if (base == JSONOID || base == JSONBOID)
 		col->convert = ConvertKind::Json;
-	else if (type_is_array(base))
+	else if (type_is_array(base)) {
 		col->convert = ConvertKind::Array;
+		Oid elem = getBaseType(get_element_type(base));
+		col->json_elements = elem == JSONOID || elem == JSONBOID;
+	}
 	else if (base == TIMESTAMPTZOID)
 		col->convert = ConvertKind::Timestamptz;
 	else if (base == TIMESTAMPOID)
@@ -278,7 +281,7 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("cannot map a collection to temporary table %s", m->display_name),
+				 errmsg("cannot map a collection to temporary table \"%s\"", RelationGetRelationName(rel)),
 				 errdetail("The background worker cannot see another session's temporary tables.")));
 	if (IsCatalogRelation(rel) || strcmp(nspname, "sequin_sync") == 0)
 		ereport(ERROR,

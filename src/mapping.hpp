@@ -37,7 +37,8 @@ struct MappedColumn {
 	int32		typmod;
 	Oid			base_type;		/* after domains */
 	bool		is_domain;
-	bool		string_like;	/* type category S: objects and arrays are stored as JSON text */
+	bool		string_like;
+	bool		json_elements;	/* json[]/jsonb[]: each element is one JSON value */	/* type category S: objects and arrays are stored as JSON text */
 	ConvertKind convert;
 	SourceKind	source;
 	char	   *path;			/* SourceKind::Path */

@@ -9,12 +9,13 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bindir=$(pg_config --bindir)
-pgxs_dir=$(dirname "$(pg_config --pgxs)")/..
+pgxs_dir=$(dirname "$(dirname "$(dirname "$(pg_config --pgxs)")")")
 pg_regress="$pgxs_dir/src/test/regress/pg_regress"
 pg_isolation_regress="$pgxs_dir/src/test/isolation/pg_isolation_regress"
 
 work=$(mktemp -d /tmp/sequin_sync_test.XXXXXX)
 cp -r "$repo/sql" "$repo/expected" "$repo/test" "$work/"
+mkdir -p "$work/isolation"
 chmod -R a+rX "$work"
 
 run_as_tester() {
@@ -53,6 +54,14 @@ unit_tests() {
 		(cd "$repo/test/unit" && "$out/json_doc_test")
 }
 
+http_client_test() {
+	local out="$work/unit"
+	mkdir -p "$out"
+	g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -I"$repo/src" "$repo/src/endpoint.cpp" "$repo/src/http_client.cpp" \
+		"$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
+		bash "$repo/test/unit/run_http_client_test.sh" "$out/http_client_test"
+}
+
 regress() {
 	local tests
 	tests=$(cd "$work/sql" && ls ./*.sql | sed -e 's|^\./||' -e 's|\.sql$||' | grep -v '^sequin_sync' | sort)
@@ -68,7 +77,6 @@ regress() {
 isolation() {
 	local specs
 	specs=$(cd "$work/test/specs" && ls ./*.spec | sed -e 's|^\./||' -e 's|\.spec$||' | sort)
-	mkdir -p "$work/isolation"
 	# shellcheck disable=SC2086
 	run_as_tester "$pg_isolation_regress" --temp-instance="$work/tmp_check_iso" \
 		--temp-config="$work/test/regress.conf" --inputdir="$work/test" --outputdir="$work/isolation" \
@@ -82,7 +90,21 @@ python_tests() {
 	(cd "$work" && run_as_tester python3 -m unittest discover -s test -p 'test_*.py')
 }
 
+# The version lives in the control file; the Makefile reads it; META.json must say the same.
+metadata() {
+	local v
+	v=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$repo/sequin_sync.control")
+	python3 -c "
+import json, sys
+m = json.load(open('$repo/META.json'))
+ok = m['version'] == '$v' and m['provides']['sequin_sync']['version'] == '$v'
+print('META.json version', m['version'], 'control', '$v', 'ok' if ok else 'MISMATCH')
+sys.exit(0 if ok else 1)"
+}
+
+suite "metadata" metadata
 suite "unit tests (json decoder)" unit_tests
+suite "unit tests (http client)" http_client_test
 suite "pg_regress" regress
 suite "isolation" isolation
 suite "python tests (fake consumer)" python_tests

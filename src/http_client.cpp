@@ -1,0 +1,1025 @@
+/*
+ * http_client.cpp - libcurl client for the Sequin consumer API (see http_client.hpp).
+ *
+ * One easy handle per client (driven by its own multi handle, see Run), reused for every
+ * request so the connection stays open between polls (keep-alive).  Every transfer is bounded
+ * three ways: in size (a write callback that refuses the byte past max_response_size, plus
+ * CURLOPT_MAXFILESIZE_LARGE which refuses a too-large Content-Length before any body arrives),
+ * in time (connect timeout, total timeout = wait_for + poll margin), and by the caller's abort
+ * check, asked every 100 ms while waiting and from the progress callback while data flows.
+ *
+ * libcurl is C: none of the callbacks below may let a C++ exception unwind through it, so each
+ * one catches everything and reports through the Transfer it is given.
+ *
+ * No Postgres headers; no exception leaves a public function.
+ */
+#include "http_client.hpp"
+
+#include "endpoint.hpp"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <ctime>
+#include <limits>
+#include <new>
+
+#ifndef SEQUIN_SYNC_VERSION
+#define SEQUIN_SYNC_VERSION "unknown"
+#endif
+
+namespace sequin_sync {
+
+namespace {
+
+/* Longest summary or Location kept in a message, in bytes. */
+constexpr size_t kMaxMessageText = 512;
+/* Error bodies larger than this are not searched for a summary. */
+constexpr size_t kMaxSummaryBody = 256 * 1024;
+/* How often a transfer stops waiting to ask the caller's should_abort, in ms. */
+constexpr int kAbortPollMs = 100;
+/* Upper bound of any total timeout, so wait_for + margin cannot overflow: one day. */
+constexpr long long kMaxTimeoutMs = 24LL * 3600 * 1000;
+
+bool global_init_done = false;
+
+/* State of one transfer, shared with the libcurl callbacks. */
+struct Transfer {
+	CURL *curl = nullptr;
+	HttpResult *result = nullptr;
+	size_t max_size = 0;
+	ShouldAbortFn should_abort = nullptr;
+	void *should_abort_arg = nullptr;
+	bool too_large = false;
+	bool aborted = false;
+	bool out_of_memory = false;
+	const char *run_error = nullptr; /* the multi interface failed (static text) */
+};
+
+char
+AsciiLower(char c) noexcept
+{
+	return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+/* Case-blind "does line start with prefix" for header names. */
+bool
+StartsWithNoCase(std::string_view line, std::string_view prefix) noexcept
+{
+	if (line.size() < prefix.size())
+		return false;
+	for (size_t i = 0; i < prefix.size(); i++)
+		if (AsciiLower(line[i]) != AsciiLower(prefix[i]))
+			return false;
+	return true;
+}
+
+/* Length of the valid UTF-8 sequence at s[0, n), or 0 when it is not one (overlong forms,
+ * surrogates and code points above U+10FFFF are invalid). */
+size_t
+Utf8SequenceLength(const unsigned char *s, size_t n) noexcept
+{
+	unsigned char c = s[0];
+	size_t len;
+	uint32_t cp;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		cp = c & 0x07;
+	} else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+		(cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/*
+ * Server-supplied text (a summary, a Location) made safe for a log line and a text column:
+ * leading and trailing white space and control characters dropped, the others made spaces,
+ * invalid UTF-8 made '?', and it is cut (on a character boundary) at kMaxMessageText bytes
+ * with "..." appended.
+ */
+std::string
+SanitizeText(std::string_view text)
+{
+	while (!text.empty() && static_cast<unsigned char>(text.front()) <= 0x20)
+		text.remove_prefix(1);
+	while (!text.empty() && static_cast<unsigned char>(text.back()) <= 0x20)
+		text.remove_suffix(1);
+	std::string out;
+	const unsigned char *s = reinterpret_cast<const unsigned char *>(text.data());
+	size_t n = text.size();
+	size_t i = 0;
+	while (i < n) {
+		size_t len = Utf8SequenceLength(s + i, n - i);
+		if (out.size() + std::max<size_t>(len, 1) > kMaxMessageText) {
+			out += "...";
+			break;
+		}
+		if (len == 0) {
+			out += '?';
+			i++;
+		} else if (len == 1) {
+			out += (s[i] < 0x20 || s[i] == 0x7f) ? ' ' : static_cast<char>(s[i]);
+			i++;
+		} else {
+			out.append(text.data() + i, len);
+			i += len;
+		}
+	}
+	return out;
+}
+
+/* A libcurl message ("Failed to connect to ...") in the module's style: a capitalized first
+ * word lower-cased (but not "OpenSSL" or "SSL"), no trailing newline or period. */
+std::string
+CurlMessage(const char *error_buffer, CURLcode rc)
+{
+	std::string text = (error_buffer != nullptr && error_buffer[0] != '\0')
+						   ? std::string(error_buffer)
+						   : std::string(curl_easy_strerror(rc));
+	while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == '.' ||
+							 text.back() == ' '))
+		text.pop_back();
+	size_t word = 1;
+	while (word < text.size() && text[word] >= 'a' && text[word] <= 'z')
+		word++;
+	bool capitalized_word = word >= 2 && (word == text.size() || text[word] == ' ' ||
+										  text[word] == ':' || text[word] == ',');
+	if (capitalized_word && text[0] >= 'A' && text[0] <= 'Z')
+		text[0] = AsciiLower(text[0]);
+	return SanitizeText(text);
+}
+
+/* Appends the UTF-8 encoding of a code point. */
+void
+AppendUtf8(std::string *out, uint32_t cp)
+{
+	if (cp < 0x80)
+		*out += static_cast<char>(cp);
+	else if (cp < 0x800) {
+		*out += static_cast<char>(0xc0 | (cp >> 6));
+		*out += static_cast<char>(0x80 | (cp & 0x3f));
+	} else if (cp < 0x10000) {
+		*out += static_cast<char>(0xe0 | (cp >> 12));
+		*out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+		*out += static_cast<char>(0x80 | (cp & 0x3f));
+	} else {
+		*out += static_cast<char>(0xf0 | (cp >> 18));
+		*out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+		*out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+		*out += static_cast<char>(0x80 | (cp & 0x3f));
+	}
+}
+
+/*
+ * A small forgiving reader for error bodies: enough JSON to find the top-level "summary" string
+ * of {"summary": "...", "validation_errors": {...}}.  It is not a validator (the message is
+ * only shown to a human) and it never recurses, so no body can exhaust the stack.  Kept here
+ * instead of using RapidJSON so this translation unit cannot disagree with json_doc.cpp about
+ * RAPIDJSON_ASSERT (one definition rule).
+ */
+class SummaryReader {
+public:
+	explicit SummaryReader(std::string_view text) noexcept : s_(text) {}
+
+	/* True and *summary set when the body is an object with a string member "summary". */
+	bool Find(std::string *summary)
+	{
+		SkipSpace();
+		if (!Take('{'))
+			return false;
+		SkipSpace();
+		if (Take('}'))
+			return false;
+		for (;;) {
+			std::string key;
+			SkipSpace();
+			if (!ReadString(&key))
+				return false;
+			SkipSpace();
+			if (!Take(':'))
+				return false;
+			SkipSpace();
+			if (key == "summary" && Peek() == '"')
+				return ReadString(summary);
+			if (!SkipValue())
+				return false;
+			SkipSpace();
+			if (Take(','))
+				continue;
+			return false;
+		}
+	}
+
+private:
+	char Peek() const noexcept { return pos_ < s_.size() ? s_[pos_] : '\0'; }
+	bool Take(char c) noexcept
+	{
+		if (Peek() != c || pos_ >= s_.size())
+			return false;
+		pos_++;
+		return true;
+	}
+	void SkipSpace() noexcept
+	{
+		while (pos_ < s_.size() &&
+			   (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
+			pos_++;
+	}
+	bool Hex4(uint32_t *v) noexcept
+	{
+		if (pos_ + 4 > s_.size())
+			return false;
+		uint32_t r = 0;
+		for (int i = 0; i < 4; i++) {
+			char c = s_[pos_++];
+			r <<= 4;
+			if (c >= '0' && c <= '9')
+				r |= static_cast<uint32_t>(c - '0');
+			else if (c >= 'a' && c <= 'f')
+				r |= static_cast<uint32_t>(c - 'a' + 10);
+			else if (c >= 'A' && c <= 'F')
+				r |= static_cast<uint32_t>(c - 'A' + 10);
+			else
+				return false;
+		}
+		*v = r;
+		return true;
+	}
+	/* A string literal at pos_, decoded into *out (out may be null to skip). */
+	bool ReadString(std::string *out)
+	{
+		if (!Take('"'))
+			return false;
+		while (pos_ < s_.size()) {
+			char c = s_[pos_++];
+			if (c == '"')
+				return true;
+			if (c != '\\') {
+				if (out)
+					*out += c;
+				continue;
+			}
+			if (pos_ >= s_.size())
+				return false;
+			char e = s_[pos_++];
+			uint32_t cp;
+			switch (e) {
+			case 'b': cp = '\b'; break;
+			case 'f': cp = '\f'; break;
+			case 'n': cp = '\n'; break;
+			case 'r': cp = '\r'; break;
+			case 't': cp = '\t'; break;
+			case 'u':
+				if (!Hex4(&cp))
+					return false;
+				if (cp >= 0xd800 && cp <= 0xdbff && s_.substr(pos_, 2) == "\\u") {
+					size_t save = pos_;
+					uint32_t low;
+					pos_ += 2;
+					if (Hex4(&low) && low >= 0xdc00 && low <= 0xdfff)
+						cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+					else
+						pos_ = save;
+				}
+				if (cp >= 0xd800 && cp <= 0xdfff)
+					cp = '?'; /* a lone surrogate */
+				break;
+			default: cp = static_cast<unsigned char>(e); break;
+			}
+			if (out)
+				AppendUtf8(out, cp);
+		}
+		return false;
+	}
+	/* Skips any value; containers by counting brackets outside strings. */
+	bool SkipValue()
+	{
+		char c = Peek();
+		if (c == '"')
+			return ReadString(nullptr);
+		if (c == '{' || c == '[') {
+			size_t depth = 0;
+			while (pos_ < s_.size()) {
+				c = s_[pos_];
+				if (c == '"') {
+					if (!ReadString(nullptr))
+						return false;
+					continue;
+				}
+				pos_++;
+				if (c == '{' || c == '[')
+					depth++;
+				else if ((c == '}' || c == ']') && --depth == 0)
+					return true;
+			}
+			return false;
+		}
+		size_t start = pos_;
+		while (pos_ < s_.size() && s_[pos_] != ',' && s_[pos_] != '}' && s_[pos_] != ' ' &&
+			   s_[pos_] != '\t' && s_[pos_] != '\n' && s_[pos_] != '\r')
+			pos_++;
+		return pos_ > start;
+	}
+
+	std::string_view s_;
+	size_t pos_ = 0;
+};
+
+/*
+ * Retry-After: either delay-seconds or an HTTP date (RFC 9110).  Returns seconds from now,
+ * never negative, capped at one day; -1 when the value is neither form.
+ */
+long
+ParseRetryAfter(std::string_view value)
+{
+	while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+		value.remove_prefix(1);
+	while (!value.empty() && (value.back() == ' ' || value.back() == '\t' ||
+							  value.back() == '\r' || value.back() == '\n'))
+		value.remove_suffix(1);
+	if (value.empty())
+		return -1;
+	constexpr long kCap = 24L * 3600;
+	if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+		long seconds = 0;
+		for (char c : value) {
+			seconds = seconds * 10 + (c - '0');
+			if (seconds > kCap)
+				return kCap;
+		}
+		return seconds;
+	}
+	std::string text(value);
+	time_t when = curl_getdate(text.c_str(), nullptr);
+	if (when == -1)
+		return -1;
+	time_t now = time(nullptr);
+	if (when <= now)
+		return 0;
+	return static_cast<long>(std::min<time_t>(when - now, kCap));
+}
+
+/*
+ * CURLOPT_HEADERFUNCTION: sees every header line of every response of the transfer (a "100
+ * Continue" comes before the real one), so a status line resets what was gathered.
+ */
+size_t
+HeaderCallback(char *data, size_t size, size_t nmemb, void *arg) noexcept
+{
+	Transfer *t = static_cast<Transfer *>(arg);
+	size_t n = size * nmemb;
+	try {
+		std::string_view line(data, n);
+		if (StartsWithNoCase(line, "HTTP/"))
+			t->result->retry_after = -1;
+		else if (StartsWithNoCase(line, "retry-after:"))
+			t->result->retry_after = ParseRetryAfter(line.substr(12));
+	} catch (...) {
+		t->out_of_memory = true;
+		return 0;
+	}
+	return n;
+}
+
+/*
+ * CURLOPT_WRITEFUNCTION: appends body bytes, refusing (which aborts the transfer) the first
+ * chunk that would take the body past max_size, so no more than max_size is ever buffered.
+ * This is also what limits a chunked reply, which has no Content-Length for
+ * CURLOPT_MAXFILESIZE_LARGE to refuse.
+ */
+size_t
+WriteCallback(char *data, size_t size, size_t nmemb, void *arg) noexcept
+{
+	Transfer *t = static_cast<Transfer *>(arg);
+	size_t n = size * nmemb;
+	std::string &body = t->result->body;
+	if (n > t->max_size - body.size()) {
+		t->too_large = true;
+		return 0;
+	}
+	try {
+		if (body.empty()) {
+			/* Reserve once from Content-Length (capped by the limit) to avoid regrowing. */
+			curl_off_t length = -1;
+			if (curl_easy_getinfo(t->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) ==
+					CURLE_OK &&
+				length > 0)
+				body.reserve(static_cast<size_t>(
+					std::min<curl_off_t>(length, static_cast<curl_off_t>(t->max_size))));
+		}
+		body.append(data, n);
+	} catch (...) {
+		t->out_of_memory = true;
+		return 0;
+	}
+	return n;
+}
+
+/* Asks the caller's should_abort (a throwing one counts as "stop") and remembers the answer. */
+bool
+AskAbort(Transfer *t) noexcept
+{
+	if (t->should_abort == nullptr)
+		return false;
+	bool stop;
+	try {
+		stop = t->should_abort(t->should_abort_arg);
+	} catch (...) {
+		stop = true;
+	}
+	if (stop)
+		t->aborted = true;
+	return stop;
+}
+
+/*
+ * CURLOPT_XFERINFOFUNCTION: libcurl calls it whenever the transfer makes progress, which
+ * stops a fast transfer without waiting for Run's next wake-up (Run asks while it waits).
+ */
+int
+XferInfoCallback(void *arg, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept
+{
+	return AskAbort(static_cast<Transfer *>(arg)) ? 1 : 0;
+}
+
+/* The token goes verbatim into a header line: refuse anything that could end or bend it. */
+bool
+TokenIsValid(std::string_view token) noexcept
+{
+	if (token.empty())
+		return false;
+	for (char c : token)
+		if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f)
+			return false;
+	return true;
+}
+
+HttpResult
+ErrorResult(HttpOutcome outcome, const char *message) noexcept
+{
+	HttpResult r;
+	r.outcome = outcome;
+	try {
+		r.error = message;
+	} catch (...) {
+		/* Without memory for the message the outcome still says what happened. */
+	}
+	return r;
+}
+
+} /* namespace */
+
+bool
+HttpGlobalInit(std::string *error) noexcept
+{
+	if (global_init_done)
+		return true;
+	try {
+		CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+		if (rc != CURLE_OK) {
+			if (error)
+				*error = "could not initialize libcurl: " + CurlMessage(nullptr, rc);
+			return false;
+		}
+		const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+		bool has_http = false, has_https = false;
+		for (const char *const *p = info ? info->protocols : nullptr; p && *p; p++) {
+			if (strcmp(*p, "http") == 0)
+				has_http = true;
+			else if (strcmp(*p, "https") == 0)
+				has_https = true;
+		}
+		if (!has_http || !has_https) {
+			if (error)
+				*error = "the installed libcurl does not support http and https";
+			curl_global_cleanup();
+			return false;
+		}
+		global_init_done = true;
+		return true;
+	} catch (...) {
+		if (error) {
+			try {
+				*error = "out of memory";
+			} catch (...) {
+			}
+		}
+		return false;
+	}
+}
+
+const char *
+HttpDefaultUserAgent() noexcept
+{
+	return "sequin_sync/" SEQUIN_SYNC_VERSION;
+}
+
+const char *
+HttpOutcomeName(HttpOutcome outcome) noexcept
+{
+	switch (outcome) {
+	case HttpOutcome::Ok: return "ok";
+	case HttpOutcome::HttpError: return "http error";
+	case HttpOutcome::NetworkError: return "network error";
+	case HttpOutcome::Timeout: return "timeout";
+	case HttpOutcome::TooLarge: return "too large";
+	case HttpOutcome::Aborted: return "aborted";
+	}
+	return "unknown";
+}
+
+void
+AppendJsonString(std::string *out, std::string_view text)
+{
+	static const char hex[] = "0123456789abcdef";
+	*out += '"';
+	for (char ch : text) {
+		unsigned char c = static_cast<unsigned char>(ch);
+		if (c == '"' || c == '\\') {
+			*out += '\\';
+			*out += ch;
+		} else if (c < 0x20) {
+			*out += "\\u00";
+			*out += hex[c >> 4];
+			*out += hex[c & 0xf];
+		} else
+			*out += ch;
+	}
+	*out += '"';
+}
+
+/* ---- HttpConnection ---- */
+
+HttpConnection::~HttpConnection()
+{
+	/* The easy handle is never left in the multi handle (Perform removes it), so either order. */
+	if (curl_ != nullptr)
+		curl_easy_cleanup(static_cast<CURL *>(curl_));
+	if (multi_ != nullptr)
+		curl_multi_cleanup(static_cast<CURLM *>(multi_));
+	if (headers_ != nullptr)
+		curl_slist_free_all(static_cast<curl_slist *>(headers_));
+	delete[] error_buffer_;
+}
+
+/*
+ * Creates the easy handle and the fixed request headers.  The handle lives as long as the
+ * client so libcurl's connection cache keeps the connection to the consumer open.
+ */
+bool
+HttpConnection::Init(std::string_view token, const HttpSettings &settings,
+					 std::string *error) noexcept
+{
+	try {
+		if (curl_ != nullptr) {
+			*error = "the HTTP connection is already initialized";
+			return false;
+		}
+		if (!TokenIsValid(token)) {
+			/* Never echo the token: say only what is wrong with it. */
+			*error = token.empty() ? "the API token is empty"
+								   : "the API token contains spaces, control or non-ASCII characters";
+			return false;
+		}
+		token_.assign(token);
+		settings_ = settings;
+		error_buffer_ = new char[CURL_ERROR_SIZE];
+		error_buffer_[0] = '\0';
+
+		std::string authorization = "Authorization: Bearer " + token_;
+		const char *lines[] = {
+			authorization.c_str(),
+			"Content-Type: application/json",
+			"Accept: application/json",
+			/* libcurl would add "Expect: 100-continue" to a large POST (a big Ack) and wait up to
+			 * a second for a "100 Continue" that many servers never send. */
+			"Expect:",
+		};
+		curl_slist *list = nullptr;
+		for (const char *line : lines) {
+			curl_slist *next = curl_slist_append(list, line);
+			if (next == nullptr) {
+				curl_slist_free_all(list);
+				*error = "out of memory";
+				return false;
+			}
+			list = next;
+		}
+		headers_ = list;
+
+		curl_ = curl_easy_init();
+		multi_ = curl_multi_init();
+		if (curl_ == nullptr || multi_ == nullptr) {
+			*error = "could not create a libcurl handle";
+			return false;
+		}
+		return ApplySettings(error);
+	} catch (...) {
+		try {
+			*error = "out of memory";
+		} catch (...) {
+		}
+		return false;
+	}
+}
+
+bool
+HttpConnection::UpdateSettings(const HttpSettings &settings, std::string *error) noexcept
+{
+	try {
+		if (curl_ == nullptr) {
+			*error = "the HTTP client is not initialized";
+			return false;
+		}
+		settings_ = settings;
+		return ApplySettings(error);
+	} catch (...) {
+		try {
+			*error = "out of memory";
+		} catch (...) {
+		}
+		return false;
+	}
+}
+
+void
+HttpConnection::SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept
+{
+	should_abort_ = should_abort;
+	should_abort_arg_ = arg;
+}
+
+/*
+ * Sets every option that does not change from request to request.  It starts from
+ * curl_easy_reset, which keeps open connections but forgets options: the only way to return
+ * CURLOPT_CAINFO to the system default after a CA file was set.
+ */
+bool
+HttpConnection::ApplySettings(std::string *error)
+{
+	CURL *curl = static_cast<CURL *>(curl_);
+	curl_easy_reset(curl);
+	const std::string &user_agent =
+		settings_.user_agent.empty() ? std::string(HttpDefaultUserAgent()) : settings_.user_agent;
+	long connect_timeout = std::clamp<long>(settings_.connect_timeout_ms, 1, kMaxTimeoutMs);
+	curl_off_t max_size = static_cast<curl_off_t>(
+		std::min<size_t>(settings_.max_response_size,
+						 static_cast<size_t>(std::numeric_limits<curl_off_t>::max())));
+
+	CURLcode rc = CURLE_OK;
+	auto set = [&rc](CURLcode r) {
+		if (rc == CURLE_OK)
+			rc = r;
+	};
+	set(curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L));
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0: the string form; the bitmask one is deprecated */
+	set(curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https"));
+	set(curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
+#else
+	set(curl_easy_setopt(curl, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS)));
+	set(curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS)));
+#endif
+	set(curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L));
+	set(curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout));
+	set(curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L));
+	set(curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L));
+	set(curl_easy_setopt(curl, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2));
+	if (!settings_.ca_file.empty())
+		set(curl_easy_setopt(curl, CURLOPT_CAINFO, settings_.ca_file.c_str()));
+	set(curl_easy_setopt(curl, CURLOPT_USERAGENT, user_agent.c_str()));
+	set(curl_easy_setopt(curl, CURLOPT_HTTPHEADER, static_cast<curl_slist *>(headers_)));
+	set(curl_easy_setopt(curl, CURLOPT_POST, 1L));
+	/* gzip/deflate if the server offers it; the size limit applies to the decoded body. */
+	set(curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, ""));
+	set(curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L));
+	set(curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, max_size));
+	set(curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error_buffer_));
+	set(curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteCallback));
+	set(curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, HeaderCallback));
+	set(curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, XferInfoCallback));
+	set(curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L));
+	if (rc != CURLE_OK) {
+		*error = "could not set libcurl options: " + CurlMessage(nullptr, rc);
+		return false;
+	}
+	return true;
+}
+
+/* Removes the token from a message, wherever a server or libcurl might have echoed it. */
+void
+HttpConnection::Scrub(std::string *text) const
+{
+	if (token_.empty())
+		return;
+	size_t pos;
+	while ((pos = text->find(token_)) != std::string::npos)
+		text->replace(pos, token_.size(), "[redacted]");
+}
+
+HttpResult
+HttpConnection::Post(const std::string &url, const std::string &body, long extra_time_ms) noexcept
+{
+	if (curl_ == nullptr)
+		return ErrorResult(HttpOutcome::NetworkError, "the HTTP client is not initialized");
+	HttpResult result;
+	try {
+		/* Already stopping: do not even open a connection. */
+		Transfer check;
+		check.should_abort = should_abort_;
+		check.should_abort_arg = should_abort_arg_;
+		if (AskAbort(&check))
+			return ErrorResult(HttpOutcome::Aborted, "the request was aborted");
+		Perform(url, body, extra_time_ms, &result);
+		Scrub(&result.error);
+		Scrub(&result.summary);
+	} catch (...) {
+		/* Only std::bad_alloc can get here; a partial body is worthless. */
+		result = ErrorResult(HttpOutcome::NetworkError, "out of memory");
+	}
+	return result;
+}
+
+/*
+ * Runs the transfer set up on the easy handle and returns libcurl's result for it.
+ *
+ * Why not curl_easy_perform: while nothing arrives (a long poll) it sleeps up to a second
+ * between calls of the progress callback, so a SIGTERM could wait more than a second.  Driving
+ * the same handle through our own multi handle, we wake every kAbortPollMs to ask
+ * should_abort.  The multi handle lives as long as the connection object and owns libcurl's
+ * connection cache, so keep-alive works exactly as with curl_easy_perform.
+ */
+int
+HttpConnection::Run(void *transfer_arg)
+{
+	Transfer *transfer = static_cast<Transfer *>(transfer_arg);
+	CURL *curl = static_cast<CURL *>(curl_);
+	CURLM *multi = static_cast<CURLM *>(multi_);
+	CURLMcode mc = curl_multi_add_handle(multi, curl);
+	if (mc != CURLM_OK) {
+		transfer->run_error = curl_multi_strerror(mc);
+		return CURLE_FAILED_INIT;
+	}
+	CURLcode rc = CURLE_OK;
+	bool done = false;
+	while (!done) {
+		int running = 0;
+		mc = curl_multi_perform(multi, &running);
+		int left = 0;
+		for (CURLMsg *msg; (msg = curl_multi_info_read(multi, &left)) != nullptr;)
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl) {
+				rc = msg->data.result;
+				done = true;
+			}
+		if (done)
+			break;
+		if (mc != CURLM_OK || running == 0) {
+			/* A broken multi handle; should not happen, and must not loop forever. */
+			transfer->run_error = mc != CURLM_OK ? curl_multi_strerror(mc)
+												 : "the transfer ended without a result";
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+		if (AskAbort(transfer)) {
+			rc = CURLE_ABORTED_BY_CALLBACK;
+			break;
+		}
+		mc = curl_multi_poll(multi, nullptr, 0, kAbortPollMs, nullptr);
+		if (mc != CURLM_OK) {
+			transfer->run_error = curl_multi_strerror(mc);
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+	}
+	/* Removing an unfinished transfer closes its connection; a finished one stays cached. */
+	curl_multi_remove_handle(multi, curl);
+	return rc;
+}
+
+/*
+ * One request: sets the per-request options, runs it and classifies the outcome.  The body
+ * stays owned by the caller (CURLOPT_POSTFIELDS does not copy) until Run returns.
+ */
+void
+HttpConnection::Perform(const std::string &url, const std::string &body, long extra_time_ms,
+						HttpResult *result)
+{
+	CURL *curl = static_cast<CURL *>(curl_);
+	Transfer transfer;
+	transfer.curl = curl;
+	transfer.result = result;
+	transfer.max_size = settings_.max_response_size;
+	transfer.should_abort = should_abort_;
+	transfer.should_abort_arg = should_abort_arg_;
+
+	long long total_ms = std::max<long long>(extra_time_ms, 0) +
+						 std::max<long long>(settings_.poll_margin_ms, 0);
+	long timeout_ms = static_cast<long>(std::clamp<long long>(total_ms, 1, kMaxTimeoutMs));
+	/*
+	 * A long poll legitimately receives nothing for wait_for ms, so libcurl's low-speed check
+	 * cannot be stricter than the whole budget; it is a backstop.  What ends a server that
+	 * trickles a byte a second is CURLOPT_TIMEOUT_MS, which bounds the whole transfer.
+	 */
+	long low_speed_time = std::max<long>(timeout_ms / 1000, 1);
+
+	error_buffer_[0] = '\0';
+	CURLcode rc = CURLE_OK;
+	auto set = [&rc](CURLcode r) {
+		if (rc == CURLE_OK)
+			rc = r;
+	};
+	set(curl_easy_setopt(curl, CURLOPT_URL, url.c_str()));
+	set(curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data()));
+	set(curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size())));
+	set(curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms));
+	set(curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L));
+	set(curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, low_speed_time));
+	set(curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer));
+	set(curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer));
+	set(curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &transfer));
+	if (rc != CURLE_OK) {
+		result->outcome = HttpOutcome::NetworkError;
+		result->error = "could not set libcurl options: " + CurlMessage(nullptr, rc);
+		return;
+	}
+
+	rc = static_cast<CURLcode>(Run(&transfer));
+
+	long status = 0;
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+	result->http_status = status;
+	curl_off_t elapsed_us = 0;
+	if (curl_easy_getinfo(curl, CURLINFO_TOTAL_TIME_T, &elapsed_us) == CURLE_OK)
+		result->elapsed_ms = static_cast<long>(elapsed_us / 1000);
+
+	/* Our callbacks' reasons first: libcurl reports them all as generic write/abort errors. */
+	if (transfer.aborted || rc == CURLE_ABORTED_BY_CALLBACK) {
+		result->outcome = HttpOutcome::Aborted;
+		result->error = "the request was aborted";
+		return;
+	}
+	if (transfer.run_error != nullptr) {
+		result->outcome = HttpOutcome::NetworkError;
+		result->error = "libcurl failed: " + CurlMessage(transfer.run_error, rc);
+		return;
+	}
+	if (transfer.out_of_memory || rc == CURLE_OUT_OF_MEMORY) {
+		result->outcome = HttpOutcome::NetworkError;
+		result->error = "out of memory";
+		return;
+	}
+	if (transfer.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+		result->outcome = HttpOutcome::TooLarge;
+		result->error = "the response is larger than the limit of " +
+						std::to_string(settings_.max_response_size) + " bytes";
+		return;
+	}
+	if (rc == CURLE_OPERATION_TIMEDOUT) {
+		result->outcome = HttpOutcome::Timeout;
+		result->error = CurlMessage(error_buffer_, rc);
+		return;
+	}
+	if (rc != CURLE_OK) {
+		result->outcome = HttpOutcome::NetworkError;
+		result->error = CurlMessage(error_buffer_, rc);
+		return;
+	}
+
+	if (status >= 200 && status <= 299) {
+		result->outcome = HttpOutcome::Ok;
+		return;
+	}
+	result->outcome = HttpOutcome::HttpError;
+	if (!result->body.empty() && result->body.size() <= kMaxSummaryBody) {
+		std::string summary;
+		if (SummaryReader(result->body).Find(&summary))
+			result->summary = SanitizeText(summary);
+	}
+	result->error = "the server returned HTTP status " + std::to_string(status);
+	if (status >= 300 && status <= 399) {
+		char *location = nullptr;
+		if (curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &location) == CURLE_OK &&
+			location != nullptr)
+			result->error += "; the redirect to \"" + SanitizeText(location) + "\" was not followed";
+		else
+			result->error += "; redirects are not followed";
+	}
+	if (!result->summary.empty())
+		result->error += ": " + result->summary;
+}
+
+/* ---- V1Client ---- */
+
+std::unique_ptr<V1Client>
+V1Client::Create(std::string_view endpoint, std::string_view token, const HttpSettings &settings,
+				 std::string *error) noexcept
+{
+	try {
+		std::string normalized;
+		std::string why;
+		if (!ValidateEndpoint(endpoint, &normalized, &why)) {
+			*error = "invalid consumer endpoint: " + why;
+			return nullptr;
+		}
+		std::unique_ptr<V1Client> client(new (std::nothrow) V1Client());
+		if (!client) {
+			*error = "out of memory";
+			return nullptr;
+		}
+		client->endpoint_ = std::move(normalized);
+		if (!client->connection_.Init(token, settings, error))
+			return nullptr;
+		return client;
+	} catch (...) {
+		try {
+			*error = "out of memory";
+		} catch (...) {
+		}
+		return nullptr;
+	}
+}
+
+HttpResult
+V1Client::Receive(int batch_size, int wait_for_ms) noexcept
+{
+	try {
+		batch_size = std::max(batch_size, 1);
+		wait_for_ms = std::max(wait_for_ms, 0);
+		std::string body = "{\"batch_size\":" + std::to_string(batch_size) +
+						   ",\"wait_for\":" + std::to_string(wait_for_ms) + "}";
+		return connection_.Post(endpoint_ + "/next", body, wait_for_ms);
+	} catch (...) {
+		return ErrorResult(HttpOutcome::NetworkError, "out of memory");
+	}
+}
+
+HttpResult
+V1Client::Ack(const std::vector<std::string_view> &tokens) noexcept
+{
+	return SendTokens("/ack", tokens);
+}
+
+HttpResult
+V1Client::Nack(const std::vector<std::string_view> &tokens) noexcept
+{
+	return SendTokens("/nack", tokens);
+}
+
+/* {"ack_tokens": [...]} to /ack or /nack; the API wants a non-empty array, so none = no call. */
+HttpResult
+V1Client::SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept
+{
+	try {
+		if (tokens.empty()) {
+			HttpResult ok;
+			ok.outcome = HttpOutcome::Ok;
+			return ok;
+		}
+		std::string body = "{\"ack_tokens\":[";
+		size_t size = body.size() + 2;
+		for (const std::string_view &t : tokens)
+			size += t.size() + 3;
+		body.reserve(size);
+		for (size_t i = 0; i < tokens.size(); i++) {
+			if (i > 0)
+				body += ',';
+			AppendJsonString(&body, tokens[i]);
+		}
+		body += "]}";
+		return connection_.Post(endpoint_ + path, body, 0);
+	} catch (...) {
+		return ErrorResult(HttpOutcome::NetworkError, "out of memory");
+	}
+}
+
+void
+V1Client::SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept
+{
+	connection_.SetAbortCheck(should_abort, arg);
+}
+
+bool
+V1Client::UpdateSettings(const HttpSettings &settings, std::string *error) noexcept
+{
+	return connection_.UpdateSettings(settings, error);
+}
+
+} /* namespace sequin_sync */

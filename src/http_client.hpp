@@ -1,0 +1,182 @@
+/*
+ * http_client.hpp - the HTTP client that pulls batches from a Sequin consumer and acknowledges
+ * them, over libcurl.
+ *
+ * The worker's loop talks to a ConsumerClient: Receive a batch, apply it, Ack (or Nack) its
+ * tokens.  Each protocol generation is one subclass: V1Client speaks the record consumers'
+ * "/v1/http-consumers" API; Sequin Stream's "/api/http_pull_consumers" (different paths, body
+ * and token names) becomes a second subclass without touching the loop.  Parsing the body of a
+ * Receive is the caller's: Result::body holds the raw bytes, ready to be parsed in place.
+ *
+ * Rules this module keeps, because it runs inside a Postgres background worker:
+ *  - no Postgres headers (it is unit-tested alone, test/unit/http_client_test.cpp);
+ *  - every public function is noexcept: std::bad_alloc and friends become an error Result;
+ *  - curl_global_init is called by HttpGlobalInit, from the worker, never from a constructor,
+ *    a static initializer or _PG_init;
+ *  - no signals (CURLOPT_NOSIGNAL), http and https only, redirects never followed, TLS always
+ *    verified, bounded response size, bounded time, and a caller-supplied abort check asked
+ *    every 100 ms during a transfer, so SIGTERM ends even a long poll at once;
+ *  - the API token never appears in an error message.
+ *
+ * A client is not thread-safe; one client per worker (it reuses one connection, keep-alive).
+ */
+#ifndef SEQUIN_SYNC_HTTP_CLIENT_HPP
+#define SEQUIN_SYNC_HTTP_CLIENT_HPP
+
+#ifdef POSTGRES_H
+#error "http_client.hpp must stay free of Postgres headers"
+#endif
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sequin_sync {
+
+/*
+ * Once per process, before the first client is created (libcurl's global state: TLS library,
+ * resolver).  Also checks that the installed libcurl supports http and https.  Safe to call
+ * again; only the first call does anything.  On failure *error says why.
+ */
+bool HttpGlobalInit(std::string *error) noexcept;
+
+/* "sequin_sync/<version>", what HttpSettings::user_agent defaults to. */
+const char *HttpDefaultUserAgent() noexcept;
+
+/* Returns true when the transfer in progress must stop (e.g. SIGTERM arrived). */
+using ShouldAbortFn = bool (*)(void *arg);
+
+struct HttpSettings {
+	long connect_timeout_ms = 10000;
+	/* Total time allowed for a request beyond the long poll's wait_for: a Receive may take
+	 * wait_for_ms + poll_margin_ms, an Ack or Nack poll_margin_ms. */
+	long poll_margin_ms = 15000;
+	/* Largest response body accepted (after any content decoding); above it: TooLarge. */
+	size_t max_response_size = 64 * 1024 * 1024;
+	/* CA bundle file for TLS verification; empty = the system default. */
+	std::string ca_file;
+	/* Empty = HttpDefaultUserAgent(). */
+	std::string user_agent;
+};
+
+enum class HttpOutcome {
+	Ok,           /* 2xx */
+	HttpError,    /* the server answered with another status (3xx included: never followed) */
+	NetworkError, /* resolve, connect, TLS, connection lost, malformed reply, out of memory */
+	Timeout,      /* connect timeout or total timeout */
+	TooLarge,     /* the body exceeded max_response_size; the transfer was cut off */
+	Aborted,      /* the should_abort callback asked to stop */
+};
+
+/* "ok", "http error", "network error", "timeout", "too large", "aborted". */
+const char *HttpOutcomeName(HttpOutcome outcome) noexcept;
+
+struct HttpResult {
+	HttpOutcome outcome = HttpOutcome::NetworkError;
+	long http_status = 0;     /* 0 when no status line arrived */
+	std::string body;         /* the response bytes (at most max_response_size) */
+	long retry_after = -1;    /* Retry-After in seconds (delta or HTTP date, floored at 0); -1 absent */
+	std::string summary;      /* "summary" of a JSON error body {"summary": "..."}, sanitized */
+	std::string error;        /* short, lower case, no trailing period; empty when Ok */
+	long elapsed_ms = 0;      /* wall time of the request */
+
+	bool Ok() const noexcept { return outcome == HttpOutcome::Ok; }
+};
+
+/*
+ * One protocol generation of the consumer API.  The worker's loop only sees this interface.
+ * Tokens are string_views so the caller can pass them straight from its in-place parse of the
+ * Receive body (which must stay alive until Ack/Nack returns).
+ */
+class ConsumerClient {
+public:
+	virtual ~ConsumerClient() = default;
+
+	/* Pull up to batch_size messages, waiting at most wait_for_ms for them to arrive (long
+	 * poll).  batch_size below 1 is sent as 1, wait_for_ms below 0 as 0. */
+	virtual HttpResult Receive(int batch_size, int wait_for_ms) noexcept = 0;
+	/* Acknowledge / give back messages.  An empty list succeeds without a request. */
+	virtual HttpResult Ack(const std::vector<std::string_view> &tokens) noexcept = 0;
+	virtual HttpResult Nack(const std::vector<std::string_view> &tokens) noexcept = 0;
+
+	/* Asked before and during every transfer (every 100 ms while waiting); nullptr = never. */
+	virtual void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept = 0;
+	/* New timeouts, limits, CA file (e.g. after SIGHUP).  Takes effect on the next request. */
+	virtual bool UpdateSettings(const HttpSettings &settings, std::string *error) noexcept = 0;
+	/* The protocol's name, for messages: "v1". */
+	virtual const char *ProtocolName() const noexcept = 0;
+};
+
+/*
+ * A reusable libcurl easy handle with this module's safety options: the part every protocol
+ * generation shares.  Post() sends a JSON body and fills an HttpResult.
+ */
+class HttpConnection {
+public:
+	HttpConnection() noexcept = default;
+	~HttpConnection();
+	HttpConnection(const HttpConnection &) = delete;
+	HttpConnection &operator=(const HttpConnection &) = delete;
+
+	/* Creates the handle; the token must be visible ASCII (it goes into a header). */
+	bool Init(std::string_view token, const HttpSettings &settings, std::string *error) noexcept;
+	bool UpdateSettings(const HttpSettings &settings, std::string *error) noexcept;
+	void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept;
+
+	/* POST body to url; the total timeout is extra_time_ms + settings.poll_margin_ms. */
+	HttpResult Post(const std::string &url, const std::string &body, long extra_time_ms) noexcept;
+
+private:
+	bool ApplySettings(std::string *error);
+	void Perform(const std::string &url, const std::string &body, long extra_time_ms,
+				 HttpResult *result);
+	int Run(void *transfer); /* CURLcode */
+	void Scrub(std::string *text) const;
+
+	void *curl_ = nullptr;           /* CURL *, kept opaque so curl.h stays out of this header */
+	void *multi_ = nullptr;          /* CURLM *, drives curl_ and owns the connection cache */
+	void *headers_ = nullptr;        /* struct curl_slist * */
+	char *error_buffer_ = nullptr;   /* CURL_ERROR_SIZE bytes */
+	std::string token_;
+	HttpSettings settings_;
+	ShouldAbortFn should_abort_ = nullptr;
+	void *should_abort_arg_ = nullptr;
+};
+
+/*
+ * Generation 1: the record consumers, "<endpoint>/next", "/ack", "/nack" with
+ * {"batch_size": N, "wait_for": ms} and {"ack_tokens": [...]}.
+ */
+class V1Client final : public ConsumerClient {
+public:
+	/* endpoint as accepted by ValidateEndpoint (checked again here); nullptr + *error on failure. */
+	static std::unique_ptr<V1Client> Create(std::string_view endpoint, std::string_view token,
+											const HttpSettings &settings,
+											std::string *error) noexcept;
+
+	HttpResult Receive(int batch_size, int wait_for_ms) noexcept override;
+	HttpResult Ack(const std::vector<std::string_view> &tokens) noexcept override;
+	HttpResult Nack(const std::vector<std::string_view> &tokens) noexcept override;
+	void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept override;
+	bool UpdateSettings(const HttpSettings &settings, std::string *error) noexcept override;
+	const char *ProtocolName() const noexcept override { return "v1"; }
+
+private:
+	V1Client() noexcept = default;
+	HttpResult SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept;
+
+	std::string endpoint_; /* normalized, no trailing '/' */
+	HttpConnection connection_;
+};
+
+/*
+ * JSON string literal (with the quotes) for text: '"', '\\' and control characters escaped;
+ * other bytes copied.  Shared by the protocol generations to build request bodies.
+ */
+void AppendJsonString(std::string *out, std::string_view text);
+
+} /* namespace sequin_sync */
+
+#endif /* SEQUIN_SYNC_HTTP_CLIENT_HPP */

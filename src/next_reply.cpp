@@ -1,0 +1,171 @@
+/*
+ * next_reply.cpp - decoding a Generation 1 `/next` reply and encoding the ack/nack body.
+ *
+ * Shape checks only: what a record means (routing, versions, columns) is the apply engine's
+ * business.  Postgres-free; no exception leaves these functions.
+ */
+#include <new>
+
+#include "next_reply.hpp"
+
+namespace sequin_sync {
+namespace {
+
+/* Sets *error (if wanted) without letting an allocation failure escape. */
+void
+SetError(std::string *error, const char *prefix, size_t item, bool with_item, const char *rest) noexcept
+{
+	if (error == nullptr)
+		return;
+	try {
+		error->assign(prefix);
+		if (with_item) {
+			error->append(std::to_string(item));
+			error->append(rest);
+		}
+	} catch (...) {
+		error->clear();
+	}
+}
+
+/*
+ * An integer counter from "info": only digit text that fits in int64 counts.  Anything else
+ * (a string, a fraction, 1e3, an overflow) is ignored rather than guessed at: the counters
+ * only feed the lag figures.
+ */
+bool
+IntegerValue(const json::Node *n, int64_t *value) noexcept
+{
+	if (n == nullptr || !n->IsIntegerText())
+		return false;
+	std::string_view text = n->Str();
+	bool negative = text[0] == '-';
+	uint64_t limit = negative ? static_cast<uint64_t>(INT64_MAX) + 1 : static_cast<uint64_t>(INT64_MAX);
+	uint64_t acc = 0;
+
+	for (size_t i = negative ? 1 : 0; i < text.size(); i++) {
+		uint64_t digit = static_cast<uint64_t>(text[i] - '0');
+		if (acc > (limit - digit) / 10)
+			return false;
+		acc = acc * 10 + digit;
+	}
+	if (negative)
+		*value = acc == 0 ? 0 : static_cast<int64_t>(0 - acc); /* two's complement, no overflow */
+	else
+		*value = static_cast<int64_t>(acc);
+	return true;
+}
+
+} /* namespace */
+
+bool
+DecodeNextReply(const json::Document &doc, NextReply *out, std::string *error) noexcept
+{
+	if (error != nullptr)
+		error->clear();
+	if (out == nullptr) {
+		SetError(error, "no output for the reply", 0, false, nullptr);
+		return false;
+	}
+	out->items.clear();
+	out->has_pending = false;
+	out->num_pending = 0;
+	out->has_ack_pending = false;
+	out->num_ack_pending = 0;
+
+	const json::Node *root = doc.Root();
+	if (root == nullptr || !root->IsObject()) {
+		SetError(error, "reply is not a JSON object", 0, false, nullptr);
+		return false;
+	}
+	const json::Node *data = doc.Find(root, "data");
+	if (data == nullptr || !data->IsArray()) {
+		SetError(error, "reply has no \"data\" array", 0, false, nullptr);
+		return false;
+	}
+
+	try {
+		out->items.reserve(data->len);
+		size_t index = 0;
+		for (const json::Node *item = doc.First(data); item != nullptr; item = doc.Next(item), index++) {
+			if (!item->IsObject()) {
+				SetError(error, "item ", index, true, " is not an object");
+				out->items.clear();
+				return false;
+			}
+			const json::Node *record = doc.Find(item, "record");
+			if (record == nullptr && doc.Find(item, "event") != nullptr) {
+				SetError(error, "item ", index, true,
+						 " has an \"event\" instead of a \"record\": the consumer is an event "
+						 "consumer, not a record consumer");
+				out->items.clear();
+				return false;
+			}
+			const json::Node *token = doc.Find(item, "ack_token");
+			if (token == nullptr || !token->IsString()) {
+				SetError(error, "item ", index, true, " has no \"ack_token\" string");
+				out->items.clear();
+				return false;
+			}
+			if (token->len == 0) {
+				SetError(error, "item ", index, true, " has an empty \"ack_token\"");
+				out->items.clear();
+				return false;
+			}
+			if (record == nullptr || !record->IsObject()) {
+				SetError(error, "item ", index, true, " has no \"record\" object");
+				out->items.clear();
+				return false;
+			}
+			out->items.push_back(NextReplyItem{token->Str(), record});
+		}
+	} catch (...) {
+		/* only std::bad_alloc can get here */
+		SetError(error, "out of memory", 0, false, nullptr);
+		out->items.clear();
+		return false;
+	}
+
+	const json::Node *info = doc.Find(root, "info");
+	if (info != nullptr && info->IsObject()) {
+		out->has_pending = IntegerValue(doc.Find(info, "num_pending"), &out->num_pending);
+		if (!out->has_pending)
+			out->num_pending = 0;
+		out->has_ack_pending = IntegerValue(doc.Find(info, "num_ack_pending"), &out->num_ack_pending);
+		if (!out->has_ack_pending)
+			out->num_ack_pending = 0;
+	}
+	return true;
+}
+
+bool
+AckBody(const std::vector<std::string_view> &tokens, std::string *out) noexcept
+{
+	if (out == nullptr)
+		return false;
+	out->clear();
+	if (tokens.empty())
+		return false;
+	try {
+		size_t size = 20;
+		for (std::string_view token : tokens)
+			size += token.size() + 3;
+		out->reserve(size);
+		out->append("{\"ack_tokens\":[");
+		for (size_t i = 0; i < tokens.size(); i++) {
+			if (i > 0)
+				out->push_back(',');
+			if (!json::AppendJsonString(out, tokens[i])) {
+				out->clear();
+				return false;
+			}
+		}
+		out->append("]}");
+		return true;
+	} catch (...) {
+		out->clear();
+		return false;
+	}
+}
+
+} /* namespace sequin_sync */

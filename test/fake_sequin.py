@@ -1,0 +1,973 @@
+#!/usr/bin/env python3
+"""
+fake_sequin.py - a test double of Sequin's Generation-1 record consumer API.
+
+sequin_sync pulls records from `<endpoint>/next`, applies them, then calls `<endpoint>/ack` (or
+`/nack`), where the endpoint is `<base>/v1/http-consumers/<consumer-id>`.  This server plays
+Sequin's side of that conversation, faithfully to section 1 of the consumer API notes
+(summarised below), so that the extension can be tested and benchmarked without the network:
+
+  * POST (or GET with query parameters) /v1/http-consumers/<cid>/next
+        {"batch_size": N, "wait_for": ms}  (defaults 1 and 0)
+        -> 200 {"data": [{"ack_token": "...", "record": {...}}, ...],
+                "info": {"num_pending": P, "num_ack_pending": A}}
+  * POST /v1/http-consumers/<cid>/ack and /nack   {"ack_tokens": [...]} -> 204
+  * at-least-once delivery: a message not acknowledged within ack_wait_ms is delivered again with
+    a new token (the old one stops working); max_ack_pending caps what is in flight; max_deliver
+    drops a message after that many deliveries (-1 = never).
+  * `Authorization: Bearer <token>` per consumer; errors are {"summary": "..."}.
+
+An unauthenticated admin API (JSON in and out) drives it from tests:
+
+  POST   /admin/consumers                 {"id", "token", "ack_wait_ms": 30000,
+                                           "max_ack_pending": 1000, "max_deliver": -1,
+                                           "eager": true, "send_info": true, "purge": false}
+                                          creates a consumer (201) or changes its settings (200)
+  GET    /admin/consumers                 list;  GET/DELETE /admin/consumers/<cid>
+  POST   /admin/consumers/<cid>/publish   a JSON array of records, one message each
+                                          -> {"published": n}
+  GET    /admin/consumers/<cid>/stats     counters: published, delivered, redelivered, acked,
+                                          nacked, pending, ack_pending, outstanding, bad_tokens..
+  POST   /admin/consumers/<cid>/faults    fault injection on /next (and ack_drop on /ack), see
+                                          FAULT_DEFAULTS; {} clears them.  GET reads them.
+  POST   /admin/reset                     forget every consumer
+  GET    /admin/health                    200 {"ok": true}
+
+Standard library only.  Run:
+
+    python3 test/fake_sequin.py --port 0 --port-file /tmp/fake.port [--quiet]
+        [--consumer c1:secret ...] [--publish test/fixtures/sample_records.json]
+
+The first line on stdout is the port it listens on (127.0.0.1 only); --port-file gets the same
+number, written atomically, so a script can wait for the file and read it.  SIGTERM or SIGINT
+shut it down cleanly (exit status 0).
+
+Performance notes: each record is kept as the exact bytes it was published with (sliced out of
+the publish body, never re-serialised, so big integers and decimals keep every digit), and a
+/next reply is one b"".join over the batch.  Every operation is O(batch) or O(tokens): queues are
+deques, in-flight messages are a dict keyed by token, and visibility timeouts are a heap with one
+entry per delivered batch.  Nothing ever scans the queue.
+"""
+
+import argparse
+import heapq
+import itertools
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+# --------------------------------------------------------------------------------------------
+# Consumers and messages
+# --------------------------------------------------------------------------------------------
+
+AVAILABLE, IN_FLIGHT, ACKED, DROPPED = range(4)
+
+DEFAULTS = {
+    "ack_wait_ms": 30000,
+    "max_ack_pending": 1000,
+    "max_deliver": -1,
+    # Long-poll behaviour.  The doc says a /next with wait_for > 0 is held "until batch_size
+    # messages are available or the time is up".  With eager=true (the default) the request is
+    # answered as soon as at least ONE message is available instead: real Sequin answers early in
+    # practice, and latency tests (publish one record, see it in Postgres quickly) need it; a
+    # worker asking for batch_size=1000 would otherwise sit out the whole wait_for on a quiet
+    # stream.  eager=false gives the literal documented behaviour, for throughput/batching tests.
+    "eager": True,
+    # The doc marks "info" as optional (older copies omit it); send_info=false leaves it out so
+    # the client's handling of its absence can be tested.
+    "send_info": True,
+}
+
+FAULT_DEFAULTS = {
+    "status_500": 0.0,        # probability of a 500 on /next
+    "status_429": 0.0,        # probability of a 429 on /next
+    "retry_after": None,      # seconds, sent as Retry-After with the 429 when set
+    "drop_connection": 0.0,   # probability of closing the socket without a reply
+    "truncate": 0.0,          # probability of a 200 whose JSON body is cut in half
+    "slow_ms": 0,             # delay before every /next reply
+    "duplicate": 0.0,         # probability that a batch carries one message twice (two tokens)
+    "ack_drop": 0.0,          # probability that an /ack answers 204 but is ignored
+    "status_for_next": None,  # force this status (e.g. 401, 403) on every /next
+    "seed": None,             # seed for the fault dice (deterministic fault sequences)
+    "limit": None,            # stop injecting after this many faults (slow_ms excepted)
+}
+PROBABILITY_FAULTS = ("status_500", "status_429", "drop_connection", "truncate", "duplicate",
+                      "ack_drop")
+
+STAT_KEYS = ("published", "delivered", "redelivered", "duplicated", "acked", "nacked",
+             "expired", "dropped", "bad_tokens", "ack_dropped", "next_requests",
+             "ack_requests", "nack_requests", "auth_failures", "missing_content_type",
+             "faults_injected")
+
+# Ack tokens: a random per-process prefix plus a process-wide counter.  Unique across consumers
+# and, thanks to the prefix, across restarts of the fake (a token from an earlier run is
+# unknown to a new one, as it would be to Sequin).  Only [A-Za-z0-9] characters, so a token never
+# needs JSON escaping when the reply is assembled from bytes.
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_TOKEN_PREFIX = "MTYy" + "".join(secrets.choice(_LETTERS) for _ in range(6))
+_token_seq = itertools.count(1)
+
+
+class Message:
+    """One published record and its delivery state."""
+    __slots__ = ("body", "state", "deliveries", "tokens")
+
+    def __init__(self, body):
+        self.body = body          # the record's JSON, as bytes, exactly as published
+        self.state = AVAILABLE
+        self.deliveries = 0
+        self.tokens = ()          # live ack tokens of the current delivery (2 with "duplicate")
+
+
+class ApiError(Exception):
+    """An error reply: status, {"summary": ...} plus optional extra members and headers."""
+
+    def __init__(self, status, summary, extra=None, headers=()):
+        super().__init__(summary)
+        self.status = status
+        self.summary = summary
+        self.extra = extra or {}
+        self.headers = headers
+
+    def body(self):
+        doc = {"summary": self.summary}
+        doc.update(self.extra)
+        return json.dumps(doc).encode()
+
+
+class Faults:
+    """Fault-injection settings of one consumer and the dice that decide them."""
+
+    def __init__(self, cfg=None):
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - set(FAULT_DEFAULTS)
+        if unknown:
+            raise ApiError(400, "unknown fault setting(s): " + ", ".join(sorted(unknown)))
+        self.cfg = dict(FAULT_DEFAULTS)
+        self.cfg.update(cfg)
+        for k in PROBABILITY_FAULTS:
+            v = self.cfg[k]
+            if not _is_number(v) or not 0.0 <= v <= 1.0:
+                raise ApiError(400, f"{k} must be a probability between 0 and 1")
+        for k in ("slow_ms", "retry_after"):
+            v = self.cfg[k]
+            if v is not None and (not _is_number(v) or v < 0):
+                raise ApiError(400, f"{k} must be a non-negative number")
+        for k in ("status_for_next", "seed", "limit"):
+            v = self.cfg[k]
+            if v is not None and not _is_int(v):
+                raise ApiError(400, f"{k} must be an integer")
+        s = self.cfg["status_for_next"]
+        if s is not None and not 100 <= s <= 599:
+            raise ApiError(400, "status_for_next must be an HTTP status code")
+        self.rng = random.Random(self.cfg["seed"])
+        self.injected = 0
+        self.by_kind = {}
+
+    def roll(self, kind):
+        """True when fault `kind` fires on this request.  Called with the consumer lock held."""
+        p = self.cfg[kind]
+        if not p:
+            return False
+        limit = self.cfg["limit"]
+        if limit is not None and self.injected >= limit:
+            return False
+        if self.rng.random() >= p:
+            return False
+        self.count(kind)
+        return True
+
+    def forced_status(self):
+        s = self.cfg["status_for_next"]
+        limit = self.cfg["limit"]
+        if s is None or (limit is not None and self.injected >= limit):
+            return None
+        self.count("status_for_next")
+        return s
+
+    def count(self, kind):
+        self.injected += 1
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+
+
+class Consumer:
+    """
+    One consumer: a queue of available messages plus the messages in flight.
+
+    Threading: every field is guarded by self.cond's lock.  Long-polling /next requests wait on
+    self.cond; anything that can make messages deliverable (publish, nack, ack - which frees room
+    under max_ack_pending -, a settings change, reset) calls notify_all().  Visibility timeouts
+    need no timer thread: expiry is evaluated lazily (_expire) at the start of every operation,
+    and a waiting /next bounds its wait by the earliest deadline in the heap, so it wakes up
+    exactly when a timed-out message becomes available again.
+    """
+
+    def __init__(self, cid, settings):
+        self.id = cid
+        self.cond = threading.Condition(threading.Lock())
+        self.available = deque()     # Messages ready for delivery, in delivery order
+        self.in_flight = {}          # ack token (str) -> Message
+        self.expiry = []             # heap of (deadline, seq, [tokens]): one entry per batch
+        self.expiry_seq = itertools.count()
+        self.n_in_flight = 0         # Messages (not tokens) delivered and not yet acked
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
+        self.faults = Faults()
+        self.closed = False
+        self.configure(settings)
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def configure(self, s):
+        """Apply settings (token, ack_wait_ms, ...).  Messages and stats are kept."""
+        self.token = s["token"]
+        self.ack_wait = s["ack_wait_ms"] / 1000.0
+        self.max_ack_pending = s["max_ack_pending"]
+        self.max_deliver = s["max_deliver"]
+        self.eager = s["eager"]
+        self.send_info = s["send_info"]
+        self.settings = dict(s)
+
+    def describe(self):
+        d = {"id": self.id}
+        d.update(self.settings)
+        return d
+
+    # -- internal helpers (lock held) ---------------------------------------------------------
+
+    def _expire(self, now):
+        """Return timed-out in-flight messages to the queue (or drop them, see max_deliver).
+
+        Heap entries are never removed when a message is acked or nacked; they are skipped here
+        when their tokens are no longer in flight.  A redelivered message goes to the BACK of the
+        queue, so it can arrive after newer versions of the same record - the race the client's
+        updated_idx guard exists for."""
+        heap = self.expiry
+        while heap and heap[0][0] <= now:
+            tokens = heapq.heappop(heap)[2]
+            for tok in tokens:
+                m = self.in_flight.pop(tok, None)
+                if m is not None and m.state == IN_FLIGHT:
+                    self.stats["expired"] += 1
+                    self._release(m)
+
+    def _release(self, m):
+        """An in-flight message becomes available again (expiry or nack), unless it has used up
+        max_deliver deliveries.  All of its tokens stop working."""
+        for t in m.tokens:
+            self.in_flight.pop(t, None)
+        m.tokens = ()
+        self.n_in_flight -= 1
+        if 0 < self.max_deliver <= m.deliveries:
+            m.state = DROPPED
+            self.stats["dropped"] += 1
+        else:
+            m.state = AVAILABLE
+            self.available.append(m)
+        self.cond.notify_all()
+
+    def _deliverable(self):
+        room = self.max_ack_pending - self.n_in_flight
+        n = len(self.available)
+        return n if n < room else max(room, 0)
+
+    def _take(self, batch_size, now):
+        """Move up to batch_size messages into flight; return [(token, Message), ...]."""
+        n = min(batch_size, self._deliverable())
+        if n <= 0:
+            return []
+        # The "duplicate" fault never makes a batch longer than batch_size (the doc calls it the
+        # "most messages to return"), so it needs batch_size >= 2 and takes one message fewer.
+        duplicate = batch_size >= 2 and self.faults.roll("duplicate")
+        if duplicate and n == batch_size:
+            n -= 1
+        popleft = self.available.popleft
+        in_flight = self.in_flight
+        prefix = _TOKEN_PREFIX
+        seq = _token_seq
+        items = []
+        tokens = []
+        redelivered = 0
+        for _ in range(n):
+            m = popleft()
+            tok = prefix + format(next(seq), "x")
+            m.state = IN_FLIGHT
+            m.tokens = (tok,)
+            if m.deliveries:
+                redelivered += 1
+            m.deliveries += 1
+            in_flight[tok] = m
+            tokens.append(tok)
+            items.append((tok, m))
+        if duplicate:
+            # The same message twice in one batch, under two tokens; the copy lands after the
+            # original.  Acking either token acks the message; the other is then accepted and
+            # ignored.
+            i = self.faults.rng.randrange(len(items))
+            m = items[i][1]
+            tok = prefix + format(next(seq), "x")
+            m.tokens = m.tokens + (tok,)
+            in_flight[tok] = m
+            tokens.append(tok)
+            items.insert(self.faults.rng.randint(i + 1, len(items)), (tok, m))
+            self.stats["duplicated"] += 1
+        self.n_in_flight += n
+        self.stats["delivered"] += len(items)
+        self.stats["redelivered"] += redelivered
+        # One heap entry for the whole batch: they share the deadline.
+        heapq.heappush(self.expiry, (now + self.ack_wait, next(self.expiry_seq), tokens))
+        return items
+
+    def _info(self):
+        return {"num_pending": len(self.available), "num_ack_pending": self.n_in_flight}
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def publish(self, bodies):
+        messages = [Message(b) for b in bodies]      # built outside the lock
+        with self.cond:
+            self.available.extend(messages)
+            self.stats["published"] += len(bodies)
+            self.cond.notify_all()
+        return len(bodies)
+
+    def next(self, batch_size, wait_for_ms):
+        """Serve one /next.  Returns ("reply", status, body, headers) or ("drop",)."""
+        with self.cond:
+            self.stats["next_requests"] += 1
+            f = self.faults
+            forced = f.forced_status()
+            if forced is not None:
+                err = _forced_error(forced)
+                return ("reply", err.status, err.body(), err.headers)
+            if f.roll("status_500"):
+                return ("reply", 500, b'{"summary":"Internal server error (injected)"}', ())
+            if f.roll("status_429"):
+                hdrs = ()
+                ra = f.cfg["retry_after"]
+                if ra is not None:
+                    hdrs = (("Retry-After", str(int(ra)) if float(ra).is_integer() else str(ra)),)
+                return ("reply", 429, b'{"summary":"Too many requests (injected)"}', hdrs)
+
+            now = time.monotonic()
+            deadline = now + wait_for_ms / 1000.0
+            while True:
+                self._expire(now)
+                if wait_for_ms <= 0 or self.closed:
+                    break
+                need = 1 if self.eager else batch_size
+                if self._deliverable() >= need:
+                    break
+                remaining = deadline - now
+                if remaining <= 0:
+                    break
+                # Wake at the end of the long poll, or when the earliest in-flight batch times
+                # out (its messages may become deliverable), whichever comes first; publish/nack/
+                # ack wake us earlier through notify_all().
+                if self.expiry:
+                    remaining = min(remaining, self.expiry[0][0] - now)
+                self.cond.wait(remaining)
+                now = time.monotonic()
+
+            # A deleted/replaced consumer delivers nothing more; faults may have been changed
+            # while we waited, so read them again.
+            items = [] if self.closed else self._take(batch_size, now)
+            f = self.faults
+            drop = f.roll("drop_connection")
+            truncate = not drop and f.roll("truncate")
+            info = self._info() if self.send_info else None
+
+        # Assemble the reply outside the lock: the Messages' bodies never change.
+        parts = [b'{"data":[']
+        first = True
+        for tok, m in items:
+            parts.append(b'{"ack_token":"' if first else b',{"ack_token":"')
+            parts.append(tok.encode())
+            parts.append(b'","record":')
+            parts.append(m.body)
+            parts.append(b'}')
+            first = False
+        if info is None:
+            parts.append(b']}')
+        else:
+            parts.append(b'],"info":{"num_pending":%d,"num_ack_pending":%d}}'
+                         % (info["num_pending"], info["num_ack_pending"]))
+        if drop:
+            return ("drop",)
+        body = b"".join(parts)
+        if truncate:
+            body = body[:len(body) // 2]
+        return ("reply", 200, body, ())
+
+    def ack(self, tokens):
+        with self.cond:
+            self.stats["ack_requests"] += 1
+            if self.faults.roll("ack_drop"):
+                self.stats["ack_dropped"] += len(tokens)
+                return
+            self._expire(time.monotonic())
+            freed = False
+            for tok in tokens:
+                m = self.in_flight.pop(tok, None)
+                if m is None:
+                    self.stats["bad_tokens"] += 1        # unknown or expired: ignored
+                elif m.state == IN_FLIGHT:
+                    m.state = ACKED
+                    m.tokens = ()   # a duplicate's other token stays in in_flight, as a no-op
+                    self.n_in_flight -= 1
+                    self.stats["acked"] += 1
+                    freed = True
+                # else: the other token of an already acked duplicate: accepted, no effect
+            if freed:
+                self.cond.notify_all()  # room under max_ack_pending
+
+    def nack(self, tokens):
+        with self.cond:
+            self.stats["nack_requests"] += 1
+            self._expire(time.monotonic())
+            for tok in tokens:
+                m = self.in_flight.pop(tok, None)
+                if m is None:
+                    self.stats["bad_tokens"] += 1
+                elif m.state == IN_FLIGHT:
+                    self.stats["nacked"] += 1
+                    self._release(m)
+
+    def snapshot(self):
+        with self.cond:
+            self._expire(time.monotonic())
+            s = dict(self.stats)
+            s["pending"] = len(self.available)
+            s["ack_pending"] = self.n_in_flight
+            s["outstanding"] = len(self.available) + self.n_in_flight
+            s["faults_by_kind"] = dict(self.faults.by_kind)
+            s["faults_injected"] = self.faults.injected
+            return s
+
+    def set_faults(self, cfg):
+        faults = Faults(cfg)
+        with self.cond:
+            self.faults = faults
+
+    def close(self):
+        """Wake any long poll on a consumer that is being deleted or replaced."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+_SUMMARIES = {
+    400: "Bad request",
+    401: "Unauthorized: the API token is missing or invalid",
+    403: "Forbidden: the API token cannot use this consumer",
+    404: "Not found: no such consumer",
+    422: "Validation failed",
+    429: "Too many requests",
+    500: "Internal server error",
+    501: "Not implemented",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+}
+
+
+def _forced_error(status):
+    summary = _SUMMARIES.get(status, f"HTTP {status}") + " (injected)"
+    extra = {"validation_errors": {"batch_size": ["is invalid"]}} if status == 422 else None
+    return ApiError(status, summary, extra)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Publish-body splitting: keep each record's exact bytes
+# --------------------------------------------------------------------------------------------
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def split_json_array(raw):
+    """Split a JSON array (bytes) into the UTF-8 bytes of each element, validating every element.
+
+    The elements are sliced out of the input rather than re-serialised: numbers keep their exact
+    text (12345678901234567890, 1.000000000000000000001) and key order is preserved."""
+    text = raw.decode("utf-8")
+    # For pure-ASCII input, character offsets are byte offsets: slice the bytes directly.
+    src = raw if text.isascii() else None
+    ws = _WS.match
+    i = ws(text, 0).end()
+    if text[i:i + 1] != "[":
+        raise ValueError("expected a JSON array of records")
+    i = ws(text, i + 1).end()
+    out = []
+    if text[i:i + 1] == "]":
+        i += 1
+    else:
+        decode = _DECODER.raw_decode
+        while True:
+            _, end = decode(text, i)
+            out.append(src[i:end] if src is not None else text[i:end].encode("utf-8"))
+            i = ws(text, end).end()
+            c = text[i:i + 1]
+            if c == ",":
+                i = ws(text, i + 1).end()
+            elif c == "]":
+                i += 1
+                break
+            else:
+                raise ValueError(f"expected ',' or ']' at offset {i}")
+    if ws(text, i).end() != len(text):
+        raise ValueError("trailing data after the array")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+class Registry:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.consumers = {}
+
+    def get(self, cid):
+        with self.lock:
+            return self.consumers.get(cid)
+
+    def upsert(self, doc):
+        """Create a consumer, or change an existing one's settings (messages, stats and faults
+        are kept, so a test can e.g. change the token and watch the client recover); with
+        "purge": true an existing consumer is replaced by an empty one."""
+        if not isinstance(doc, dict):
+            raise ApiError(400, "expected a JSON object")
+        allowed = set(DEFAULTS) | {"id", "token", "purge"}
+        unknown = set(doc) - allowed
+        if unknown:
+            raise ApiError(400, "unknown consumer setting(s): " + ", ".join(sorted(unknown)))
+        cid, token = doc.get("id"), doc.get("token")
+        if not isinstance(cid, str) or not cid or "/" in cid:
+            raise ApiError(400, "id must be a non-empty string without '/'")
+        if not isinstance(token, str) or not token:
+            raise ApiError(400, "token must be a non-empty string")
+        s = {"token": token}
+        for k, default in DEFAULTS.items():
+            s[k] = doc.get(k, default)
+        if not _is_int(s["ack_wait_ms"]) or s["ack_wait_ms"] <= 0:
+            raise ApiError(400, "ack_wait_ms must be a positive integer")
+        if not _is_int(s["max_ack_pending"]) or s["max_ack_pending"] <= 0:
+            raise ApiError(400, "max_ack_pending must be a positive integer")
+        if not _is_int(s["max_deliver"]) or s["max_deliver"] == 0 or s["max_deliver"] < -1:
+            raise ApiError(400, "max_deliver must be -1 or a positive integer")
+        for k in ("eager", "send_info"):
+            if not isinstance(s[k], bool):
+                raise ApiError(400, f"{k} must be a boolean")
+        purge = doc.get("purge", False)
+        with self.lock:
+            old = self.consumers.get(cid)
+            if old is not None and not purge:
+                with old.cond:
+                    old.configure(s)
+                    old.cond.notify_all()   # eager / max_ack_pending may release a long poll
+                return old, False
+            c = self.consumers[cid] = Consumer(cid, s)
+        if old is not None:
+            old.close()
+        return c, True
+
+    def delete(self, cid):
+        with self.lock:
+            c = self.consumers.pop(cid, None)
+        if c is not None:
+            c.close()
+        return c is not None
+
+    def reset(self):
+        with self.lock:
+            old = list(self.consumers.values())
+            self.consumers = {}
+        for c in old:
+            c.close()
+
+    def list(self):
+        with self.lock:
+            return [c.describe() for c in self.consumers.values()]
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------------------------
+
+_CID = r"([^/]+)"
+ROUTES = [
+    # (method set, regex, handler method name)
+    ({"GET", "POST"}, re.compile(r"^/v1/http-consumers/%s/next$" % _CID), "api_next"),
+    ({"POST"}, re.compile(r"^/v1/http-consumers/%s/ack$" % _CID), "api_ack"),
+    ({"POST"}, re.compile(r"^/v1/http-consumers/%s/nack$" % _CID), "api_nack"),
+    ({"GET"}, re.compile(r"^/admin/health$"), "admin_health"),
+    ({"POST"}, re.compile(r"^/admin/reset$"), "admin_reset"),
+    ({"GET", "POST"}, re.compile(r"^/admin/consumers$"), "admin_consumers"),
+    ({"GET", "DELETE"}, re.compile(r"^/admin/consumers/%s$" % _CID), "admin_consumer"),
+    ({"POST"}, re.compile(r"^/admin/consumers/%s/publish$" % _CID), "admin_publish"),
+    ({"GET"}, re.compile(r"^/admin/consumers/%s/stats$" % _CID), "admin_stats"),
+    ({"GET", "POST"}, re.compile(r"^/admin/consumers/%s/faults$" % _CID), "admin_faults"),
+]
+
+
+class Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1: connections stay open between requests (keep-alive) unless the client says
+    # "Connection: close"; hence every reply with a body carries Content-Length.
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-sequin/1"
+    disable_nagle_algorithm = True   # replies are one write each anyway; no 40 ms Nagle stalls
+    registry = None                  # set by make_server
+    quiet = False
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def log_message(self, fmt, *args):
+        if not self.quiet:
+            sys.stderr.write("fake_sequin: %s - %s\n" % (self.address_string(), fmt % args))
+
+    def _read_body(self):
+        """Read the whole request body (Content-Length or chunked), so that the next request on
+        a keep-alive connection starts at the right byte."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass   # trailers
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            return b"".join(chunks)
+        n = int(self.headers.get("Content-Length") or 0)
+        if n < 0:
+            raise ValueError("negative Content-Length")
+        return self.rfile.read(n) if n else b""
+
+    def _send(self, status, body=b"", headers=()):
+        """Write the whole reply with a single write (status line, headers, body)."""
+        reason = self.responses.get(status, ("",))[0]
+        head = ["HTTP/1.1 %d %s" % (status, reason), "Server: " + self.server_version]
+        if status != 204:
+            # RFC 9110: a 204 carries neither a body nor Content-Length.
+            head.append("Content-Type: application/json; charset=utf-8")
+            head.append("Content-Length: %d" % len(body))
+        else:
+            body = b""
+        if status == 401:
+            head.append('WWW-Authenticate: Bearer realm="sequin"')
+        for k, v in headers:
+            head.append("%s: %s" % (k, v))
+        if self.close_connection:
+            head.append("Connection: close")
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        self.log_request(status, len(body))
+
+    def _send_json(self, status, doc):
+        self._send(status, json.dumps(doc).encode())
+
+    def _dispatch(self, method):
+        try:
+            try:
+                body = self._read_body()
+            except ValueError:
+                self.close_connection = True
+                raise ApiError(400, "malformed request body framing")
+            url = urlsplit(self.path)
+            path = url.path.rstrip("/") or "/"
+            for methods, rx, name in ROUTES:
+                m = rx.match(path)
+                if m:
+                    if method not in methods:
+                        raise ApiError(405, f"{method} is not allowed on {path}")
+                    args = [unquote(g) for g in m.groups()]
+                    getattr(self, name)(method, body, parse_qs(url.query), *args)
+                    return
+            raise ApiError(404, f"no route for {path}")
+        except ApiError as e:
+            self._send(e.status, e.body(), e.headers)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as e:  # a bug in the fake: say so, keep serving
+            self.close_connection = True
+            self._send(500, json.dumps({"summary": f"fake_sequin internal error: {e!r}"}).encode())
+
+    @staticmethod
+    def _json(body, default=None):
+        if not body.strip():
+            return default
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ApiError(400, f"request body is not valid JSON: {e}")
+
+    def _consumer_for_api(self, cid, method):
+        """Consumer lookup and bearer auth for /v1 calls (401 without a bearer token, 404 for an
+        unknown consumer, 401 for a token that does not match)."""
+        auth = self.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "Unauthorized: missing bearer token")
+        c = self.registry.get(cid)
+        if c is None:
+            raise ApiError(404, f"Not found: no consumer with id {cid}")
+        if not secrets.compare_digest(token.encode(), c.token.encode()):
+            with c.cond:
+                c.stats["auth_failures"] += 1
+            raise ApiError(401, "Unauthorized: the API token is invalid")
+        if method == "POST" and not self.headers.get("Content-Type", "").lower().startswith(
+                "application/json"):
+            with c.cond:
+                c.stats["missing_content_type"] += 1   # counted, not refused (doc: silent)
+        return c
+
+    def _admin_consumer(self, cid):
+        c = self.registry.get(cid)
+        if c is None:
+            raise ApiError(404, f"no consumer with id {cid}")
+        return c
+
+    # -- the Sequin API -----------------------------------------------------------------------
+
+    def api_next(self, method, body, query, cid):
+        c = self._consumer_for_api(cid, method)
+        params = {}
+        for k in ("batch_size", "wait_for"):
+            if k in query:
+                params[k] = query[k][-1]
+        doc = self._json(body, {})
+        if not isinstance(doc, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        params.update(doc)
+        batch_size = _int_param(params, "batch_size", 1, 1)
+        wait_for = _int_param(params, "wait_for", 0, 0)
+
+        slow = c.faults.cfg["slow_ms"]
+        if slow:
+            time.sleep(slow / 1000.0)
+        result = c.next(batch_size, wait_for)
+        if result[0] == "drop":
+            # Close the socket without a single byte of reply.
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.log_request("000-dropped")
+            return
+        _, status, out, headers = result
+        self._send(status, out, headers)
+
+    def _tokens(self, body):
+        doc = self._json(body)
+        if not isinstance(doc, dict):
+            raise ApiError(400, 'body must be {"ack_tokens": [...]}')
+        tokens = doc.get("ack_tokens")
+        if not isinstance(tokens, list) or not tokens:
+            raise ApiError(400, "ack_tokens must be a non-empty array")
+        if not all(isinstance(t, str) for t in tokens):
+            raise ApiError(400, "ack_tokens must be strings")
+        return tokens
+
+    def api_ack(self, method, body, query, cid):
+        c = self._consumer_for_api(cid, method)
+        c.ack(self._tokens(body))
+        self._send(204)
+
+    def api_nack(self, method, body, query, cid):
+        c = self._consumer_for_api(cid, method)
+        c.nack(self._tokens(body))
+        self._send(204)
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def admin_health(self, method, body, query):
+        self._send_json(200, {"ok": True})
+
+    def admin_reset(self, method, body, query):
+        self.registry.reset()
+        self._send_json(200, {"ok": True})
+
+    def admin_consumers(self, method, body, query):
+        if method == "GET":
+            self._send_json(200, {"consumers": self.registry.list()})
+            return
+        c, created = self.registry.upsert(self._json(body))
+        self._send_json(201 if created else 200, c.describe())
+
+    def admin_consumer(self, method, body, query, cid):
+        if method == "DELETE":
+            if not self.registry.delete(cid):
+                raise ApiError(404, f"no consumer with id {cid}")
+            self._send_json(200, {"deleted": cid})
+            return
+        c = self._admin_consumer(cid)
+        d = c.describe()
+        d["stats"] = c.snapshot()
+        d["faults"] = dict(c.faults.cfg)
+        self._send_json(200, d)
+
+    def admin_publish(self, method, body, query, cid):
+        c = self._admin_consumer(cid)
+        try:
+            bodies = split_json_array(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ApiError(400, f"publish body must be a JSON array of records: {e}")
+        self._send_json(200, {"published": c.publish(bodies)})
+
+    def admin_stats(self, method, body, query, cid):
+        self._send_json(200, self._admin_consumer(cid).snapshot())
+
+    def admin_faults(self, method, body, query, cid):
+        c = self._admin_consumer(cid)
+        if method == "POST":
+            cfg = self._json(body, {})
+            if not isinstance(cfg, dict):
+                raise ApiError(400, "faults must be a JSON object")
+            c.set_faults(cfg)
+        self._send_json(200, dict(c.faults.cfg))
+
+
+def _int_param(params, name, default, minimum):
+    v = params.get(name, default)
+    if isinstance(v, str):
+        try:
+            v = int(v)
+        except ValueError:
+            pass
+    if not _is_int(v) or v < minimum:
+        raise ApiError(422, "Validation failed",
+                       {"validation_errors": {name: [f"must be an integer >= {minimum}"]}})
+    return v
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True        # long polls and idle keep-alive connections never block exit
+    request_queue_size = 128
+
+    def server_bind(self):
+        # HTTPServer.server_bind would call socket.getfqdn(), a DNS look-up: skip it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+def make_server(port=0, quiet=False, registry=None):
+    """Build (but do not start) a server on 127.0.0.1:port; port 0 picks a free port."""
+    registry = registry or Registry()
+    handler = type("BoundHandler", (Handler,), {"registry": registry, "quiet": quiet})
+    server = Server(("127.0.0.1", port), handler)
+    server.registry = registry
+    return server
+
+
+def _write_port_file(path, port):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)   # atomic: a reader never sees an empty file
+
+
+def _keep_freed_memory():
+    """Ask glibc to keep freed memory instead of handing it back to the kernel.
+
+    A 1000-record reply is a ~1 MB bytes object; by default glibc mmap()s every such block and
+    munmap()s it on free, so each reply pays for ~250 fresh page faults (several ms on a VM).
+    A fixed, higher mmap threshold and trim threshold let the next reply reuse the same pages.
+    Best effort: a no-op where libc has no mallopt (non-glibc)."""
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024)
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Fake Sequin Generation-1 record consumer server.")
+    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free port)")
+    ap.add_argument("--port-file", help="write the chosen port to this file (atomically)")
+    ap.add_argument("--quiet", action="store_true", help="do not log requests to stderr")
+    ap.add_argument("--consumer", action="append", default=[], metavar="ID:TOKEN",
+                    help="create this consumer at start-up (repeatable)")
+    ap.add_argument("--publish", metavar="FILE",
+                    help="publish this JSON array of records to every --consumer at start-up")
+    args = ap.parse_args(argv)
+
+    _keep_freed_memory()
+    server = make_server(args.port, args.quiet)
+    for spec in args.consumer:
+        cid, sep, token = spec.partition(":")
+        if not sep:
+            ap.error("--consumer takes ID:TOKEN")
+        c, _ = server.registry.upsert({"id": cid, "token": token})
+        if args.publish:
+            with open(args.publish, "rb") as f:
+                c.publish(split_json_array(f.read()))
+
+    port = server.server_address[1]
+    if args.port_file:
+        _write_port_file(args.port_file, port)
+    print(port, flush=True)
+    if not args.quiet:
+        print(f"fake_sequin: listening on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+
+    def stop(signum, frame):
+        # shutdown() waits for serve_forever() to return, and serve_forever() runs in this very
+        # (main) thread: call it from another thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    if not args.quiet:
+        print("fake_sequin: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,794 @@
+/*
+ * http_client_test.cpp - unit test of the endpoint validation (src/endpoint.cpp) and the Sequin
+ * consumer HTTP client (src/http_client.cpp), against a misbehaving fake consumer
+ * (test/unit/http_stub.py).  No Postgres needed.
+ *
+ *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/endpoint.cpp src/http_client.cpp \
+ *       test/unit/http_client_test.cpp -lcurl -o /tmp/http_client_test
+ *   bash test/unit/run_http_client_test.sh /tmp/http_client_test
+ *
+ * With "--port N" it uses a stub already listening on 127.0.0.1:N (what the wrapper script
+ * does); without, it starts test/unit/http_stub.py itself (path from $HTTP_STUB, else next to
+ * this source file) and stops it at the end.  Prints "N passed, M failed"; exits 1 on failure.
+ */
+#include "endpoint.hpp"
+#include "http_client.hpp"
+
+#include <curl/curl.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <arpa/inet.h>
+#include <unistd.h>
+#include <vector>
+
+extern char **environ;
+
+using namespace sequin_sync;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int passed = 0;
+int failed = 0;
+
+#define CHECK(cond)                                                                        \
+	do {                                                                                   \
+		if (cond)                                                                          \
+			passed++;                                                                      \
+		else {                                                                             \
+			failed++;                                                                      \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);      \
+		}                                                                                  \
+	} while (0)
+
+/* Like CHECK, and prints both strings when they differ. */
+#define CHECK_STR(actual, expected)                                                        \
+	do {                                                                                   \
+		std::string a_ = (actual), e_ = (expected);                                        \
+		if (a_ == e_)                                                                      \
+			passed++;                                                                      \
+		else {                                                                             \
+			failed++;                                                                      \
+			fprintf(stderr, "%s:%d: CHECK failed: %s == %s\n    got:      \"%s\"\n"        \
+					"    expected: \"%s\"\n",                                              \
+					__FILE__, __LINE__, #actual, #expected, a_.c_str(), e_.c_str());       \
+		}                                                                                  \
+	} while (0)
+
+const char *const kToken = "sekret-T0KEN-4242";
+
+int port = 0;
+/* Every error and summary the client produced, checked for the token at the end. */
+std::vector<std::string> messages;
+
+long
+MsSince(Clock::time_point start)
+{
+	return static_cast<long>(
+		std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
+}
+
+std::string
+Base()
+{
+	return "http://127.0.0.1:" + std::to_string(port) + "/v1/http-consumers/";
+}
+
+/* Records a result's messages for TestTokenNeverInErrors and hands the result back. */
+HttpResult
+Track(HttpResult r)
+{
+	messages.push_back(r.error);
+	messages.push_back(r.summary);
+	if (getenv("HTTP_CLIENT_TEST_VERBOSE"))
+		fprintf(stderr, "    [%s] %ld %s | %s | retry_after=%ld body=%zu elapsed=%ld\n",
+				HttpOutcomeName(r.outcome), r.http_status, r.error.c_str(), r.summary.c_str(),
+				r.retry_after, r.body.size(), r.elapsed_ms);
+	return r;
+}
+
+void
+Show(const char *what, const HttpResult &r)
+{
+	fprintf(stderr, "    %s: outcome=%s status=%ld retry_after=%ld body=%zu bytes elapsed=%ld ms "
+					"error=\"%s\" summary=\"%s\"\n",
+			what, HttpOutcomeName(r.outcome), r.http_status, r.retry_after, r.body.size(),
+			r.elapsed_ms, r.error.c_str(), r.summary.c_str());
+}
+
+/* ---- the test's own access to the stub's side routes, with a plain libcurl handle ---- */
+
+size_t
+AppendToString(char *data, size_t size, size_t nmemb, void *arg)
+{
+	static_cast<std::string *>(arg)->append(data, size * nmemb);
+	return size * nmemb;
+}
+
+std::string
+Side(const char *path, bool post = false)
+{
+	std::string out;
+	CURL *curl = curl_easy_init();
+	std::string url = "http://127.0.0.1:" + std::to_string(port) + path;
+	curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendToString);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
+	if (post)
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
+	CURLcode rc = curl_easy_perform(curl);
+	curl_easy_cleanup(curl);
+	if (rc != CURLE_OK)
+		fprintf(stderr, "    side route %s failed: %s\n", path, curl_easy_strerror(rc));
+	return out;
+}
+
+struct LastRequest {
+	std::string method, path, body;
+	std::map<std::string, std::string> headers;
+	bool Has(const std::string &h) const { return headers.count(h) > 0; }
+	std::string Header(const std::string &h) const
+	{
+		auto it = headers.find(h);
+		return it == headers.end() ? "<absent>" : it->second;
+	}
+};
+
+LastRequest
+Last()
+{
+	LastRequest last;
+	std::string text = Side("/_last");
+	size_t split = text.find("\n\n");
+	if (split == std::string::npos)
+		return last;
+	last.body = text.substr(split + 2);
+	size_t pos = 0;
+	while (pos < split) {
+		size_t eol = text.find('\n', pos);
+		if (eol == std::string::npos || eol > split)
+			eol = split;
+		std::string line = text.substr(pos, eol - pos);
+		pos = eol + 1;
+		size_t colon = line.find(": ");
+		if (colon == std::string::npos)
+			continue;
+		std::string name = line.substr(0, colon), value = line.substr(colon + 2);
+		if (name == "method")
+			last.method = value;
+		else if (name == "path")
+			last.path = value;
+		else if (name.rfind("h-", 0) == 0)
+			last.headers[name.substr(2)] = value;
+	}
+	return last;
+}
+
+struct Stats {
+	int connections = -1, requests = -1;
+};
+
+Stats
+GetStats()
+{
+	Stats s;
+	std::string text = Side("/_stats");
+	if (sscanf(text.c_str(), "connections %d requests %d", &s.connections, &s.requests) != 2)
+		fprintf(stderr, "    bad /_stats reply \"%s\"\n", text.c_str());
+	return s;
+}
+
+void
+Reset()
+{
+	Side("/_reset", true);
+}
+
+std::unique_ptr<V1Client>
+Client(const std::string &scenario, const HttpSettings &settings = HttpSettings())
+{
+	std::string error;
+	auto client = V1Client::Create(Base() + scenario, kToken, settings, &error);
+	if (!client)
+		fprintf(stderr, "    cannot create client for %s: %s\n", scenario.c_str(), error.c_str());
+	return client;
+}
+
+/* ---- tests ---- */
+
+void
+TestValidateEndpoint()
+{
+	struct Good {
+		const char *url, *normalized;
+	} good[] = {
+		{"https://api.sequin.io/v1/http-consumers/abc", "https://api.sequin.io/v1/http-consumers/abc"},
+		{"https://api.sequin.io/v1/http-consumers/abc/", "https://api.sequin.io/v1/http-consumers/abc"},
+		{"https://api.sequin.io/v1/http-consumers/abc//", "https://api.sequin.io/v1/http-consumers/abc"},
+		{"HTTPS://API.Sequin.IO/v1/x", "https://api.sequin.io/v1/x"},
+		{"http://localhost:7376/", "http://localhost:7376"},
+		{"http://localhost:7376", "http://localhost:7376"},
+		{"http://[::1]:8080/v1/http-consumers/c1", "http://[::1]:8080/v1/http-consumers/c1"},
+		{"http://[2001:DB8::1]/c/", "http://[2001:db8::1]/c"},
+		{"http://127.0.0.1/a/./b/../c", "http://127.0.0.1/a/c"},
+	};
+	for (const Good &g : good) {
+		std::string normalized, error;
+		bool ok = ValidateEndpoint(g.url, &normalized, &error);
+		CHECK(ok);
+		if (!ok)
+			fprintf(stderr, "    %s rejected: %s\n", g.url, error.c_str());
+		CHECK_STR(normalized, g.normalized);
+	}
+
+	struct Bad {
+		const char *url, *error;
+	} bad[] = {
+		{"ftp://api.sequin.io/x", "scheme \"ftp\" is not allowed"},
+		{"file:///etc/passwd", "scheme \"file\" is not allowed"},
+		{"http://", "the URL has no host"},
+		{"http:///v1/http-consumers/abc", "the URL has no host"},
+		{"https://:443/x", "the URL has no host"},
+		{"https://user:pass@api.sequin.io/x", "the URL must not contain a user name or password"},
+		{"https://user@api.sequin.io/x", "the URL must not contain a user name or password"},
+		{"https://@api.sequin.io/x", "the URL must not contain a user name or password"},
+		{"https://api.sequin.io/x?token=1", "the URL must not have a query string"},
+		{"https://api.sequin.io/x?", "the URL must not have a query string"},
+		{"https://api.sequin.io/x#frag", "the URL must not have a fragment"},
+		{"https://api.sequin.io/x#", "the URL must not have a fragment"},
+		{"https://api.sequin.io/a b", "the URL must not contain whitespace or control characters"},
+		{" https://api.sequin.io/x", "the URL must not contain whitespace or control characters"},
+		{"https://api.sequin.io/x\n", "the URL must not contain whitespace or control characters"},
+		{"https://api.sequin.io/\xc3\xa9", "the URL must contain only ASCII characters"},
+		{"api.sequin.io/v1/http-consumers/abc", "the URL must start with http:// or https://"},
+		{"http:/api.sequin.io/x", "the URL must start with http:// or https://"},
+		{"https://api.sequin.io:99999/x", "the URL has an invalid port number"},
+		{"https://api.sequin.io:0/x", "the URL has an invalid port number"},
+		{"", "the URL is empty"},
+	};
+	for (const Bad &b : bad) {
+		std::string normalized = "unchanged", error;
+		CHECK(!ValidateEndpoint(b.url, &normalized, &error));
+		CHECK_STR(error, b.error);
+		CHECK_STR(normalized, "unchanged");
+	}
+	CHECK(!ValidateEndpoint(std::string(5000, 'a'), nullptr, nullptr));
+	/* An embedded NUL must not cut the check short. */
+	CHECK(!ValidateEndpoint(std::string_view("http://h/x\0y", 12), nullptr, nullptr));
+
+	std::string host;
+	CHECK(EndpointHost("https://API.Sequin.io/v1/x", &host));
+	CHECK_STR(host, "api.sequin.io");
+	CHECK(EndpointHost("http://[::1]:8080/x", &host));
+	CHECK_STR(host, "[::1]");
+	CHECK(!EndpointHost("not a url", &host));
+}
+
+void
+TestCreate()
+{
+	std::string error;
+	CHECK(!V1Client::Create("ftp://127.0.0.1/x", kToken, HttpSettings(), &error));
+	CHECK_STR(error, "invalid consumer endpoint: scheme \"ftp\" is not allowed");
+	std::string bad_token = std::string(kToken) + "\r\nX-Injected: 1";
+	CHECK(!V1Client::Create(Base() + "ok", bad_token, HttpSettings(), &error));
+	CHECK(error.find("token") != std::string::npos);
+	CHECK(error.find(kToken) == std::string::npos);
+	CHECK(!V1Client::Create(Base() + "ok", "", HttpSettings(), &error));
+	CHECK_STR(error, "the API token is empty");
+	auto client = Client("ok");
+	CHECK(client != nullptr);
+	if (client)
+		CHECK_STR(client->ProtocolName(), "v1");
+}
+
+void
+TestReceiveRequest()
+{
+	Reset();
+	auto client = Client("ok/");
+	if (!client)
+		return;
+	HttpResult r = Track(client->Receive(7, 250));
+	CHECK(r.outcome == HttpOutcome::Ok);
+	CHECK(r.Ok());
+	CHECK(r.http_status == 200);
+	CHECK(r.body.find("\"ack_token\": \"MTYyeJ7abUjl1pO\"") != std::string::npos);
+	CHECK(r.error.empty());
+	CHECK(r.retry_after == -1);
+	LastRequest last = Last();
+	CHECK_STR(last.method, "POST");
+	CHECK_STR(last.path, "/v1/http-consumers/ok/next");
+	CHECK_STR(last.Header("authorization"), std::string("Bearer ") + kToken);
+	CHECK_STR(last.Header("content-type"), "application/json");
+	CHECK_STR(last.Header("accept"), "application/json");
+	CHECK_STR(last.Header("user-agent"), HttpDefaultUserAgent());
+	CHECK(std::string(HttpDefaultUserAgent()).rfind("sequin_sync/", 0) == 0);
+	CHECK(!last.Has("expect"));
+	CHECK_STR(last.body, "{\"batch_size\":7,\"wait_for\":250}");
+
+	/* Out-of-range arguments are clamped, not sent. */
+	Track(client->Receive(0, -5));
+	CHECK_STR(Last().body, "{\"batch_size\":1,\"wait_for\":0}");
+
+	/* A custom user agent. */
+	HttpSettings settings;
+	settings.user_agent = "sequin_sync/test";
+	std::string error;
+	CHECK(client->UpdateSettings(settings, &error));
+	CHECK(Track(client->Receive(1, 0)).Ok());
+	CHECK_STR(Last().Header("user-agent"), "sequin_sync/test");
+}
+
+void
+TestAckNack()
+{
+	Reset();
+	auto client = Client("ok");
+	if (!client)
+		return;
+	std::string t2 = "b\"2\\";
+	std::vector<std::string_view> tokens = {"a1", t2};
+	HttpResult r = Track(client->Ack(tokens));
+	CHECK(r.Ok());
+	CHECK(r.http_status == 204);
+	CHECK(r.body.empty());
+	LastRequest last = Last();
+	CHECK_STR(last.path, "/v1/http-consumers/ok/ack");
+	CHECK_STR(last.body, "{\"ack_tokens\":[\"a1\",\"b\\\"2\\\\\"]}");
+	CHECK_STR(last.Header("content-type"), "application/json");
+	CHECK_STR(last.Header("authorization"), std::string("Bearer ") + kToken);
+
+	r = Track(client->Nack({"MTYyeJ7abUjl1pO"}));
+	CHECK(r.Ok());
+	last = Last();
+	CHECK_STR(last.path, "/v1/http-consumers/ok/nack");
+	CHECK_STR(last.body, "{\"ack_tokens\":[\"MTYyeJ7abUjl1pO\"]}");
+
+	/* 200 (with an empty body) counts as success for an ack too. */
+	auto client200 = Client("ok200");
+	if (client200) {
+		r = Track(client200->Ack({"x"}));
+		CHECK(r.Ok());
+		CHECK(r.http_status == 200);
+	}
+
+	/* No tokens: success without a request (the API wants a non-empty array). */
+	int before = GetStats().requests;
+	CHECK(Track(client->Ack({})).Ok());
+	CHECK(Track(client->Nack({})).Ok());
+	CHECK(GetStats().requests == before);
+
+	/* A big ack (would get "Expect: 100-continue" by default) is sent at once. */
+	std::vector<std::string> many(2000, "MTYyeJ7abUjl1pOMTYyeJ7abUjl1pO");
+	std::vector<std::string_view> views(many.begin(), many.end());
+	auto start = Clock::now();
+	CHECK(Track(client->Ack(views)).Ok());
+	CHECK(MsSince(start) < 900);
+	last = Last();
+	CHECK(!last.Has("expect"));
+	CHECK(last.body.size() > 60000);
+}
+
+void
+TestKeepAlive()
+{
+	Reset();
+	auto client = Client("ok");
+	auto client401 = Client("unauthorized");
+	if (!client || !client401)
+		return;
+	for (int i = 0; i < 5; i++) {
+		CHECK(Track(client->Receive(10, 0)).Ok());
+		CHECK(Track(client->Ack({"t"})).Ok());
+	}
+	Stats s = GetStats();
+	CHECK(s.requests == 10);
+	CHECK(s.connections == 1);
+	if (s.connections != 1)
+		fprintf(stderr, "    connections=%d requests=%d\n", s.connections, s.requests);
+
+	/* An error reply with a complete body keeps the connection too. */
+	Reset();
+	for (int i = 0; i < 3; i++)
+		CHECK(Track(client401->Receive(1, 0)).outcome == HttpOutcome::HttpError);
+	CHECK(GetStats().connections == 1);
+}
+
+void
+TestHttpErrors()
+{
+	auto c401 = Client("unauthorized");
+	auto c422 = Client("validation");
+	auto c429 = Client("ratelimited");
+	auto c429d = Client("ratelimiteddate");
+	auto c500 = Client("servererror");
+	auto c404 = Client("nosuchscenario");
+	if (!c401 || !c422 || !c429 || !c429d || !c500 || !c404)
+		return;
+
+	HttpResult r = Track(c401->Receive(1, 0));
+	CHECK(r.outcome == HttpOutcome::HttpError);
+	CHECK(r.http_status == 401);
+	CHECK_STR(r.summary, "Invalid API token");
+	CHECK_STR(r.error, "the server returned HTTP status 401: Invalid API token");
+	CHECK(r.retry_after == -1);
+	CHECK(r.body.find("Invalid API token") != std::string::npos);
+
+	/* summary after a nested member, with escapes, non-ASCII and a trailing newline (dropped). */
+	r = Track(c422->Receive(1, 0));
+	CHECK(r.http_status == 422);
+	CHECK_STR(r.summary, "Validation failed: \xc3\xa9t\xc3\xa9 \xf0\x9f\x98\x80");
+
+	r = Track(c429->Receive(1, 0));
+	CHECK(r.outcome == HttpOutcome::HttpError);
+	CHECK(r.http_status == 429);
+	CHECK(r.retry_after == 7);
+	CHECK_STR(r.summary, "Too many requests");
+
+	r = Track(c429d->Receive(1, 0));
+	CHECK(r.http_status == 429);
+	CHECK(r.retry_after >= 110 && r.retry_after <= 121);
+	if (!(r.retry_after >= 110 && r.retry_after <= 121))
+		Show("429 with a date", r);
+
+	r = Track(c500->Ack({"t"}));
+	CHECK(r.outcome == HttpOutcome::HttpError);
+	CHECK(r.http_status == 500);
+	CHECK(r.summary.empty());
+	CHECK_STR(r.body, "internal error");
+	CHECK_STR(r.error, "the server returned HTTP status 500");
+	/* the next request on the same client is unaffected */
+	CHECK(Track(c500->Receive(1, 0)).http_status == 500);
+
+	r = Track(c404->Receive(1, 0));
+	CHECK(r.http_status == 404);
+	CHECK_STR(r.summary, "no such consumer");
+}
+
+void
+TestRedirect()
+{
+	Reset();
+	auto client = Client("redirect");
+	if (!client)
+		return;
+	HttpResult r = Track(client->Receive(1, 0));
+	CHECK(r.outcome == HttpOutcome::HttpError);
+	CHECK(r.http_status == 302);
+	CHECK_STR(r.error, "the server returned HTTP status 302; the redirect to "
+					   "\"https://elsewhere.example/v1/http-consumers/x/next\" was not followed");
+	CHECK(GetStats().requests == 1);
+}
+
+void
+TestTooLarge()
+{
+	HttpSettings settings;
+	settings.max_response_size = 1024 * 1024;
+	const char *scenarios[] = {"huge", "hugechunked", "gzipbomb"};
+	for (const char *scenario : scenarios) {
+		auto client = Client(scenario, settings);
+		if (!client)
+			return;
+		auto start = Clock::now();
+		HttpResult r = Track(client->Receive(1, 0));
+		CHECK(r.outcome == HttpOutcome::TooLarge);
+		CHECK(r.body.size() <= settings.max_response_size);
+		CHECK_STR(r.error, "the response is larger than the limit of 1048576 bytes");
+		CHECK(MsSince(start) < 5000);
+		if (r.outcome != HttpOutcome::TooLarge)
+			Show(scenario, r);
+		/* The client recovers: the next request works (on a new connection). */
+		auto ok = Client("ok", settings);
+		if (ok)
+			CHECK(Track(ok->Receive(1, 0)).Ok());
+	}
+	/* Exactly at the limit is fine: the 10 MB reply with a 10 MB limit. */
+	settings.max_response_size = 10 * 1024 * 1024;
+	auto client = Client("hugechunked", settings);
+	if (client) {
+		HttpResult r = Track(client->Receive(1, 0));
+		CHECK(r.Ok());
+		CHECK(r.body.size() == 10 * 1024 * 1024);
+	}
+	/* gzip is decoded. */
+	client = Client("gzip");
+	if (client) {
+		HttpResult r = Track(client->Receive(1, 0));
+		CHECK(r.Ok());
+		CHECK(r.body.rfind("{\"data\": []", 0) == 0);
+	}
+}
+
+void
+TestSlowServer()
+{
+	HttpSettings settings;
+	settings.poll_margin_ms = 2000;
+	auto client = Client("slow", settings);
+	if (!client)
+		return;
+	auto start = Clock::now();
+	HttpResult r = Track(client->Receive(1, 0));
+	long ms = MsSince(start);
+	CHECK(r.outcome == HttpOutcome::Timeout);
+	CHECK(ms >= 1800 && ms < 4000);
+	CHECK(!r.error.empty());
+	if (r.outcome != HttpOutcome::Timeout || ms >= 4000)
+		Show("slow", r);
+
+	/* The total timeout is wait_for + margin: a long poll of 1 s with a 1 s margin. */
+	settings.poll_margin_ms = 1000;
+	client = Client("longpoll", settings);
+	if (!client)
+		return;
+	start = Clock::now();
+	r = Track(client->Receive(1, 1000));
+	ms = MsSince(start);
+	CHECK(r.outcome == HttpOutcome::Timeout);
+	CHECK(ms >= 1900 && ms < 3500);
+	if (r.outcome != HttpOutcome::Timeout)
+		Show("longpoll timeout", r);
+}
+
+void
+TestNetworkErrors()
+{
+	const char *scenarios[] = {"cut", "cutchunked"};
+	for (const char *scenario : scenarios) {
+		auto client = Client(scenario);
+		if (!client)
+			return;
+		HttpResult r = Track(client->Receive(1, 0));
+		CHECK(r.outcome == HttpOutcome::NetworkError);
+		CHECK(!r.error.empty());
+		CHECK(r.error[0] >= 'a' && r.error[0] <= 'z');
+		if (r.outcome != HttpOutcome::NetworkError)
+			Show(scenario, r);
+	}
+
+	/* Nothing listening: take a free port from the kernel, close it, connect to it. */
+	std::string error;
+	int closed_port = 0;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	sockaddr_in addr = {};
+	addr.sin_family = AF_INET;
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t len = sizeof(addr);
+	if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) == 0 &&
+		getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len) == 0)
+		closed_port = ntohs(addr.sin_port);
+	if (fd >= 0)
+		close(fd);
+	auto client = V1Client::Create("http://127.0.0.1:" + std::to_string(closed_port) + "/x",
+								   kToken, HttpSettings(), &error);
+	CHECK(client != nullptr);
+	if (client) {
+		HttpResult r = Track(client->Receive(1, 0));
+		CHECK(r.outcome == HttpOutcome::NetworkError);
+		CHECK(r.error.find("connect") != std::string::npos);
+		if (r.outcome != HttpOutcome::NetworkError)
+			Show("refused", r);
+	}
+
+	/* TLS to a plain HTTP server: the handshake fails, an error and no body. */
+	client = V1Client::Create("https://127.0.0.1:" + std::to_string(port) + "/v1/http-consumers/ok",
+							  kToken, HttpSettings(), &error);
+	if (client) {
+		HttpResult r = Track(client->Receive(1, 0));
+		CHECK(r.outcome == HttpOutcome::NetworkError);
+		CHECK(r.body.empty());
+	}
+}
+
+void
+TestEmptyBody()
+{
+	auto client = Client("empty");
+	if (!client)
+		return;
+	HttpResult r = Track(client->Receive(1, 0));
+	CHECK(r.outcome == HttpOutcome::Ok);
+	CHECK(r.http_status == 200);
+	CHECK(r.body.empty());
+	CHECK(r.error.empty());
+}
+
+struct AbortState {
+	Clock::time_point at;
+	int calls = 0;
+};
+
+bool
+AbortWhenDue(void *arg)
+{
+	AbortState *s = static_cast<AbortState *>(arg);
+	s->calls++;
+	return Clock::now() >= s->at;
+}
+
+void
+TestAbort()
+{
+	auto client = Client("longpoll");
+	if (!client)
+		return;
+	AbortState state;
+	state.at = Clock::now() + std::chrono::milliseconds(500);
+	client->SetAbortCheck(AbortWhenDue, &state);
+	auto start = Clock::now();
+	HttpResult r = Track(client->Receive(100, 30000));
+	long ms = MsSince(start);
+	CHECK(r.outcome == HttpOutcome::Aborted);
+	CHECK_STR(r.error, "the request was aborted");
+	/* Due at 500 ms; the client asks every 100 ms, so it ends well within a second of that. */
+	CHECK(ms >= 450 && ms < 1000);
+	CHECK(state.calls >= 3);
+	if (r.outcome != HttpOutcome::Aborted || ms >= 1000)
+		Show("abort", r);
+
+	/* Already due: no request is made at all. */
+	Reset();
+	r = Track(client->Receive(1, 0));
+	CHECK(r.outcome == HttpOutcome::Aborted);
+	CHECK(GetStats().requests == 0);
+
+	/* Cleared: the client works again. */
+	client->SetAbortCheck(nullptr, nullptr);
+	auto ok = Client("ok");
+	if (ok) {
+		ok->SetAbortCheck(AbortWhenDue, &state);
+		state.at = Clock::now() + std::chrono::hours(1);
+		CHECK(Track(ok->Receive(1, 0)).Ok());
+	}
+}
+
+void
+TestTokenNeverInErrors()
+{
+	auto echo = Client("tokenecho");
+	auto redirect = Client("redirecttoken");
+	if (!echo || !redirect)
+		return;
+	HttpResult r = Track(echo->Receive(1, 0));
+	CHECK(r.http_status == 401);
+	CHECK_STR(r.summary, "token [redacted] is not valid");
+	CHECK(r.body.find(kToken) != std::string::npos); /* the raw body is the caller's business */
+	r = Track(redirect->Receive(1, 0));
+	CHECK(r.http_status == 307);
+	CHECK(r.error.find("[redacted]") != std::string::npos);
+
+	size_t leaks = 0;
+	for (const std::string &m : messages)
+		if (m.find(kToken) != std::string::npos) {
+			leaks++;
+			fprintf(stderr, "    token in message: %s\n", m.c_str());
+		}
+	CHECK(leaks == 0);
+	CHECK(messages.size() > 50);
+}
+
+void
+TestOutcomeNames()
+{
+	CHECK_STR(HttpOutcomeName(HttpOutcome::Ok), "ok");
+	CHECK_STR(HttpOutcomeName(HttpOutcome::TooLarge), "too large");
+	CHECK_STR(HttpOutcomeName(HttpOutcome::Aborted), "aborted");
+}
+
+/* ---- running the stub when no wrapper did ---- */
+
+pid_t stub_pid = 0;
+
+bool
+StartStub(const char *argv0)
+{
+	(void) argv0;
+	std::string stub = getenv("HTTP_STUB") ? getenv("HTTP_STUB") : "";
+	if (stub.empty()) {
+		std::string here = __FILE__;
+		size_t slash = here.rfind('/');
+		stub = (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) +
+			   "/http_stub.py";
+	}
+	char dir_template[] = "/tmp/http_client_test.XXXXXX";
+	if (mkdtemp(dir_template) == nullptr)
+		return false;
+	std::string port_file = std::string(dir_template) + "/port";
+	const char *args[] = {"python3", stub.c_str(), "--port-file", port_file.c_str(), nullptr};
+	if (posix_spawnp(&stub_pid, "python3", nullptr, nullptr, const_cast<char **>(args), environ) !=
+		0) {
+		fprintf(stderr, "cannot start python3 %s\n", stub.c_str());
+		return false;
+	}
+	for (int i = 0; i < 200 && port == 0; i++) {
+		std::ifstream in(port_file);
+		if (!(in >> port))
+			port = 0;
+		if (port == 0) {
+			if (waitpid(stub_pid, nullptr, WNOHANG) == stub_pid) {
+				stub_pid = 0; /* it exited: reaped, nothing to stop */
+				break;
+			}
+			std::this_thread::sleep_for(std::chrono::milliseconds(50));
+		}
+	}
+	unlink(port_file.c_str());
+	rmdir(dir_template);
+	if (port == 0)
+		fprintf(stderr, "the stub %s did not start (run from the repository root, or set "
+						"HTTP_STUB, or use run_http_client_test.sh)\n",
+				stub.c_str());
+	return port != 0;
+}
+
+void
+StopStub()
+{
+	if (stub_pid > 0) {
+		kill(stub_pid, SIGTERM);
+		waitpid(stub_pid, nullptr, 0);
+	}
+}
+
+} /* namespace */
+
+int
+main(int argc, char **argv)
+{
+	/* A proxy from the environment would swallow requests to 127.0.0.1. */
+	const char *proxies[] = {"http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+							 "ALL_PROXY"};
+	for (const char *p : proxies)
+		unsetenv(p);
+
+	std::string error;
+	if (!HttpGlobalInit(&error) || !HttpGlobalInit(&error)) {
+		fprintf(stderr, "HttpGlobalInit failed: %s\n", error.c_str());
+		return 1;
+	}
+
+	TestValidateEndpoint();
+	TestOutcomeNames();
+
+	if (argc == 3 && strcmp(argv[1], "--port") == 0)
+		port = atoi(argv[2]);
+	else if (!StartStub(argv[0])) {
+		StopStub();
+		return 1;
+	}
+
+	TestCreate();
+	TestReceiveRequest();
+	TestAckNack();
+	TestKeepAlive();
+	TestHttpErrors();
+	TestRedirect();
+	TestTooLarge();
+	TestSlowServer();
+	TestNetworkErrors();
+	TestEmptyBody();
+	TestAbort();
+	TestTokenNeverInErrors();
+
+	StopStub();
+	curl_global_cleanup();
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed == 0 ? 0 : 1;
+}

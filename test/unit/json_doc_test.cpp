@@ -1,0 +1,989 @@
+/*
+ * json_doc_test.cpp - unit tests for the record decoder's JSON layer (json_doc.cpp) and the
+ * `/next` reply decoder (next_reply.cpp).  No framework and no Postgres: build and run with
+ *
+ *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/json_doc.cpp src/next_reply.cpp \
+ *       test/unit/json_doc_test.cpp -o /tmp/json_doc_test && /tmp/json_doc_test
+ *
+ * from the repository root (add -fsanitize=address,undefined to check memory too).  Fixtures
+ * are read from test/unit/fixtures, or from the directory given as the first argument.  Every
+ * document is parsed from a heap buffer of exactly its size, with no NUL after it, so that
+ * AddressSanitizer catches any read or write past the end.  Prints each failed check, then
+ * "N passed, M failed"; exits non-zero on any failure.
+ */
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "json_doc.hpp"
+#include "next_reply.hpp"
+
+using namespace sequin_sync;
+using json::Document;
+using json::Kind;
+using json::Node;
+
+namespace {
+
+int passed = 0;
+int failed = 0;
+
+void
+Check(bool ok, const char *what, int line)
+{
+	if (ok) {
+		passed++;
+		return;
+	}
+	failed++;
+	std::printf("FAILED line %d: %s\n", line, what);
+}
+
+/* Printable form of a byte string for failure messages. */
+std::string
+Show(std::string_view s)
+{
+	std::string out;
+	size_t limit = s.size() > 300 ? 300 : s.size();
+	for (size_t i = 0; i < limit; i++) {
+		unsigned char c = static_cast<unsigned char>(s[i]);
+		if (c < 0x20 || c >= 0x7F) {
+			char buf[8];
+			std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+			out += buf;
+		} else
+			out += static_cast<char>(c);
+	}
+	if (limit < s.size())
+		out += "...(" + std::to_string(s.size()) + " bytes)";
+	return out;
+}
+
+void
+CheckEq(std::string_view got, std::string_view want, const char *what, int line)
+{
+	if (got == want) {
+		passed++;
+		return;
+	}
+	failed++;
+	std::printf("FAILED line %d: %s\n    got:  %s\n    want: %s\n", line, what, Show(got).c_str(),
+				Show(want).c_str());
+}
+
+#define CHECK(cond) Check((cond), #cond, __LINE__)
+#define CHECK_EQ(got, want) CheckEq((got), (want), #got " == " #want, __LINE__)
+
+/* A document parsed from an exact-size copy of `text` (the buffer must outlive the doc). */
+class Parsed {
+public:
+	explicit Parsed(std::string_view text) : len_(text.size()), buf_(new char[text.size()])
+	{
+		if (len_ != 0)
+			std::memcpy(buf_.get(), text.data(), len_);
+		ok = doc.Parse(buf_.get(), len_);
+	}
+	const Node *Root() const { return doc.Root(); }
+	std::string Error() const { return doc.ErrorMessage(); }
+
+	size_t len_;
+	std::unique_ptr<char[]> buf_;
+	Document doc;
+	bool ok = false;
+};
+
+std::string
+Serialize(Document &doc, const Node *n)
+{
+	const char *out = nullptr;
+	size_t len = 0;
+	if (!doc.Serialize(n, &out, &len))
+		return "<serialize failed>";
+	if (out[len] != '\0')
+		return "<not NUL-terminated>";
+	return std::string(out, len);
+}
+
+std::string
+Literal(Document &doc, const Node *n)
+{
+	const char *out = nullptr;
+	size_t len = 0;
+	if (!doc.ArrayLiteral(n, &out, &len))
+		return "<array literal failed>";
+	return std::string(out, len);
+}
+
+/* Parse text, then serialize its root; "<error: message @offset>" when the parse fails. */
+std::string
+RoundTrip(std::string_view text)
+{
+	Parsed p(text);
+	if (!p.ok)
+		return "<error: " + p.Error() + " @" + std::to_string(p.doc.ErrorOffset()) + ">";
+	return Serialize(p.doc, p.Root());
+}
+
+/* The parse error of text, "" when it parses. */
+std::string
+ErrorOf(std::string_view text)
+{
+	Parsed p(text);
+	return p.ok ? std::string() : p.Error();
+}
+
+std::string fixture_dir = "test/unit/fixtures";
+
+std::string
+ReadFixture(const char *name)
+{
+	std::string path = fixture_dir + "/" + name;
+	std::ifstream in(path, std::ios::binary);
+	if (!in) {
+		std::printf("cannot read fixture %s\n", path.c_str());
+		failed++;
+		return std::string();
+	}
+	std::ostringstream ss;
+	ss << in.rdbuf();
+	return ss.str();
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+void
+TestKinds()
+{
+	Parsed p(R"( [null, false, true, 0, "s", [], {}, [1], {"k": "v"}] )");
+	CHECK(p.ok);
+	const Node *root = p.Root();
+	CHECK(root != nullptr && root->IsArray() && root->len == 9);
+	Kind want[] = {Kind::Null, Kind::False, Kind::True, Kind::Number, Kind::String,
+				   Kind::Array, Kind::Object, Kind::Array, Kind::Object};
+	size_t i = 0;
+	for (const Node *n = p.doc.First(root); n != nullptr; n = p.doc.Next(n), i++)
+		CHECK(i < 9 && n->kind == want[i]);
+	CHECK(i == 9);
+
+	const Node *n = p.doc.First(root);
+	CHECK(n->IsNull() && !n->IsBool());
+	n = p.doc.Next(n);
+	CHECK(n->IsBool() && n->kind == Kind::False);
+	n = p.doc.Next(n);
+	CHECK(n->IsBool() && n->kind == Kind::True);
+	n = p.doc.Next(n);
+	CHECK(n->IsNumber());
+	CHECK_EQ(n->Str(), "0");
+	n = p.doc.Next(n);
+	CHECK(n->IsString());
+	CHECK_EQ(n->Str(), "s");
+	n = p.doc.Next(n);
+	CHECK(n->IsArray() && n->len == 0 && p.doc.First(n) == nullptr);
+	n = p.doc.Next(n);
+	CHECK(n->IsObject() && n->len == 0 && p.doc.First(n) == nullptr);
+	n = p.doc.Next(n);
+	CHECK(n->IsArray() && n->len == 1 && p.doc.First(n)->IsNumber());
+	n = p.doc.Next(n);
+	CHECK(n->IsObject() && n->len == 1);
+	CHECK_EQ(p.doc.First(n)->Key(), "k");
+	CHECK_EQ(p.doc.First(n)->Str(), "v");
+	CHECK(p.doc.Next(n) == nullptr);
+	CHECK(p.doc.NodeCount() == 12);
+
+	/* scalar roots; each buffer ends exactly at the value */
+	const char *scalars[] = {"null", "true", "false", "123", "-1.5", "\"x\"", "[]", "{}"};
+	for (const char *s : scalars)
+		CHECK_EQ(RoundTrip(s), s);
+	Parsed num("98765");
+	CHECK(num.ok && num.Root()->IsNumber());
+	CHECK_EQ(num.Root()->Str(), "98765");
+
+	/* First/Next on scalars and null pointers */
+	Parsed s("\"x\"");
+	CHECK(s.doc.First(s.Root()) == nullptr);
+	CHECK(s.doc.Next(s.Root()) == nullptr);
+	CHECK(s.doc.First(nullptr) == nullptr);
+	CHECK(s.doc.Next(nullptr) == nullptr);
+	CHECK(s.doc.Find(nullptr, "a") == nullptr);
+	CHECK(s.doc.Find(s.Root(), "a") == nullptr);
+
+	/* a node of another document is refused, not followed */
+	CHECK(s.doc.First(root) == nullptr);
+	CHECK(s.doc.Find(root, "k") == nullptr);
+	const char *out = nullptr;
+	size_t len = 7;
+	CHECK(!s.doc.Serialize(root, &out, &len) && out == nullptr && len == 0);
+	CHECK(!s.doc.ArrayLiteral(root, &out, &len));
+	CHECK(!s.doc.Serialize(nullptr, &out, &len));
+
+	/* whitespace everywhere it is allowed */
+	CHECK_EQ(RoundTrip(" \t\r\n{ \"a\" :\n[ 1 ,\t2 ] , \"b\" : { } }\r\n "), "{\"a\":[1,2],\"b\":{}}");
+	/* the documented noexcept guarantees */
+	static_assert(noexcept(p.doc.Parse(nullptr, 0)), "Parse must be noexcept");
+	static_assert(noexcept(p.doc.Serialize(nullptr, nullptr, nullptr)), "Serialize must be noexcept");
+	static_assert(noexcept(p.doc.ArrayLiteral(nullptr, nullptr, nullptr)), "ArrayLiteral must be noexcept");
+	static_assert(noexcept(p.doc.FindPath(nullptr, "")), "FindPath must be noexcept");
+	static_assert(noexcept(json::NormalizedEquals("", "")), "NormalizedEquals must be noexcept");
+}
+
+void
+TestNumbers()
+{
+	Parsed p(R"([12345678901234567890,-0.5e-10,1.000000000000000000001,0,-0,1E+2,1e-400,-42,
+		99999999999999999999999999999999999999.5,18446744073709551616,-9223372036854775809])");
+	CHECK(p.ok);
+	const char *want[] = {"12345678901234567890", "-0.5e-10", "1.000000000000000000001", "0", "-0",
+						  "1E+2", "1e-400", "-42", "99999999999999999999999999999999999999.5",
+						  "18446744073709551616", "-9223372036854775809"};
+	size_t i = 0;
+	for (const Node *n = p.doc.First(p.Root()); n != nullptr; n = p.doc.Next(n), i++) {
+		CHECK(n->IsNumber());
+		if (i < 11)
+			CHECK_EQ(n->Str(), want[i]);
+	}
+	CHECK(i == 11);
+	/* raw text survives a round trip unchanged */
+	CHECK_EQ(RoundTrip("{\"a\":1.000000000000000000001,\"b\":[-0.5e-10,12345678901234567890]}"),
+			 "{\"a\":1.000000000000000000001,\"b\":[-0.5e-10,12345678901234567890]}");
+	/* numbers ending at every kind of delimiter */
+	CHECK_EQ(RoundTrip("[1,2 ]"), "[1,2]");
+	CHECK_EQ(RoundTrip("{\"a\":1}"), "{\"a\":1}");
+	CHECK_EQ(RoundTrip("{\"a\":1 }"), "{\"a\":1}");
+	CHECK_EQ(RoundTrip("3.25e+7\n"), "3.25e+7");
+
+	/* IsIntegerText */
+	Parsed q("[123,-5,-0,1.0,1e3,-1.5,\"12\",0]");
+	const Node *n = p.doc.First(q.Root()); /* foreign node */
+	CHECK(n == nullptr);
+	bool want_int[] = {true, true, true, false, false, false, false, true};
+	i = 0;
+	for (n = q.doc.First(q.Root()); n != nullptr; n = q.doc.Next(n), i++)
+		CHECK(n->IsIntegerText() == want_int[i]);
+	CHECK(i == 8);
+	Node empty_node;
+	CHECK(!empty_node.IsIntegerText());
+
+	/* malformed numbers */
+	CHECK_EQ(ErrorOf("-"), "invalid value");
+	CHECK_EQ(ErrorOf("+1"), "invalid value");
+	CHECK_EQ(ErrorOf(".5"), "invalid value");
+	CHECK_EQ(ErrorOf("1."), "missing digits after the decimal point");
+	CHECK_EQ(ErrorOf("[1.]"), "missing digits after the decimal point");
+	CHECK_EQ(ErrorOf("1e"), "missing digits in the exponent");
+	CHECK_EQ(ErrorOf("1e+"), "missing digits in the exponent");
+	CHECK_EQ(ErrorOf("01"), "text after the end of the document");
+	CHECK_EQ(ErrorOf("[01]"), "missing comma or closing bracket in array");
+	CHECK_EQ(ErrorOf("0x10"), "text after the end of the document");
+
+	/* RapidJSON 1.1's limit even with numbers as strings (documented in json_doc.hpp) */
+	CHECK_EQ(ErrorOf(std::string(400, '9')), "number too big");
+	CHECK_EQ(ErrorOf("1e309"), "number too big");
+	CHECK_EQ(RoundTrip("1e308"), "1e308");
+	CHECK_EQ(RoundTrip("1e-99999"), "1e-99999");
+	CHECK_EQ(RoundTrip(std::string(300, '9')), std::string(300, '9'));
+
+	/* NaN and Infinity are not JSON */
+	const char *nonfinite[] = {"NaN", "Infinity", "-Infinity", "[NaN]", "{\"a\":Infinity}", "nan",
+							   "inf", "-inf", "[-NaN]"};
+	for (const char *s : nonfinite) {
+		Parsed bad(s);
+		CHECK(!bad.ok && bad.Root() == nullptr);
+		CHECK_EQ(bad.Error(), "invalid value");
+	}
+}
+
+void
+TestStrings()
+{
+	Parsed p(R"(["a\"b\\c\/d\b\f\n\r\t", "\u0000", "a\u0000b", "\ud83d\ude00", "\u00e9", "é😀", "", "\u0041\u20ac"])");
+	CHECK(p.ok);
+	const Node *n = p.doc.First(p.Root());
+	CHECK_EQ(n->Str(), std::string_view("a\"b\\c/d\b\f\n\r\t"));
+	n = p.doc.Next(n);
+	CHECK(n->len == 1 && n->str[0] == '\0');
+	n = p.doc.Next(n);
+	CHECK_EQ(n->Str(), std::string_view("a\0b", 3));
+	n = p.doc.Next(n);
+	CHECK_EQ(n->Str(), "\xF0\x9F\x98\x80");
+	n = p.doc.Next(n);
+	CHECK_EQ(n->Str(), "\xC3\xA9");
+	n = p.doc.Next(n);
+	CHECK_EQ(n->Str(), "\xC3\xA9\xF0\x9F\x98\x80");
+	n = p.doc.Next(n);
+	CHECK(n->IsString() && n->len == 0);
+	n = p.doc.Next(n);
+	CHECK_EQ(n->Str(), "A\xE2\x82\xAC");
+
+	/* keys are decoded too (in place) */
+	Parsed k(R"({"a\"b":1,"\u00e9":2,"\u0000":3,"":4})");
+	CHECK(k.ok);
+	CHECK(k.doc.Find(k.Root(), "a\"b") != nullptr);
+	CHECK(k.doc.Find(k.Root(), "\xC3\xA9") != nullptr);
+	CHECK(k.doc.Find(k.Root(), std::string_view("\0", 1)) != nullptr);
+	const Node *e = k.doc.Find(k.Root(), "");
+	CHECK(e != nullptr && e->Str() == "4");
+	CHECK_EQ(Serialize(k.doc, k.Root()), "{\"a\\\"b\":1,\"\xC3\xA9\":2,\"\\u0000\":3,\"\":4}");
+
+	/* bad escapes and surrogates */
+	CHECK_EQ(ErrorOf(R"("\ud800")"), "invalid unicode surrogate pair in string");
+	CHECK_EQ(ErrorOf(R"("\ud800x")"), "invalid unicode surrogate pair in string");
+	CHECK_EQ(ErrorOf(R"("\ud800\u0041")"), "invalid unicode surrogate pair in string");
+	CHECK_EQ(ErrorOf(R"("\ud800\ud800")"), "invalid unicode surrogate pair in string");
+	CHECK_EQ(ErrorOf(R"("\udc00")"), "invalid unicode surrogate pair in string");
+	CHECK_EQ(ErrorOf(R"({"\udfff":1})"), "invalid unicode surrogate pair in string");
+	CHECK_EQ(ErrorOf(R"(["ok","x\udc00y"])"), "invalid unicode surrogate pair in string");
+	{
+		Parsed s(R"(["ok","x\udc00y"])");
+		CHECK(s.doc.ErrorOffset() == 6); /* the opening quote */
+	}
+	CHECK_EQ(ErrorOf(R"("\u12G4")"), "invalid \\u escape in string");
+	CHECK_EQ(ErrorOf(R"("\u12")"), "invalid \\u escape in string");
+	CHECK_EQ(ErrorOf(R"("\x")"), "invalid escape or control character in string");
+	CHECK_EQ(ErrorOf(R"("\')"), "invalid escape or control character in string");
+	CHECK_EQ(ErrorOf("\"a\tb\""), "invalid escape or control character in string");
+	CHECK_EQ(ErrorOf("\"a\nb\""), "invalid escape or control character in string");
+	CHECK_EQ(ErrorOf("\"abc"), "unterminated string");
+	CHECK_EQ(ErrorOf("\"abc\\"), "unterminated string");
+	CHECK_EQ(ErrorOf("'abc'"), "invalid value");
+}
+
+void
+TestUtf8()
+{
+	/* valid multi-byte UTF-8 passes through unchanged */
+	CHECK_EQ(RoundTrip("[\"\xE2\x82\xAC\",\"\xF4\x8F\xBF\xBF\",\"\xED\x9F\xBF\"]"),
+			 "[\"\xE2\x82\xAC\",\"\xF4\x8F\xBF\xBF\",\"\xED\x9F\xBF\"]");
+
+	/* invalid UTF-8 in strings: stray bytes, overlong forms, surrogates, > U+10FFFF, cut short */
+	const char *bad[] = {
+		"\"\xFF\"", "\"\xFE\"", "\"\x80\"", "\"\xC0\x80\"", "\"\xC1\xBF\"", "\"\xE0\x80\x80\"",
+		"\"\xED\xA0\x80\"", "\"\xED\xBF\xBF\"", "\"\xF4\x90\x80\x80\"", "\"\xF5\x80\x80\x80\"",
+		"\"\xE2\x82\"", "\"\xE2\"", "\"\xC3\"", "\"a\xF0\x9F\x98\"", "{\"\xFF\":1}",
+	};
+	for (const char *s : bad) {
+		Parsed p(s);
+		CHECK(!p.ok);
+		CHECK_EQ(p.Error(), "invalid UTF-8 in string");
+	}
+	{
+		Parsed p("[\"ok\",\"ab\xFF\"]");
+		CHECK(!p.ok && p.doc.ErrorOffset() == 9);
+	}
+
+	/* a multi-byte sequence cut off by the end of the buffer (nothing after it, no quote) */
+	const char *cut[] = {"\"\xF0", "\"\xF0\x9F", "\"\xF0\x9F\x98", "\"\xE2", "\"\xE2\x82", "\"\xC3",
+						 "[\"\xF0\x9F\x98"};
+	for (const char *s : cut) {
+		Parsed p(s);
+		CHECK(!p.ok);
+		CHECK(p.Error() == "invalid UTF-8 in string" || p.Error() == "unterminated string");
+	}
+
+	/* outside strings */
+	CHECK_EQ(ErrorOf("\xFF"), "invalid value");
+	CHECK_EQ(ErrorOf("[1]\xFF"), "text after the end of the document");
+	CHECK_EQ(ErrorOf("[\xC3\xA9]"), "invalid value");
+}
+
+void
+TestBom()
+{
+	Parsed p("\xEF\xBB\xBF{\"a\":1}");
+	CHECK(p.ok);
+	CHECK_EQ(Serialize(p.doc, p.Root()), "{\"a\":1}");
+	CHECK_EQ(ErrorOf("\xEF\xBB\xBF"), "the document is empty");
+	CHECK_EQ(ErrorOf("\xEF\xBB\xBF  "), "the document is empty");
+	CHECK_EQ(ErrorOf("\xEF\xBB\xBF\xEF\xBB\xBF{}"), "invalid value");
+	CHECK_EQ(ErrorOf("{}\xEF\xBB\xBF"), "text after the end of the document");
+	CHECK_EQ(ErrorOf("\xEF\xBB"), "invalid value");
+	Parsed off("\xEF\xBB\xBF[1,]");
+	CHECK(!off.ok && off.doc.ErrorOffset() == 6); /* offsets count the BOM */
+}
+
+void
+TestStructureErrors()
+{
+	struct Case {
+		const char *text;
+		const char *message;
+		size_t offset;
+	} cases[] = {
+		{"", "the document is empty", 0},
+		{"   \n\t\r ", "the document is empty", 7},
+		{"{} x", "text after the end of the document", 3},
+		{"[1] [2]", "text after the end of the document", 4},
+		{"1 2", "text after the end of the document", 2},
+		{"{}}", "text after the end of the document", 2},
+		{"nulll", "text after the end of the document", 4},
+		{"tru", "invalid value", 3},
+		{"nul", "invalid value", 3},
+		{"[1,2", "missing comma or closing bracket in array", 4},
+		{"[1 2]", "missing comma or closing bracket in array", 3},
+		{"[1,]", "invalid value", 3},
+		{"[", "invalid value", 1},
+		{"]", "invalid value", 0},
+		{"}", "invalid value", 0},
+		{" ,", "invalid value", 1},
+		{":", "invalid value", 0},
+		{"{\"a\":1", "missing comma or closing brace in object", 6},
+		{"{\"a\":1,}", "missing member name in object", 7},
+		{"{\"a\"", "missing colon after member name in object", 4},
+		{"{\"a\" 1}", "missing colon after member name in object", 5},
+		{"{\"a\":", "invalid value", 5},
+		{"{,}", "missing member name in object", 1},
+		{"{1:2}", "missing member name in object", 1},
+		{"{a:1}", "missing member name in object", 1},
+		{"[1] // comment", "text after the end of the document", 4},
+		{"/* c */ 1", "invalid value", 0},
+		{"{}\0", "unexpected NUL byte", 2},
+	};
+	for (const Case &c : cases) {
+		/* strlen would stop at the NUL of the last case */
+		size_t len = std::strlen(c.text) + (std::strcmp(c.message, "unexpected NUL byte") == 0 ? 1 : 0);
+		Parsed p(std::string_view(c.text, len));
+		CHECK(!p.ok);
+		CHECK(p.Root() == nullptr);
+		CHECK_EQ(p.Error(), c.message);
+		if (p.doc.ErrorOffset() != c.offset) {
+			std::printf("    (input %s: offset %zu, want %zu)\n", Show(std::string_view(c.text, len)).c_str(),
+						p.doc.ErrorOffset(), c.offset);
+			CHECK(p.doc.ErrorOffset() == c.offset);
+		} else
+			passed++;
+	}
+
+	/* raw NUL bytes: never valid, and must not end the document early */
+	struct NulCase {
+		std::string_view text;
+		const char *message;
+		size_t offset;
+	} nuls[] = {
+		{std::string_view("[1,\0]", 5), "unexpected NUL byte", 3},
+		{std::string_view("\"a\0b\"", 5), "unexpected NUL byte", 2},
+		{std::string_view("1\0", 2), "unexpected NUL byte", 1},
+		{std::string_view("\0", 1), "unexpected NUL byte", 0},
+		{std::string_view("[x\0]", 4), "invalid value", 1},
+		{std::string_view("\xEF\xBB\xBF{}\0{}", 8), "unexpected NUL byte", 5},
+	};
+	for (const NulCase &c : nuls) {
+		Parsed p(c.text);
+		CHECK(!p.ok);
+		CHECK_EQ(p.Error(), c.message);
+		CHECK(p.doc.ErrorOffset() == c.offset);
+	}
+
+	Document d;
+	CHECK(!d.Parse(nullptr, 0));
+	CHECK_EQ(std::string(d.ErrorMessage()), "the document is empty");
+	CHECK(d.Root() == nullptr);
+	CHECK(!d.Parse(nullptr, 5));
+}
+
+void
+TestDuplicateKeys()
+{
+	Parsed p(R"({"a":1,"b":true,"a":2})");
+	CHECK(p.ok);
+	const Node *a = p.doc.Find(p.Root(), "a");
+	CHECK(a != nullptr && a->Str() == "2");
+	CHECK(p.Root()->len == 3);
+	CHECK_EQ(Serialize(p.doc, p.Root()), "{\"a\":1,\"b\":true,\"a\":2}");
+	CHECK(p.doc.Find(p.Root(), "c") == nullptr);
+	CHECK(p.doc.Find(p.Root(), "A") == nullptr);
+	CHECK(p.doc.Find(p.Root(), "ab") == nullptr);
+}
+
+void
+TestReuse()
+{
+	Document d;
+	std::string a = "{\"x\":[1,2,3]}";
+	std::string b = "[\"y\"]";
+	std::string bad = "[1,";
+	CHECK(d.Parse(a.data(), a.size()));
+	CHECK(d.Root()->IsObject() && d.NodeCount() == 5);
+	CHECK(d.Parse(b.data(), b.size()));
+	CHECK(d.Root()->IsArray() && d.NodeCount() == 2);
+	CHECK(!d.Parse(bad.data(), bad.size()));
+	CHECK(d.Root() == nullptr && d.NodeCount() == 0);
+	std::string c = "{}";
+	CHECK(d.Parse(c.data(), c.size()));
+	CHECK(d.Root() != nullptr && std::string(d.ErrorMessage()).empty());
+}
+
+/* 100,000 levels: parsing, serializing and array literals must not recurse. */
+void
+TestDeepNesting()
+{
+	const size_t depth = 100000;
+	std::string arrays = std::string(depth, '[') + std::string(depth, ']');
+	{
+		Parsed p(arrays);
+		CHECK(p.ok);
+		CHECK(p.doc.NodeCount() == depth);
+		CHECK(Serialize(p.doc, p.Root()) == arrays);
+		std::string literal = Literal(p.doc, p.Root());
+		CHECK(literal == std::string(depth, '{') + std::string(depth, '}'));
+	}
+
+	std::string objects;
+	objects.reserve(depth * 7);
+	for (size_t i = 0; i < depth; i++)
+		objects += "{\"a\":";
+	objects += "{}";
+	objects += std::string(depth, '}');
+	{
+		Parsed p(objects);
+		CHECK(p.ok);
+		CHECK(p.doc.NodeCount() == depth + 1);
+		CHECK(Serialize(p.doc, p.Root()) == objects);
+		const Node *n = p.doc.FindPath(p.Root(), "a.a.a.a");
+		CHECK(n != nullptr && n->IsObject());
+		/* an object in an array literal goes through the same iterative writer */
+		std::string in_array = "[" + objects + "]";
+		Parsed q(in_array);
+		CHECK(q.ok);
+		std::string literal = Literal(q.doc, q.Root());
+		CHECK(literal.size() > objects.size() && literal.compare(0, 4, "{\"{\\") == 0);
+	}
+
+	/* mixed, with siblings at every level */
+	std::string mixed;
+	for (size_t i = 0; i < depth / 2; i++)
+		mixed += "[1,{\"k\":";
+	mixed += "null";
+	for (size_t i = 0; i < depth / 2; i++)
+		mixed += ",\"z\":2},3]";
+	{
+		Parsed p(mixed);
+		CHECK(p.ok);
+		CHECK(Serialize(p.doc, p.Root()) == mixed);
+		CHECK(Literal(p.doc, p.Root()) != "<array literal failed>");
+	}
+
+	/* deep and unterminated: an error, not a crash */
+	CHECK_EQ(ErrorOf(std::string(depth, '[')), "invalid value");
+	CHECK_EQ(ErrorOf(std::string(depth, '[') + "1"), "missing comma or closing bracket in array");
+	std::string open_objects;
+	for (size_t i = 0; i < depth; i++)
+		open_objects += "{\"a\":";
+	CHECK_EQ(ErrorOf(open_objects), "invalid value");
+	CHECK_EQ(ErrorOf(std::string(depth, '[') + std::string(depth - 1, ']') + "}"),
+			 "missing comma or closing bracket in array");
+}
+
+void
+TestLargeString()
+{
+	const size_t size = 10 * 1024 * 1024;
+	std::string body;
+	body.reserve(size + 64);
+	while (body.size() < size / 2)
+		body += "0123456789abcdef";
+	body += "\\n\\u00e9\\\"";
+	while (body.size() < size)
+		body += "fedcba9876543210";
+	std::string text = "{\"big\":\"" + body + "\"}";
+
+	Parsed p(text);
+	CHECK(p.ok);
+	const Node *big = p.doc.Find(p.Root(), "big");
+	CHECK(big != nullptr && big->IsString());
+	/* the three escapes (2 + 6 + 2 bytes) decode to 1 + 2 + 1 bytes */
+	CHECK(big != nullptr && big->len == body.size() - 6);
+	CHECK(big != nullptr && big->Str().substr(size / 2, 4) == "\n\xC3\xA9\"");
+	std::string out = Serialize(p.doc, p.Root());
+	CHECK(out == "{\"big\":\"" + body.substr(0, size / 2) + "\\n\xC3\xA9\\\"" + body.substr(size / 2 + 10) + "\"}");
+	CHECK(RoundTrip(out) == out);
+}
+
+void
+TestTruncation(const char *fixture)
+{
+	std::string full = ReadFixture(fixture);
+	while (!full.empty() && (full.back() == '\n' || full.back() == ' ' || full.back() == '\r'))
+		full.pop_back();
+	CHECK(full.size() > 100);
+
+	Document d; /* one document for all: re-use must work too */
+	int bad = 0;
+	for (size_t len = 0; len < full.size(); len++) {
+		std::unique_ptr<char[]> buf(new char[len]);
+		if (len)
+			std::memcpy(buf.get(), full.data(), len);
+		bool ok = d.Parse(buf.get(), len);
+		if (ok || d.Root() != nullptr || d.ErrorMessage()[0] == '\0' || d.ErrorOffset() > len) {
+			if (bad++ < 5)
+				std::printf("    truncated %s at %zu: ok=%d error=\"%s\" offset=%zu\n", fixture, len, ok,
+							d.ErrorMessage(), d.ErrorOffset());
+		}
+	}
+	CHECK(bad == 0);
+	std::unique_ptr<char[]> buf(new char[full.size()]);
+	std::memcpy(buf.get(), full.data(), full.size());
+	CHECK(d.Parse(buf.get(), full.size()));
+}
+
+/* parse(serialize(x)) serializes identically, and serialization is compact and stable. */
+void
+TestRoundTrip()
+{
+	const char *fixtures[] = {"next-response.json", "records.json", "strings.json", "numbers.json"};
+	for (const char *f : fixtures) {
+		std::string text = ReadFixture(f);
+		Parsed p(text);
+		CHECK(p.ok);
+		std::string once = Serialize(p.doc, p.Root());
+		CHECK(once.find('\n') == std::string::npos);
+		CHECK_EQ(RoundTrip(once), once);
+	}
+
+	CHECK_EQ(RoundTrip("{ \"a\" : [ 1 , \"x\\ny\" , null ] }"), "{\"a\":[1,\"x\\ny\",null]}");
+	CHECK_EQ(RoundTrip("\"\\u0001\\u001f\\u007f\\u0000\\b\\f\\n\\r\\t\\/\""),
+			 "\"\\u0001\\u001f\x7f\\u0000\\b\\f\\n\\r\\t/\"");
+	CHECK_EQ(RoundTrip("\"\\u00e9\\u4e2d\\ud83d\\ude00\""), "\"\xC3\xA9\xE4\xB8\xAD\xF0\x9F\x98\x80\"");
+	CHECK_EQ(RoundTrip("{\"k\\u0000\\\"\":\"v\\\\\"}"), "{\"k\\u0000\\\"\":\"v\\\\\"}");
+	CHECK_EQ(RoundTrip("[[],{},[[]],{\"a\":{}}]"), "[[],{},[[]],{\"a\":{}}]");
+
+	/* a sub-node serializes alone, without its siblings */
+	Parsed p("{\"a\":{\"x\":[1,2]},\"b\":3}");
+	CHECK_EQ(Serialize(p.doc, p.doc.Find(p.Root(), "a")), "{\"x\":[1,2]}");
+	CHECK_EQ(Serialize(p.doc, p.doc.FindPath(p.Root(), "a.x")), "[1,2]");
+	CHECK_EQ(Serialize(p.doc, p.doc.First(p.doc.FindPath(p.Root(), "a.x"))), "1");
+	CHECK_EQ(Serialize(p.doc, p.doc.Find(p.Root(), "b")), "3");
+}
+
+void
+TestArrayLiteral()
+{
+	struct Case {
+		const char *json;
+		const char *literal;
+	} cases[] = {
+		{R"(["a", null, 1, true, {"x": 1}, ["b"]])", R"({"a",NULL,"1","true","{\"x\":1}",{"b"}})"},
+		{"[]", "{}"},
+		{"[[1,2],[3,4]]", R"({{"1","2"},{"3","4"}})"},
+		{"[[[]]]", "{{{}}}"},
+		{"[[],[]]", "{{},{}}"},
+		{R"([["a",["b",null]],[]])", R"({{"a",{"b",NULL}},{}})"},
+		{R"(["a\"b", "c\\d", "", "NULL", " sp ", "{x,y}"])", R"({"a\"b","c\\d","","NULL"," sp ","{x,y}"})"},
+		{R"([{"k":"v\"q\\"}])", R"({"{\"k\":\"v\\\"q\\\\\"}"})"},
+		{"[false, -1.5e3, null, null]", R"({"false","-1.5e3",NULL,NULL})"},
+		{R"([{"a":[1,{"b":2}]}, {}])", R"({"{\"a\":[1,{\"b\":2}]}","{}"})"},
+		{"[12345678901234567890, 1.000000000000000000001]", R"({"12345678901234567890","1.000000000000000000001"})"},
+		{"[\"\xC3\xA9\", \"line\\nbreak\"]", "{\"\xC3\xA9\",\"line\nbreak\"}"},
+		{"[null]", "{NULL}"},
+		{R"([[null,"x"],[{"y":null}]])", R"({{NULL,"x"},{"{\"y\":null}"}})"},
+	};
+	for (const Case &c : cases) {
+		Parsed p(c.json);
+		CHECK(p.ok);
+		CHECK_EQ(Literal(p.doc, p.Root()), c.literal);
+	}
+
+	/* NUL bytes are copied as they are (documented: the caller must check) */
+	Parsed nul(R"(["a\u0000b"])");
+	CHECK_EQ(Literal(nul.doc, nul.Root()), std::string_view("{\"a\0b\"}", 7));
+
+	/* a nested array alone, without its siblings */
+	Parsed p("[[1],[2]]");
+	CHECK_EQ(Literal(p.doc, p.doc.First(p.Root())), "{\"1\"}");
+	/* not an array */
+	Parsed o("{\"a\":[\"x\"]}");
+	const char *out = nullptr;
+	size_t len = 0;
+	CHECK(!o.doc.ArrayLiteral(o.Root(), &out, &len));
+	CHECK(!o.doc.ArrayLiteral(nullptr, &out, &len));
+	CHECK(!o.doc.ArrayLiteral(o.Root(), nullptr, nullptr));
+	CHECK_EQ(Literal(o.doc, o.doc.Find(o.Root(), "a")), "{\"x\"}");
+	/* the result buffer is NUL-terminated and reused */
+	CHECK(o.doc.ArrayLiteral(o.doc.Find(o.Root(), "a"), &out, &len) && out[len] == '\0');
+
+	/* an array from the sample records */
+	std::string text = ReadFixture("records.json");
+	Parsed r(text);
+	const Node *locales = r.doc.FindPath(r.doc.First(r.Root()), "data.preferred_locales");
+	CHECK(locales != nullptr);
+	CHECK_EQ(Literal(r.doc, locales), "{\"en\",\"fr\"}");
+}
+
+void
+TestFindPath()
+{
+	std::string text = ReadFixture("records.json");
+	Parsed p(text);
+	CHECK(p.ok);
+	const Node *rec = p.doc.First(p.Root());
+	CHECK(rec != nullptr && rec->IsObject());
+	const Node *n = p.doc.FindPath(rec, "data.metadata.tier");
+	CHECK(n != nullptr && n->Str() == "gold");
+	n = p.doc.FindPath(rec, "sync.external_id");
+	CHECK(n != nullptr && n->Str() == "org_42");
+	n = p.doc.FindPath(rec, "updated_idx");
+	CHECK(n != nullptr && n->IsIntegerText() && n->Str() == "2745327036");
+	n = p.doc.FindPath(rec, "sync.metadata");
+	CHECK(n != nullptr && n->IsObject());
+	CHECK(p.doc.FindPath(rec, "") == nullptr);
+	CHECK(p.doc.FindPath(rec, ".") == nullptr);
+	CHECK(p.doc.FindPath(rec, "data.") == nullptr);
+	CHECK(p.doc.FindPath(rec, ".data") == nullptr);
+	CHECK(p.doc.FindPath(rec, "data..id") == nullptr);
+	CHECK(p.doc.FindPath(rec, "data.id.x") == nullptr);
+	CHECK(p.doc.FindPath(rec, "data.missing") == nullptr);
+	CHECK(p.doc.FindPath(rec, "missing") == nullptr);
+	CHECK(p.doc.FindPath(nullptr, "data") == nullptr);
+	CHECK(p.doc.FindPath(p.Root(), "data") == nullptr); /* the root is an array */
+
+	/* keys with dots cannot be reached through a path, only through Find */
+	Parsed d(R"({"a.b":1,"a":{"b":2}})");
+	CHECK(d.doc.FindPath(d.Root(), "a.b")->Str() == "2");
+	CHECK(d.doc.Find(d.Root(), "a.b")->Str() == "1");
+
+	/* the Salesforce record: PascalCase names and a 20-digit number */
+	const Node *sf = nullptr;
+	for (const Node *r = p.doc.First(p.Root()); r != nullptr; r = p.doc.Next(r)) {
+		const Node *c = p.doc.Find(r, "collection_id");
+		if (c != nullptr && c->Str() == "salesforce:contact") {
+			sf = r;
+			break;
+		}
+	}
+	CHECK(sf != nullptr);
+	if (sf != nullptr) {
+		const Node *big = p.doc.FindPath(sf, "data.AnnualRevenue__c");
+		CHECK(big != nullptr && big->IsNumber() && big->Str() == "12345678901234567890");
+		const Node *data = p.doc.Find(sf, "data");
+		const Node *match = nullptr;
+		for (const Node *f = p.doc.First(data); f != nullptr; f = p.doc.Next(f))
+			if (json::NormalizedEquals(f->Key(), "first_name"))
+				match = f;
+		CHECK(match != nullptr && match->Str() == "Paul");
+	}
+}
+
+void
+TestNormalizedEquals()
+{
+	CHECK(json::NormalizedEquals("FirstName", "first_name"));
+	CHECK(json::NormalizedEquals("first_name", "FIRSTNAME"));
+	CHECK(json::NormalizedEquals("AnnualRevenue__c", "annual_revenue_c"));
+	CHECK(json::NormalizedEquals("_id_", "ID"));
+	CHECK(json::NormalizedEquals("", ""));
+	CHECK(json::NormalizedEquals("", "__"));
+	CHECK(json::NormalizedEquals("a_", "A"));
+	CHECK(!json::NormalizedEquals("a", "b"));
+	CHECK(!json::NormalizedEquals("ab", "a"));
+	CHECK(!json::NormalizedEquals("a", "ab"));
+	CHECK(!json::NormalizedEquals("first-name", "first_name"));
+	CHECK(!json::NormalizedEquals("\xC3\xA9", "\xC3\x89")); /* é vs É: ASCII only */
+	CHECK(!json::NormalizedEquals("", "x"));
+}
+
+void
+TestNextReply()
+{
+	std::string text = ReadFixture("next-response.json");
+	Parsed p(text);
+	CHECK(p.ok);
+	NextReply reply;
+	std::string error;
+	CHECK(DecodeNextReply(p.doc, &reply, &error));
+	CHECK_EQ(error, "");
+	CHECK(reply.items.size() == 2);
+	if (reply.items.size() == 2) {
+		CHECK_EQ(reply.items[0].ack_token, "MTYyeJ7abUjl1pO");
+		CHECK_EQ(reply.items[1].ack_token, "MTYyeJ7abUjl1pP");
+		const Node *id = p.doc.Find(reply.items[0].record, "id");
+		CHECK(id != nullptr && id->Str() == "0f0c9a1e-2b7b-4c1e-9a5e-6a7f1f0d9b11");
+		const Node *col = p.doc.Find(reply.items[1].record, "collection_id");
+		CHECK(col != nullptr && col->Str() == "salesforce:contact");
+	}
+	CHECK(reply.has_pending && reply.num_pending == 100);
+	CHECK(reply.has_ack_pending && reply.num_ack_pending == 2);
+
+	std::vector<std::string_view> tokens;
+	for (const NextReplyItem &item : reply.items)
+		tokens.push_back(item.ack_token);
+	std::string body;
+	CHECK(AckBody(tokens, &body));
+	CHECK_EQ(body, "{\"ack_tokens\":[\"MTYyeJ7abUjl1pO\",\"MTYyeJ7abUjl1pP\"]}");
+
+	struct Case {
+		const char *json;
+		const char *error; /* nullptr: decodes */
+	} cases[] = {
+		{"[]", "reply is not a JSON object"},
+		{"\"data\"", "reply is not a JSON object"},
+		{"{}", "reply has no \"data\" array"},
+		{"{\"info\":{}}", "reply has no \"data\" array"},
+		{"{\"data\":{}}", "reply has no \"data\" array"},
+		{"{\"data\":null}", "reply has no \"data\" array"},
+		{"{\"data\":\"[]\"}", "reply has no \"data\" array"},
+		{"{\"data\":[]}", nullptr},
+		{"{\"data\":[1]}", "item 0 is not an object"},
+		{"{\"data\":[null]}", "item 0 is not an object"},
+		{"{\"data\":[{\"record\":{}}]}", "item 0 has no \"ack_token\" string"},
+		{"{\"data\":[{\"ack_token\":5,\"record\":{}}]}", "item 0 has no \"ack_token\" string"},
+		{"{\"data\":[{\"ack_token\":null,\"record\":{}}]}", "item 0 has no \"ack_token\" string"},
+		{"{\"data\":[{\"ack_token\":[\"t\"],\"record\":{}}]}", "item 0 has no \"ack_token\" string"},
+		{"{\"data\":[{\"ack_token\":\"\",\"record\":{}}]}", "item 0 has an empty \"ack_token\""},
+		{"{\"data\":[{\"ack_token\":\"t\"}]}", "item 0 has no \"record\" object"},
+		{"{\"data\":[{\"ack_token\":\"t\",\"record\":null}]}", "item 0 has no \"record\" object"},
+		{"{\"data\":[{\"ack_token\":\"t\",\"record\":[]}]}", "item 0 has no \"record\" object"},
+		{"{\"data\":[{\"ack_token\":\"t\",\"record\":\"{}\"}]}", "item 0 has no \"record\" object"},
+		{"{\"data\":[{\"ack_token\":\"t\",\"event\":{}}]}",
+		 "item 0 has an \"event\" instead of a \"record\": the consumer is an event consumer, not a record consumer"},
+		{"{\"data\":[{\"ack_token\":\"a\",\"record\":{}},{\"ack_token\":\"b\",\"record\":{}},"
+		 "{\"ack_token\":\"c\",\"record\":{}},{\"ack_token\":\"d\"}]}",
+		 "item 3 has no \"record\" object"},
+		{"{\"data\":[{\"ack_token\":\"a\",\"record\":{}},{\"ack_token\":\"b\",\"record\":{}},"
+		 "{\"ack_token\":\"c\",\"record\":{}},{\"record\":{}}]}",
+		 "item 3 has no \"ack_token\" string"},
+		{"{\"data\":[{\"ack_token\":\"t\",\"record\":{}}],\"info\":\"x\"}", nullptr},
+		{"{\"data\":{},\"data\":[]}", nullptr},    /* duplicate: the last one counts */
+		{"{\"data\":[],\"data\":{}}", "reply has no \"data\" array"},
+	};
+	for (const Case &c : cases) {
+		Parsed q(c.json);
+		CHECK(q.ok);
+		NextReply r;
+		r.items.push_back(NextReplyItem{"stale", nullptr});
+		r.has_pending = true;
+		std::string err = "stale";
+		bool ok = DecodeNextReply(q.doc, &r, &err);
+		if (c.error == nullptr) {
+			CHECK(ok);
+			CHECK_EQ(err, "");
+		} else {
+			CHECK(!ok);
+			CHECK_EQ(err, c.error);
+			CHECK(r.items.empty());
+		}
+		CHECK(!r.has_pending || ok);
+	}
+
+	/* a failed parse has no root */
+	Parsed broken("{\"data\":[");
+	NextReply r;
+	CHECK(!DecodeNextReply(broken.doc, &r, &error));
+	CHECK_EQ(error, "reply is not a JSON object");
+	CHECK(!DecodeNextReply(broken.doc, nullptr, nullptr));
+	CHECK(!DecodeNextReply(p.doc, nullptr, &error));
+	CHECK(DecodeNextReply(p.doc, &r, nullptr));
+
+	/* info: missing, non-integer, out of range, negative, extremes */
+	struct InfoCase {
+		const char *info;
+		bool has_pending;
+		int64_t pending;
+		bool has_ack;
+		int64_t ack;
+	} infos[] = {
+		{"", false, 0, false, 0},
+		{",\"info\":{}", false, 0, false, 0},
+		{",\"info\":null", false, 0, false, 0},
+		{",\"info\":[1,2]", false, 0, false, 0},
+		{",\"info\":{\"num_pending\":\"100\",\"num_ack_pending\":1.5}", false, 0, false, 0},
+		{",\"info\":{\"num_pending\":1e3,\"num_ack_pending\":null}", false, 0, false, 0},
+		{",\"info\":{\"num_pending\":true,\"num_ack_pending\":{}}", false, 0, false, 0},
+		{",\"info\":{\"num_pending\":99999999999999999999,\"num_ack_pending\":9223372036854775808}", false, 0, false, 0},
+		{",\"info\":{\"num_pending\":9223372036854775807,\"num_ack_pending\":-9223372036854775808}", true,
+		 INT64_MAX, true, INT64_MIN},
+		{",\"info\":{\"num_pending\":-5,\"num_ack_pending\":0}", true, -5, true, 0},
+		{",\"info\":{\"num_pending\":7}", true, 7, false, 0},
+		{",\"info\":{\"num_ack_pending\":-0}", false, 0, true, 0},
+		{",\"info\":{\"num_pending\":-9223372036854775809}", false, 0, false, 0},
+	};
+	for (const InfoCase &c : infos) {
+		std::string json = std::string("{\"data\":[]") + c.info + "}";
+		Parsed q(json);
+		CHECK(q.ok);
+		NextReply nr;
+		CHECK(DecodeNextReply(q.doc, &nr, &error));
+		bool good = nr.has_pending == c.has_pending && nr.num_pending == c.pending &&
+					nr.has_ack_pending == c.has_ack && nr.num_ack_pending == c.ack;
+		if (!good)
+			std::printf("    info %s: %d %lld %d %lld\n", c.info, nr.has_pending, (long long) nr.num_pending,
+						nr.has_ack_pending, (long long) nr.num_ack_pending);
+		CHECK(good);
+	}
+
+	/* tokens are decoded JSON strings */
+	Parsed esc("{\"data\":[{\"ack_token\":\"a\\\"b\\u00e9\",\"record\":{\"id\":\"x\"}}]}");
+	NextReply er;
+	CHECK(DecodeNextReply(esc.doc, &er, &error));
+	CHECK(er.items.size() == 1 && er.items[0].ack_token == "a\"b\xC3\xA9");
+}
+
+void
+TestAckBody()
+{
+	std::string body = "garbage";
+	CHECK(!AckBody({}, &body));
+	CHECK(body.empty());
+	CHECK(!AckBody({"a"}, nullptr));
+	CHECK(AckBody({"a"}, &body));
+	CHECK_EQ(body, "{\"ack_tokens\":[\"a\"]}");
+	CHECK(AckBody({"a", "b"}, &body));
+	CHECK_EQ(body, "{\"ack_tokens\":[\"a\",\"b\"]}");
+
+	std::string_view nasty("q\"b\\s/\n\t\x01\0\xC3\xA9", 12);
+	CHECK(AckBody({nasty, ""}, &body));
+	CHECK_EQ(body, "{\"ack_tokens\":[\"q\\\"b\\\\s/\\n\\t\\u0001\\u0000\xC3\xA9\",\"\"]}");
+
+	/* the body parses back to the same tokens */
+	Parsed p(body);
+	CHECK(p.ok);
+	const Node *list = p.doc.Find(p.Root(), "ack_tokens");
+	CHECK(list != nullptr && list->IsArray() && list->len == 2);
+	CHECK(list != nullptr && p.doc.First(list)->Str() == nasty);
+
+	std::string s = "x";
+	CHECK(json::AppendJsonString(&s, "a\"b"));
+	CHECK_EQ(s, "x\"a\\\"b\"");
+	CHECK(json::AppendJsonString(&s, std::string_view()));
+	CHECK_EQ(s, "x\"a\\\"b\"\"\"");
+	CHECK(!json::AppendJsonString(nullptr, "a"));
+}
+
+} /* namespace */
+
+int
+main(int argc, char **argv)
+{
+	if (argc > 1)
+		fixture_dir = argv[1];
+	else {
+		/* default: fixtures/ beside this source file, as named on the compile command line */
+		std::string here = __FILE__;
+		size_t slash = here.rfind('/');
+		fixture_dir = (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) + "/fixtures";
+	}
+
+	TestKinds();
+	TestNumbers();
+	TestStrings();
+	TestUtf8();
+	TestBom();
+	TestStructureErrors();
+	TestDuplicateKeys();
+	TestReuse();
+	TestDeepNesting();
+	TestLargeString();
+	TestTruncation("next-response.json");
+	TestTruncation("records.json");
+	TestRoundTrip();
+	TestArrayLiteral();
+	TestFindPath();
+	TestNormalizedEquals();
+	TestNextReply();
+	TestAckBody();
+
+	std::printf("%d passed, %d failed\n", passed, failed);
+	return failed == 0 ? 0 : 1;
+}
