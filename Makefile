@@ -14,10 +14,15 @@ OBJS = \
 	src/convert.o \
 	src/apply.o \
 	src/sql_api.o \
+	src/shmem.o \
+	src/launcher.o \
+	src/worker.o \
+	src/status.o \
 	src/json_doc.o \
 	src/next_reply.o \
 	src/endpoint.o \
-	src/http_client.o
+	src/http_client.o \
+	src/pull_session.o
 
 DATA         = $(EXTENSION)--$(EXTVERSION).sql $(wildcard sql/$(EXTENSION)--*--*.sql)
 EXTRA_CLEAN  = $(EXTENSION)--$(EXTVERSION).sql
@@ -43,7 +48,8 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # Postgres-side files never throw: built without exceptions, so a throw cannot even compile there.
-PG_SIDE_OBJS = src/module.o src/settings.o src/catalog.o src/mapping.o src/convert.o src/apply.o src/sql_api.o
+PG_SIDE_OBJS = src/module.o src/settings.o src/catalog.o src/mapping.o src/convert.o src/apply.o src/sql_api.o \
+	src/shmem.o src/launcher.o src/worker.o src/status.o
 $(PG_SIDE_OBJS): override CXXFLAGS += -fno-exceptions
 
 # The install script is kept as sql/sequin_sync.sql and copied to the versioned name at build time.

@@ -9,6 +9,27 @@
 
 \echo Use "CREATE EXTENSION sequin_sync" to load this file. \quit
 
+-- The workers run in one database: refuse any other, and say why.
+DO $$
+DECLARE
+	worker_db text := pg_catalog.current_setting('sequin_sync.database', true);
+BEGIN
+	IF worker_db IS NULL THEN
+		RAISE WARNING 'sequin_sync is not loaded through shared_preload_libraries'
+			USING DETAIL = 'Consumers will not run until it is; sequin_sync.apply() works regardless.',
+				  HINT = 'Add sequin_sync to shared_preload_libraries in postgresql.conf and restart the server.';
+	ELSIF pg_catalog.current_database() OPERATOR(pg_catalog.<>) worker_db
+		  AND pg_catalog.current_database() NOT IN ('contrib_regression', 'isolation_regression') THEN
+		RAISE EXCEPTION 'sequin_sync must be created in database "%"', worker_db
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = pg_catalog.format('Its workers run in the database named by sequin_sync.database, not in "%s".',
+											 pg_catalog.current_database()),
+				  HINT = pg_catalog.format('Create the extension in "%s", or set sequin_sync.database = ''%s'' in postgresql.conf and restart the server.',
+										   worker_db, pg_catalog.current_database());
+	END IF;
+END
+$$;
+
 DO $$
 BEGIN
 	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'sequin_sync_admin') THEN
@@ -74,6 +95,24 @@ CREATE TABLE sequin_sync.tombstones (
 );
 CREATE INDEX ON sequin_sync.tombstones (deleted_at);
 
+/*
+ * Durable counters, one row per worker, added to in the same transaction as each batch: they
+ * count exactly what was committed, and survive restarts.
+ */
+CREATE TABLE sequin_sync.consumer_stats (
+	consumer      text   NOT NULL REFERENCES sequin_sync.consumers (name) ON DELETE CASCADE,
+	worker        integer NOT NULL,
+	received      bigint NOT NULL DEFAULT 0,
+	inserted      bigint NOT NULL DEFAULT 0,
+	updated       bigint NOT NULL DEFAULT 0,
+	deleted       bigint NOT NULL DEFAULT 0,
+	skipped       bigint NOT NULL DEFAULT 0,
+	dead_lettered bigint NOT NULL DEFAULT 0,
+	acked         bigint NOT NULL DEFAULT 0,
+	batches       bigint NOT NULL DEFAULT 0,
+	PRIMARY KEY (consumer, worker)
+);
+
 -- pg_dump keeps the configuration, the parked records and the tombstones.
 SELECT pg_catalog.pg_extension_config_dump('sequin_sync.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('sequin_sync.mappings', '');
@@ -90,10 +129,12 @@ GRANT SELECT (name, endpoint, batch_size, wait_for, workers, paused, owner, crea
 	ON sequin_sync.consumers TO sequin_sync_admin;
 GRANT SELECT ON sequin_sync.mappings TO sequin_sync_admin;
 GRANT SELECT, DELETE ON sequin_sync.dead_letters TO sequin_sync_admin;
+GRANT SELECT ON sequin_sync.consumer_stats TO sequin_sync_admin;
 
 ALTER TABLE sequin_sync.consumers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE sequin_sync.mappings ENABLE ROW LEVEL SECURITY;
 ALTER TABLE sequin_sync.dead_letters ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sequin_sync.consumer_stats ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY consumers_owner ON sequin_sync.consumers
 	USING (pg_catalog.pg_has_role(owner, 'MEMBER'));
@@ -102,6 +143,9 @@ CREATE POLICY mappings_owner ON sequin_sync.mappings
 CREATE POLICY dead_letters_owner ON sequin_sync.dead_letters
 	USING (EXISTS (SELECT FROM sequin_sync.consumers c
 				   WHERE c.name = dead_letters.consumer AND pg_catalog.pg_has_role(c.owner, 'MEMBER')));
+CREATE POLICY consumer_stats_owner ON sequin_sync.consumer_stats
+	USING (EXISTS (SELECT FROM sequin_sync.consumers c
+				   WHERE c.name = consumer_stats.consumer AND pg_catalog.pg_has_role(c.owner, 'MEMBER')));
 
 -- The SQL API.  All are SECURITY INVOKER C functions: they check the caller's rights, then
 -- write the configuration as the extension owner.
@@ -162,6 +206,61 @@ CREATE FUNCTION sequin_sync.prune_tombstones()
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'sequin_sync_prune_tombstones' LANGUAGE C VOLATILE;
 
+-- The workers' live state, from shared memory; read it through sequin_sync.status.
+CREATE FUNCTION sequin_sync._worker_status(
+	OUT consumer text, OUT worker integer, OUT pid integer, OUT state text, OUT last_poll_at timestamptz,
+	OUT last_applied_at timestamptz, OUT pending bigint, OUT last_error text, OUT last_error_at timestamptz,
+	OUT acked_unflushed bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'sequin_sync_worker_status' LANGUAGE C VOLATILE;
+
+-- Wakes the launcher when the transaction commits (used below, so a new installation starts at once).
+CREATE FUNCTION sequin_sync._wake_workers()
+RETURNS void
+AS 'MODULE_PATHNAME', 'sequin_sync_wake_workers' LANGUAGE C VOLATILE;
+
+/*
+ * The one view to look at: one row per consumer the caller may see.  state is the worst of its
+ * workers' (error, backoff, running, idle), or paused, or stopped when no worker runs.
+ */
+CREATE VIEW sequin_sync.status WITH (security_invoker = true) AS
+SELECT c.name AS consumer,
+	   CASE WHEN c.paused THEN 'paused'
+			WHEN COALESCE(w.running, 0) = 0 THEN COALESCE(NULLIF(w.state, 'starting'), 'stopped')
+			ELSE w.state END AS state,
+	   COALESCE(w.running, 0)::integer AS workers,
+	   w.last_poll_at, w.last_applied_at,
+	   COALESCE(s.received, 0) AS received, COALESCE(s.inserted, 0) AS inserted,
+	   COALESCE(s.updated, 0) AS updated, COALESCE(s.deleted, 0) AS deleted,
+	   COALESCE(s.skipped, 0) AS skipped, COALESCE(s.dead_lettered, 0) AS dead_lettered,
+	   (COALESCE(s.acked, 0) + COALESCE(w.acked_unflushed, 0))::bigint AS acked,
+	   w.pending, w.last_error, w.last_error_at
+FROM sequin_sync.consumers c
+LEFT JOIN (
+	SELECT ws.consumer,
+		   count(ws.pid) AS running,
+		   (pg_catalog.array_agg(ws.state ORDER BY CASE ws.state WHEN 'error' THEN 0 WHEN 'backoff' THEN 1
+						WHEN 'running' THEN 2 WHEN 'idle' THEN 3 ELSE 4 END))[1] AS state,
+		   max(ws.last_poll_at) AS last_poll_at,
+		   max(ws.last_applied_at) AS last_applied_at,
+		   (pg_catalog.array_agg(ws.pending ORDER BY ws.last_poll_at DESC NULLS LAST))[1] AS pending,
+		   (pg_catalog.array_agg(ws.last_error ORDER BY ws.last_error_at DESC NULLS LAST))[1] AS last_error,
+		   max(ws.last_error_at) AS last_error_at,
+		   sum(ws.acked_unflushed) AS acked_unflushed
+	FROM sequin_sync._worker_status() ws
+	GROUP BY ws.consumer
+) w ON w.consumer = c.name
+LEFT JOIN (
+	SELECT st.consumer, sum(st.received)::bigint AS received, sum(st.inserted)::bigint AS inserted,
+		   sum(st.updated)::bigint AS updated, sum(st.deleted)::bigint AS deleted,
+		   sum(st.skipped)::bigint AS skipped, sum(st.dead_lettered)::bigint AS dead_lettered,
+		   sum(st.acked)::bigint AS acked
+	FROM sequin_sync.consumer_stats st
+	GROUP BY st.consumer
+) s ON s.consumer = c.name;
+
+GRANT SELECT ON sequin_sync.status TO sequin_sync_admin;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sequin_sync FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	sequin_sync.create_consumer(text, text, text, integer, interval, integer),
@@ -172,5 +271,8 @@ GRANT EXECUTE ON FUNCTION
 	sequin_sync.map_collection(text, text, regclass, text, jsonb),
 	sequin_sync.unmap_collection(text, text),
 	sequin_sync.apply(text, jsonb),
-	sequin_sync.retry_dead_letters(text)
+	sequin_sync.retry_dead_letters(text),
+	sequin_sync._worker_status()
 TO sequin_sync_admin;
+
+SELECT sequin_sync._wake_workers();

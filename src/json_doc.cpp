@@ -6,6 +6,7 @@
  * in it recurses, and no C++ exception leaves it: RapidJSON's assertions are turned into
  * exceptions below and every public function catches everything.
  */
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -68,8 +69,8 @@ struct ParserStackTag {};
  * has an explicit end instead: the caller's buffer needs no terminator and a raw NUL byte in
  * the middle cannot silently cut the document short (Parse checks for that).  Past the end,
  * Peek/Take return '\0' (which every RapidJSON state treats as end of input) and Put writes
- * nothing: UTF-8 validation Puts each byte it Takes, so at a truncated multi-byte sequence it
- * would otherwise write one byte past the buffer.
+ * nothing: UTF-8 validation Puts each byte it Takes, so at a multi-byte sequence cut off by
+ * the end of the buffer it would otherwise write past it (the parse fails there anyway).
  */
 struct BoundedInsituStream {
 	typedef char Ch;
@@ -84,8 +85,7 @@ struct BoundedInsituStream {
 	Put(Ch c)
 	{
 		if (dst_ < end_)
-			*dst_ = c;
-		++dst_;
+			*dst_++ = c;
 	}
 	Ch *PutBegin() { return dst_ = src_; }
 	size_t PutEnd(Ch *begin) { return static_cast<size_t>(dst_ - begin); }
@@ -270,11 +270,17 @@ private:
 	{
 		if (copy)
 			return Fail("internal error: copied string", nullptr);
-		/* a plain loop: most strings are short, and a memchr call per string cost more */
-		const unsigned char *p = reinterpret_cast<const unsigned char *>(str);
-		for (size_t i = 0; i + 1 < len; i++)
-			if (p[i] == 0xED && p[i + 1] >= 0xA0)
+		const char *p = str;
+		const char *end = str + len;
+		while (p < end) {
+			const void *hit = std::memchr(p, 0xED, static_cast<size_t>(end - p));
+			if (hit == nullptr)
+				break;
+			p = static_cast<const char *>(hit);
+			if (p + 1 < end && static_cast<unsigned char>(p[1]) >= 0xA0)
 				return Fail("invalid unicode surrogate pair in string", str - 1);
+			++p;
+		}
 		return true;
 	}
 
@@ -559,8 +565,12 @@ Document::Parse(char *buf, size_t len) noexcept
 		const void *nul = avail ? std::memchr(begin, '\0', avail) : nullptr;
 		size_t parse_len = nul ? static_cast<size_t>(static_cast<const char *>(nul) - begin) : avail;
 
-		/* About one node per 24 bytes of typical API JSON; the vector grows past that. */
-		nodes_.reserve(parse_len / 24 + 16);
+		/*
+		 * Typical API JSON has a node per 20-25 bytes (the sample reply: one per 22).  Capped
+		 * so that one huge string does not reserve megabytes of nodes; past the estimate the
+		 * vector grows geometrically, and a re-used Document keeps its capacity.
+		 */
+		nodes_.reserve(std::min<size_t>(parse_len / 20 + 16, size_t(1) << 16));
 
 		rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>, ParserStackTag> reader(nullptr, 256);
 		BoundedInsituStream stream(begin, begin + parse_len);

@@ -99,8 +99,9 @@ public:
 	const Node *FindPath(const Node *obj, std::string_view dotted_path) const noexcept;
 
 	/*
-	 * Serialize a value back to compact JSON text (strings re-escaped; control characters and
-	 * NUL as \u00XX; numbers as their raw text).  The result lives in a scratch buffer owned by
+	 * Serialize a value back to compact JSON text (strings re-escaped: \" \\ \n \t \r \b \f,
+	 * other control characters and NUL as \u00xx, UTF-8 kept as is; numbers as their raw text;
+	 * members in input order, duplicates kept).  The result lives in a scratch buffer owned by
 	 * the Document and stays valid until the next Serialize, ArrayLiteral or Parse call; it is
 	 * NUL-terminated (*out_len excludes the terminator).  Returns false when memory runs out or
 	 * when `n` is not a node of this document.

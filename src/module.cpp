@@ -9,20 +9,63 @@
  *  - Files that do not include Postgres headers (json_doc, next_reply, endpoint, http_client)
  *    expose only noexcept functions: no C++ exception ever reaches a Postgres frame.
  */
-#include "settings.hpp"
-
 extern "C" {
 #include "postgres.h"
 
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#include "catalog/objectaccess.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 
 PG_MODULE_MAGIC;
 
 void _PG_init(void);
+PG_FUNCTION_INFO_V1(sequin_sync_wake_workers);
 }
+
+#include "bgworkers.hpp"
+#include "settings.hpp"
+#include "shmem.hpp"
+
+using namespace sequin_sync;
+
+namespace {
+
+object_access_hook_type prev_object_access_hook = nullptr;
+
+/* DROP EXTENSION sequin_sync wakes the launcher at commit, so the workers stop at once. */
+void
+ObjectAccess(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, class_id, object_id, sub_id, arg);
+	if (access == OAT_DROP && class_id == ExtensionRelationId && shared != nullptr &&
+		object_id == get_extension_oid("sequin_sync", true))
+		WakeWorkersOnCommit();
+}
+
+} /* namespace */
 
 extern "C" void
 _PG_init(void)
 {
-	sequin_sync::DefineSettings();
+	DefineSettings(process_shared_preload_libraries_in_progress);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	InstallShmemHooks();
+	RegisterLauncher();
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = ObjectAccess;
+}
+
+extern "C" Datum
+sequin_sync_wake_workers(PG_FUNCTION_ARGS)
+{
+	WakeWorkersOnCommit();
+	PG_RETURN_VOID();
 }

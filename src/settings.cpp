@@ -15,25 +15,58 @@ extern "C" {
 namespace sequin_sync {
 
 int tombstone_retention_s = 7 * 24 * 3600;
+char *database_name = nullptr;
+int connect_timeout_ms = 10000;
+int poll_margin_ms = 15000;
+int max_response_size_kb = 64 * 1024;
+int backoff_max_ms = 60000;
+char *ca_file = nullptr;
 
 void
-DefineSettings()
+DefineSettings(bool preloaded)
 {
 	DefineCustomIntVariable("sequin_sync.tombstone_retention",
 							"How long a hard-delete tombstone is kept.",
 							"A tombstone remembers the version of a hard-deleted record so that a late, "
 							"older redelivery cannot bring the row back.  0 keeps tombstones forever.",
-							&tombstone_retention_s,
-							7 * 24 * 3600,
-							0,
-							INT_MAX,
-							PGC_SUSET,
-							GUC_UNIT_S,
-							nullptr,
-							nullptr,
-							nullptr);
+							&tombstone_retention_s, 7 * 24 * 3600, 0, INT_MAX, PGC_SUSET, GUC_UNIT_S,
+							nullptr, nullptr, nullptr);
+
+	DefineCustomStringVariable("sequin_sync.database",
+							   "The database whose consumers the background workers run.",
+							   "The extension must be created in this database.",
+							   &database_name, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+
+	DefineCustomIntVariable("sequin_sync.connect_timeout",
+							"How long a worker waits to connect to a consumer.",
+							nullptr, &connect_timeout_ms, 10000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS,
+							nullptr, nullptr, nullptr);
+
+	DefineCustomIntVariable("sequin_sync.poll_margin",
+							"How much longer than wait_for a request may take before it is abandoned.",
+							"Also the total time allowed for an ack or nack.",
+							&poll_margin_ms, 15000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS,
+							nullptr, nullptr, nullptr);
+
+	DefineCustomIntVariable("sequin_sync.max_response_size",
+							"The largest /next reply a worker accepts.",
+							"A larger reply is refused while it streams in, never read whole.",
+							&max_response_size_kb, 64 * 1024, 64, 1024 * 1024, PGC_SIGHUP, GUC_UNIT_KB,
+							nullptr, nullptr, nullptr);
+
+	DefineCustomIntVariable("sequin_sync.backoff_max",
+							"The longest wait between retries after consumer or apply failures.",
+							"Retries back off exponentially with jitter from 100 ms up to this.",
+							&backoff_max_ms, 60000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS,
+							nullptr, nullptr, nullptr);
+
+	DefineCustomStringVariable("sequin_sync.ca_file",
+							   "CA bundle used to verify consumers' TLS certificates.",
+							   "Empty uses the system's. Certificates are always verified.",
+							   &ca_file, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 
 	MarkGUCPrefixReserved("sequin_sync");
+	(void) preloaded;
 }
 
 } /* namespace sequin_sync */

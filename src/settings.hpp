@@ -1,5 +1,6 @@
 /*
- * settings.hpp - sequin_sync's postgresql.conf settings (GUCs).
+ * settings.hpp - sequin_sync's postgresql.conf settings (GUCs).  Each is documented in the
+ * README's settings table; keep the two in step.
  */
 #ifndef SEQUIN_SYNC_SETTINGS_HPP
 #define SEQUIN_SYNC_SETTINGS_HPP
@@ -8,8 +9,19 @@ namespace sequin_sync {
 
 /* Seconds a hard-delete tombstone is kept; 0 keeps them forever. */
 extern int tombstone_retention_s;
+/* The database whose consumers run (postmaster). */
+extern char *database_name;
+/* HTTP: connect timeout and the margin over wait_for a request may take (milliseconds). */
+extern int connect_timeout_ms;
+extern int poll_margin_ms;
+/* Largest /next reply accepted, in kilobytes. */
+extern int max_response_size_kb;
+/* Longest wait between retries after failures, in milliseconds. */
+extern int backoff_max_ms;
+/* CA bundle for TLS verification; empty = the system's. */
+extern char *ca_file;
 
-void DefineSettings();
+void DefineSettings(bool preloaded);
 
 } /* namespace sequin_sync */
 

@@ -13,6 +13,10 @@
 extern "C" {
 #include "postgres.h"
 
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -42,6 +46,7 @@ PG_FUNCTION_INFO_V1(sequin_sync_prune_tombstones);
 #include "apply.hpp"
 #include "catalog.hpp"
 #include "mapping.hpp"
+#include "shmem.hpp"
 
 using namespace sequin_sync;
 
@@ -197,10 +202,14 @@ CheckDeleteMode(const char *mode)
 	return mode;
 }
 
-/* Runs one statement on sequin_sync's tables as the extension owner. */
+/*
+ * Runs one statement on sequin_sync's tables as the extension owner.  Every such change wakes
+ * the workers when the transaction commits.
+ */
 void
 ExecAsOwner(const char *sql, int nargs, const Oid *types, const Datum *values, const char *nulls)
 {
+	WakeWorkersOnCommit();
 	RoleSwitch rs;
 	BeginAsRole(&rs, ExtensionOwner(), false);
 	SpiExec(sql, nargs, types, values, nulls, false, 0);
@@ -385,11 +394,7 @@ sequin_sync_unmap_collection(PG_FUNCTION_ARGS)
 	ConsumerInfo *consumer = OpenConsumer(fcinfo, &nest_level);
 	Oid types[2] = {TEXTOID, TEXTOID};
 	Datum values[2] = {CStringGetTextDatum(consumer->name), CStringGetTextDatum(collection)};
-	RoleSwitch rs;
-	BeginAsRole(&rs, ExtensionOwner(), false);
-	SpiExec("DELETE FROM sequin_sync.mappings WHERE consumer = $1 AND collection = $2", 2, types, values, nullptr,
-			false, 0);
-	EndAsRole(&rs);
+	ExecAsOwner("DELETE FROM sequin_sync.mappings WHERE consumer = $1 AND collection = $2", 2, types, values, nullptr);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
