@@ -52,6 +52,11 @@ PG_SIDE_OBJS = src/module.o src/settings.o src/catalog.o src/mapping.o src/conve
 	src/shmem.o src/launcher.o src/worker.o src/status.o
 $(PG_SIDE_OBJS): override CXXFLAGS += -fno-exceptions
 
+# Rebuild an object when a header it includes changes (shared structs must agree everywhere).
+override CXXFLAGS += -MMD -MP
+-include $(OBJS:.o=.d)
+EXTRA_CLEAN += $(OBJS:.o=.d)
+
 # The install script is kept as sql/sequin_sync.sql and copied to the versioned name at build time.
 all: $(EXTENSION)--$(EXTVERSION).sql
 

@@ -1,7 +1,7 @@
 -- apply(): the engine the worker uses, run synchronously.  Newest version wins, whatever the
 -- order or duplication; the counts say what happened.
 CREATE EXTENSION sequin_sync;
-SELECT sequin_sync.create_consumer('stripe', 'https://api.sequin.io/v1/http-consumers/s', 't');
+SELECT sequin_sync.create_consumer('stripe', 'http://127.0.0.1:9/v1/http-consumers/s', 't');
 
 CREATE TABLE customers (
 	id text PRIMARY KEY,

@@ -1,7 +1,7 @@
 -- Converting JSON values: each column type's own input function, no digit lost, epoch seconds
 -- for times, arrays, json.  A value that cannot be stored parks its record, not the batch.
 CREATE EXTENSION sequin_sync;
-SELECT sequin_sync.create_consumer('c', 'https://api.sequin.io/v1/http-consumers/c', 't');
+SELECT sequin_sync.create_consumer('c', 'http://127.0.0.1:9/v1/http-consumers/c', 't');
 SET timezone = 'UTC';
 
 CREATE TYPE mood AS ENUM ('happy', 'sad');

@@ -1,7 +1,7 @@
 -- Records that cannot be applied are parked with the reason; every other record of the call is
 -- applied; retry_dead_letters() applies them again once the cause is fixed.
 CREATE EXTENSION sequin_sync;
-SELECT sequin_sync.create_consumer('c', 'https://api.sequin.io/v1/http-consumers/c', 't');
+SELECT sequin_sync.create_consumer('c', 'http://127.0.0.1:9/v1/http-consumers/c', 't');
 CREATE TABLE accounts (id text PRIMARY KEY, updated_idx bigint, deleted boolean);
 CREATE TABLE items (id text PRIMARY KEY, updated_idx bigint, deleted boolean, name text NOT NULL,
 	qty integer CHECK (qty >= 0), account text REFERENCES accounts (id), sku text UNIQUE);

@@ -1,6 +1,6 @@
 -- Soft and hard deletes, and the stale redeliveries that must never bring a row back.
 CREATE EXTENSION sequin_sync;
-SELECT sequin_sync.create_consumer('c', 'https://api.sequin.io/v1/http-consumers/c', 't');
+SELECT sequin_sync.create_consumer('c', 'http://127.0.0.1:9/v1/http-consumers/c', 't');
 
 -- soft: the deleted version is upserted like any other, under the same guard
 CREATE TABLE soft (id text PRIMARY KEY, updated_idx bigint, deleted boolean, status text);

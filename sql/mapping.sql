@@ -1,7 +1,7 @@
 -- map_collection checks the mapping against the table when it is made, and refuses what
 -- cannot work with an error naming the table and column.
 CREATE EXTENSION sequin_sync;
-SELECT sequin_sync.create_consumer('c', 'https://api.sequin.io/v1/http-consumers/c', 't');
+SELECT sequin_sync.create_consumer('c', 'http://127.0.0.1:9/v1/http-consumers/c', 't');
 
 CREATE TABLE good (id text PRIMARY KEY, updated_idx bigint, deleted boolean, email text);
 SELECT sequin_sync.map_collection('c', 'stripe:customer', 'good');

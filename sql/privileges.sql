@@ -11,14 +11,14 @@ ALTER TABLE bob_items OWNER TO regress_bob;
 
 -- a role without sequin_sync_admin can do nothing
 SET ROLE regress_mallory;
-SELECT sequin_sync.create_consumer('m', 'https://api.sequin.io/v1/http-consumers/m', 't');
+SELECT sequin_sync.create_consumer('m', 'http://127.0.0.1:9/v1/http-consumers/m', 't');
 SELECT * FROM sequin_sync.consumers;
 SELECT * FROM sequin_sync.apply('m', '[]');
 RESET ROLE;
 
 -- alice creates a consumer and maps her table
 SET ROLE regress_alice;
-SELECT sequin_sync.create_consumer('alice', 'https://api.sequin.io/v1/http-consumers/a', 'alice_secret_token');
+SELECT sequin_sync.create_consumer('alice', 'http://127.0.0.1:9/v1/http-consumers/a', 'alice_secret_token');
 SELECT sequin_sync.map_collection('alice', 'items', 'alice_items');
 -- she cannot map a table she could not write herself
 SELECT sequin_sync.map_collection('alice', 'bob', 'bob_items');

@@ -308,13 +308,13 @@ sequin_sync_launcher_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 
+	BackgroundWorkerInitializeConnection(database_name, nullptr, 0);
+	/* The PGPROC's latch: in shared memory, so backends can set it. */
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	shared->launcher_pid = MyProcPid;
-	shared->launcher_latch = MyLatch;
+	shared->launcher_latch = &MyProc->procLatch;
 	LWLockRelease(shared->lock);
 	before_shmem_exit(LauncherExit, (Datum) 0);
-
-	BackgroundWorkerInitializeConnection(database_name, nullptr, 0);
 	pgstat_report_appname("sequin_sync launcher");
 	TakeOver();
 

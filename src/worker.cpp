@@ -319,16 +319,16 @@ sequin_sync_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 
+	BackgroundWorkerInitializeConnection(database_name, nullptr, 0);
+	/* The PGPROC's latch: in shared memory, so backends can set it. */
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	WorkerSlot *slot = &shared->slots[my_slot];
 	strlcpy(consumer_name, slot->consumer, sizeof(consumer_name));
 	slot->pid = MyProcPid;
-	slot->latch = MyLatch;
+	slot->latch = &MyProc->procLatch;
 	slot->state = WorkerState::Starting;
 	LWLockRelease(shared->lock);
 	before_shmem_exit(WorkerExit, (Datum) 0);
-
-	BackgroundWorkerInitializeConnection(database_name, nullptr, 0);
 	char appname[NAMEDATALEN];
 	snprintf(appname, sizeof(appname), "sequin_sync %s/%d", consumer_name, slot->index);
 	pgstat_report_appname(appname);
@@ -376,6 +376,7 @@ sequin_sync_worker_main(Datum arg)
 				Sleep(backoff_max_ms);
 				continue;
 			}
+			SetSlotState(my_slot, WorkerState::Running, nullptr);
 		}
 
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);

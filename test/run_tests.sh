@@ -62,7 +62,28 @@ http_client_test() {
 		bash "$repo/test/unit/run_http_client_test.sh" "$out/http_client_test"
 }
 
+# The fake Sequin consumer for the worker tests; its port reaches SQL as a setting.
+start_fake() {
+	run_as_tester python3 "$work/test/fake_sequin.py" --port 0 --port-file "$work/fake.port" --quiet &
+	fake_pid=$!
+	for _ in $(seq 1 100); do
+		[ -s "$work/fake.port" ] && break
+		sleep 0.1
+	done
+	[ -s "$work/fake.port" ] || { echo "the fake consumer did not start" >&2; return 1; }
+	{
+		echo "sequin_sync_test.fake_port = $(cat "$work/fake.port")"
+		echo "sequin_sync_test.dir = '$work'"
+	} >>"$work/test/regress.conf"
+}
+
+stop_fake() {
+	[ -n "${fake_pid:-}" ] && kill "$fake_pid" 2>/dev/null && wait "$fake_pid" 2>/dev/null
+	fake_pid=
+}
+
 regress() {
+	start_fake || return 1
 	local tests
 	tests=$(cd "$work/sql" && ls ./*.sql | sed -e 's|^\./||' -e 's|\.sql$||' | grep -v '^sequin_sync' | sort)
 	# shellcheck disable=SC2086
@@ -70,6 +91,7 @@ regress() {
 		--inputdir="$work" --outputdir="$work" --bindir="$bindir" --encoding=UTF8 --no-locale \
 		--dbname=contrib_regression $tests
 	local rc=$?
+	stop_fake
 	[ $rc -eq 0 ] || { [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"; }
 	return $rc
 }
@@ -79,7 +101,7 @@ isolation() {
 	specs=$(cd "$work/test/specs" && ls ./*.spec | sed -e 's|^\./||' -e 's|\.spec$||' | sort)
 	# shellcheck disable=SC2086
 	run_as_tester "$pg_isolation_regress" --temp-instance="$work/tmp_check_iso" \
-		--temp-config="$work/test/regress.conf" --inputdir="$work/test" --outputdir="$work/isolation" \
+		--temp-config="$work/test/isolation.conf" --inputdir="$work/test" --outputdir="$work/isolation" \
 		--bindir="$bindir" --encoding=UTF8 --no-locale --dbname=isolation_regression $specs
 	local rc=$?
 	[ $rc -eq 0 ] || { [ -f "$work/isolation/regression.diffs" ] && cat "$work/isolation/regression.diffs"; }

@@ -1,0 +1,849 @@
+#!/usr/bin/env python3
+"""
+fault_test.py - sequin_sync's end-to-end fault test.
+
+A throwaway cluster (temp dir, unix socket only) with sequin_sync preloaded pulls a few thousand
+out-of-order records, duplicates and poison records from test/fake_sequin.py while everything
+that can go wrong does: the fake answers 500s, 429s with Retry-After, drops connections, cuts
+JSON replies in half, replies slowly, delivers a message twice in one batch and "loses" acks;
+meanwhile the test kills the workers (pg_terminate_backend) several times, the launcher once, and
+restarts the server in immediate mode (a crash, as far as the data is concerned) mid-stream.
+Then it clears the faults, waits until every message is acknowledged, and checks:
+
+  * each target table equals the expected state exactly: newest version per id (soft deletes:
+    the row is there with deleted = true; hard deletes: the row is absent and a tombstone holds
+    the deleted version); id, updated_idx, deleted and every mapped data column are compared,
+    and no other row may exist;
+  * every poison record is in sequin_sync.dead_letters with the expected SQLSTATE, and no
+    other record is.  A poison record is asserted to be parked AT LEAST once, not exactly once:
+    delivery is at-least-once, so a poison message whose batch committed but whose ack was lost
+    (ack_drop, a dropped connection, a kill or the crash between commit and ack), or that the
+    fake delivered twice in one batch, is legitimately parked again.  The extra copies are
+    counted and printed;
+  * the fake's books balance: acked == published, outstanding == 0;
+  * the server log has no PANIC, crash (terminated by signal, segfault, assertion) or crash
+    recovery outside the immediate restart's own window;
+  * sequin_sync.status is coherent with the tables (see check_status below).
+
+Python standard library only; psql through subprocess.  As root, initdb, postgres, psql and the
+fake server run as the ordinary user "sequin_test" (created if missing) via runuser.  Ends with
+"N passed, M failed"; exits 1 on any failure, and then keeps its temp dir (and prints where it is
+and the tail of the server log).
+
+Usage:  python3 test/fault_test.py [--ids N] [--seed S] [--keep]
+"""
+
+import argparse
+import copy
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from gen_records import generate, newest_by_id  # noqa: E402
+
+TEST_USER = "sequin_test"
+CONSUMER = "faulty"             # sequin_sync's name and the fake's consumer id
+TOKEN = "s3cret-token"
+WORKERS = 2
+BATCH_SIZE = 200
+ACK_WAIT_MS = 3000
+DRAIN_TIMEOUT_S = 240
+POLL_S = 0.2
+EXTRA_CONF = os.environ.get("FAULT_TEST_EXTRA_CONF", "").replace(";", "\n") + "\n"
+
+FAULTS = {
+    "status_500": 0.06,
+    "status_429": 0.05,
+    "retry_after": 1,
+    "drop_connection": 0.05,
+    "truncate": 0.05,
+    "slow_ms": 20,
+    "duplicate": 0.10,
+    "ack_drop": 0.07,
+}
+
+SOFT_TABLE = "public.customers_soft"     # stripe:customer, soft deletes
+HARD_TABLE = "public.contacts_hard"      # salesforce:contact, hard deletes
+SOFT_COLL = "stripe:customer"
+HARD_COLL = "salesforce:contact"
+
+SCHEMA = f"""
+CREATE EXTENSION sequin_sync;
+CREATE TABLE {SOFT_TABLE} (
+    id           text PRIMARY KEY,
+    updated_idx  bigint,
+    deleted      boolean,
+    email        text,
+    name         text,
+    balance      integer,
+    created      timestamptz,
+    metadata     jsonb,
+    address_city text
+);
+CREATE TABLE {HARD_TABLE} (
+    id             text PRIMARY KEY,
+    updated_idx    bigint,
+    first_name     text,
+    last_name      text,
+    email          text,
+    score          numeric,
+    annual_revenue numeric
+);
+"""
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+class Failed(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+
+class Checks:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.failures = []
+
+    def check(self, ok, name, detail=""):
+        if ok:
+            self.passed += 1
+            log(f"  ok    {name}")
+        else:
+            self.failed += 1
+            self.failures.append(name)
+            log(f"  FAIL  {name}" + (f": {detail}" if detail else ""))
+        return ok
+
+
+# --------------------------------------------------------------------------------------------
+# The cluster and the fake, run as an ordinary user
+# --------------------------------------------------------------------------------------------
+
+class Env:
+    def __init__(self):
+        self.root = os.geteuid() == 0
+        self.bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                                     check=True).stdout.strip()
+        self.tmp = None
+        self.data = None
+        self.logfile = None
+        self.port = None
+        self.fake = None
+        self.fake_port = None
+        self.pg_started = False
+
+    # -- processes --
+
+    def as_user(self, argv):
+        return ["runuser", "-u", TEST_USER, "--"] + argv if self.root else argv
+
+    def run(self, argv, check=True, timeout=120, **kw):
+        p = subprocess.run(self.as_user(argv), cwd=self.tmp, capture_output=True,
+                           timeout=timeout, **kw)
+        if check and p.returncode != 0:
+            raise Failed(f"{' '.join(argv)} failed ({p.returncode}): "
+                         f"{p.stderr.decode('utf-8', 'replace').strip()}")
+        return p
+
+    def setup_dirs(self):
+        if self.root:
+            if subprocess.run(["id", TEST_USER], capture_output=True).returncode != 0:
+                subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                                "/usr/sbin/nologin", TEST_USER], check=True)
+        self.tmp = tempfile.mkdtemp(prefix="sequin_fault_")
+        os.chmod(self.tmp, 0o755)
+        # The fake runs from the temp dir: the repo may not be readable by the test user.
+        shutil.copy(os.path.join(HERE, "fake_sequin.py"), self.tmp)
+        if self.root:
+            pw = subprocess.run(["id", "-u", TEST_USER], capture_output=True, text=True).stdout
+            gr = subprocess.run(["id", "-g", TEST_USER], capture_output=True, text=True).stdout
+            uid, gid = int(pw), int(gr)
+            for dirpath, dirnames, filenames in os.walk(self.tmp):
+                os.chown(dirpath, uid, gid)
+                for f in filenames:
+                    os.chown(os.path.join(dirpath, f), uid, gid)
+        self.data = os.path.join(self.tmp, "data")
+        self.logfile = os.path.join(self.tmp, "server.log")
+
+    # -- postgres --
+
+    def initdb(self):
+        self.run([os.path.join(self.bindir, "initdb"), "-D", self.data, "--no-locale", "-E",
+                  "UTF8", "-U", "postgres", "-A", "trust", "--no-sync"])
+        self.port = free_port()
+        conf = f"""
+# fault_test.py
+listen_addresses = ''
+unix_socket_directories = '{self.tmp}'
+port = {self.port}
+shared_preload_libraries = 'sequin_sync'
+sequin_sync.database = 'postgres'
+sequin_sync.backoff_max = '2s'
+max_worker_processes = 32
+fsync = off
+log_line_prefix = '%m [%p] %b '
+"""
+        # Written as the test user (the data dir is theirs and private).
+        self.run(["sh", "-c", f"cat >> '{self.data}/postgresql.conf'"], input=conf.encode())
+
+    def pg_ctl(self, *args, timeout=120):
+        return self.run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
+                         self.logfile, "-w", "-t", "90"] + list(args), timeout=timeout)
+
+    def start(self):
+        self.pg_ctl("start")
+        self.pg_started = True
+
+    def stop(self):
+        if not self.pg_started:
+            return
+        try:
+            self.pg_ctl("stop", "-m", "fast", timeout=60)
+        except Exception:
+            try:
+                self.pg_ctl("stop", "-m", "immediate", timeout=60)
+            except Exception as e:
+                log(f"could not stop the server: {e}")
+        self.pg_started = False
+
+    def psql(self, sql, check=True, timeout=60):
+        """Runs sql (stops at the first error); returns stdout (unaligned, tuples only)."""
+        env = dict(os.environ, PGCLIENTENCODING="UTF8", PGOPTIONS="-c client_min_messages=warning")
+        p = subprocess.run(self.as_user([os.path.join(self.bindir, "psql"), "-X", "-q", "-A",
+                                         "-t", "-v", "ON_ERROR_STOP=1", "-h", self.tmp, "-p",
+                                         str(self.port), "-U", "postgres", "-d", "postgres"]),
+                           cwd=self.tmp, input=sql.encode("utf-8"), capture_output=True,
+                           timeout=timeout, env=env)
+        out = p.stdout.decode("utf-8")
+        if check and p.returncode != 0:
+            raise Failed(f"psql failed: {p.stderr.decode('utf-8', 'replace').strip()}\n"
+                         f"SQL: {sql[:300]}")
+        return out if p.returncode == 0 else None
+
+    def query_json(self, sql):
+        """The rows of sql as a list of dicts (via json_agg)."""
+        out = self.psql(f"SELECT COALESCE(json_agg(q), '[]') FROM ({sql}) q")
+        return json.loads(out)
+
+    def scalar(self, sql):
+        return self.psql(sql).strip()
+
+    def server_log(self):
+        try:
+            with open(self.logfile, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    # -- the fake Sequin --
+
+    def start_fake(self):
+        port_file = os.path.join(self.tmp, "fake.port")
+        self.fake_err = open(os.path.join(self.tmp, "fake.log"), "wb")
+        self.fake = subprocess.Popen(
+            self.as_user(["python3", os.path.join(self.tmp, "fake_sequin.py"), "--port", "0",
+                          "--port-file", port_file, "--quiet"]),
+            cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=self.fake_err,
+            start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if os.path.exists(port_file):
+                with open(port_file) as f:
+                    self.fake_port = int(f.read().strip())
+                return
+            if self.fake.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise Failed("the fake Sequin server did not start (see fake.log)")
+
+    def stop_fake(self):
+        if self.fake is None:
+            return
+        if self.fake.poll() is None:
+            self.fake.terminate()
+            try:
+                self.fake.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.fake.pid, signal.SIGKILL)   # the group this script started
+                self.fake.wait(10)
+        self.fake = None
+        self.fake_err.close()
+
+    def http(self, method, path, doc=None, raw=None):
+        body = raw if raw is not None else (json.dumps(doc).encode() if doc is not None else None)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.fake_port}{path}", data=body,
+                                     method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def stats(self):
+        return self.http("GET", f"/admin/consumers/{CONSUMER}/stats")
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, cond, timeout):
+    """Polls cond() every POLL_S until it returns a true value; raises Failed after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise Failed(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+# --------------------------------------------------------------------------------------------
+# The data set
+# --------------------------------------------------------------------------------------------
+
+def build_records(ids, seed):
+    """Returns (messages to publish, expected soft rows, expected hard rows, poison dict).
+
+    poison: {id: (collection or None, expected sqlstate, description)}.  Every poison record has
+    an id of its own with no other version, so it must simply be absent from the tables."""
+    rng = random.Random(seed)
+    n_soft = ids // 2
+    n_hard = ids - n_soft
+    soft = generate(SOFT_COLL, count=n_soft, versions=4, delete_fraction=0.15, seed=seed,
+                    shuffle=True, slug_fraction=0.1)
+    hard = generate(HARD_COLL, count=n_hard, versions=4, delete_fraction=0.25, seed=seed + 1,
+                    shuffle=True)
+    soft_newest = newest_by_id(soft)
+    hard_newest = newest_by_id(hard)
+
+    # Poison: fresh records from other seeds, one version each, then broken.
+    base_soft = generate(SOFT_COLL, count=6, versions=1, seed=seed + 100)
+    base_hard = generate(HARD_COLL, count=3, versions=1, seed=seed + 101)
+    base_deal = generate("hubspot:deal", count=2, versions=1, seed=seed + 102)
+    poison = {}
+    poison_recs = []
+
+    def add(rec, sqlstate, what, coll):
+        rec = copy.deepcopy(rec)
+        rec["id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        poison[rec["id"]] = (coll, sqlstate, what)
+        poison_recs.append(rec)
+        return rec
+
+    r = add(base_soft[0], "22P02", "balance is not a number", SOFT_COLL)
+    r["data"]["balance"] = "not a number"
+    r = add(base_soft[1], "22003", "balance out of integer range", SOFT_COLL)
+    r["data"]["balance"] = 10**12
+    r = add(base_soft[2], "22023", "no updated_idx", SOFT_COLL)
+    del r["updated_idx"]
+    r = add(base_soft[3], "22023", "deleted is not a boolean", SOFT_COLL)
+    r["deleted"] = "yes"
+    r = add(base_soft[4], "22P05", "\\u0000 in a text column (kept as record_text)", SOFT_COLL)
+    r["data"]["name"] = "bad\u0000byte"
+    r = add(base_hard[0], "22P02", "score is not a number", HARD_COLL)
+    r["data"]["Score__c"] = "abc"
+    r = add(base_hard[1], "22023", "updated_idx is a string", HARD_COLL)
+    r["updated_idx"] = str(r["updated_idx"])
+    r = add(base_hard[2], "22P02", "hard delete of a record with a bad value", HARD_COLL)
+    r["deleted"] = True
+    r["data"]["Score__c"] = "12,5"
+    for d in base_deal:
+        add(d, "42704", "unmapped collection", "hubspot:deal")
+
+    # Every version, plus a second copy of ~10% of them, all shuffled: out of order.
+    messages = soft + hard + poison_recs
+    messages += rng.sample(soft + hard, (len(soft) + len(hard)) // 10)
+    rng.shuffle(messages)
+    return messages, soft_newest, hard_newest, poison
+
+
+def expected_soft_row(rec):
+    d = rec["data"]
+    addr = d.get("address")
+    return {"id": rec["id"], "updated_idx": rec["updated_idx"], "deleted": rec["deleted"],
+            "email": d.get("email"), "name": d.get("name"), "balance": d.get("balance"),
+            "created": d.get("created"), "metadata": d.get("metadata"),
+            "address_city": addr.get("city") if isinstance(addr, dict) else None}
+
+
+def expected_hard_row(rec):
+    d = rec["data"]
+    return {"id": rec["id"], "updated_idx": rec["updated_idx"], "first_name": d.get("FirstName"),
+            "last_name": d.get("LastName"), "email": d.get("Email"),
+            "score": d.get("Score__c"), "annual_revenue": d.get("AnnualRevenue__c")}
+
+
+def compare_rows(name, actual, expected):
+    """(ok, detail) for two {id: row dict} maps."""
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    wrong = [k for k in expected if k in actual and actual[k] != expected[k]]
+    if not (missing or extra or wrong):
+        return True, ""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected (e.g. {extra[:3]})")
+    if wrong:
+        k = wrong[0]
+        diff = {c: (actual[k].get(c), expected[k].get(c)) for c in expected[k]
+                if actual[k].get(c) != expected[k].get(c)}
+        parts.append(f"{len(wrong)} differ (e.g. {k}: column: (actual, expected) {diff})")
+    return False, "; ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+def worker_pids(env):
+    out = env.psql("SELECT backend_type, pid FROM pg_stat_activity "
+                   "WHERE backend_type IN ('sequin_sync worker', 'sequin_sync launcher')",
+                   check=False)
+    workers, launchers = set(), set()
+    for line in (out or "").splitlines():
+        if "|" in line:
+            kind, pid = line.split("|")
+            (workers if kind == "sequin_sync worker" else launchers).add(int(pid))
+    return workers, launchers
+
+
+def kill(env, backend_type):
+    out = env.psql("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   f"WHERE backend_type = '{backend_type}'")
+    return int(out.strip())
+
+
+def wait_workers_back(env, old_workers, what, timeout=30):
+    """Waits for a launcher and WORKERS workers none of which is in old_workers."""
+    def ok():
+        w, l = worker_pids(env)
+        return len(l) == 1 and len(w) == WORKERS and not (w & old_workers)
+    t0 = time.monotonic()
+    wait_until(what, ok, timeout)
+    return time.monotonic() - t0
+
+
+def publish(env, msgs):
+    raw = ("[" + ",".join(json.dumps(m, ensure_ascii=False, separators=(",", ":"))
+                          for m in msgs) + "]").encode("utf-8")
+    return env.http("POST", f"/admin/consumers/{CONSUMER}/publish", raw=raw)["published"]
+
+
+def wait_progress(env, acked_target, timeout):
+    """Waits (bounded) until the fake has acked at least acked_target messages."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if env.stats()["acked"] >= acked_target:
+            return True
+        time.sleep(POLL_S)
+    return False
+
+
+STATUS_SQL = ("SELECT consumer, state, workers, received, inserted, updated, deleted, skipped, "
+              "dead_lettered, acked, pending, last_error FROM sequin_sync.status")
+
+
+def run(env, checks, args, figures):
+    t_start = time.monotonic()
+    messages, soft_newest, hard_newest, poison = build_records(args.ids, args.seed)
+    figures["ids"] = len(soft_newest) + len(hard_newest)
+    figures["messages"] = len(messages)
+    figures["poison"] = len(poison)
+    log(f"data: {len(soft_newest)} {SOFT_COLL} ids (soft), {len(hard_newest)} {HARD_COLL} ids "
+        f"(hard), {len(poison)} poison records, {len(messages)} messages with duplicates")
+
+    env.setup_dirs()
+    env.initdb()
+    env.start()
+    env.psql(SCHEMA)
+    env.start_fake()
+    env.http("POST", "/admin/consumers", {"id": CONSUMER, "token": TOKEN,
+                                          "ack_wait_ms": ACK_WAIT_MS, "max_ack_pending": 1000})
+    fault_cfg = dict(FAULTS, seed=args.seed)
+    env.http("POST", f"/admin/consumers/{CONSUMER}/faults", fault_cfg)
+    log(f"cluster in {env.tmp} (socket, port {env.port}); fake Sequin on 127.0.0.1:"
+        f"{env.fake_port}; faults on: {json.dumps(FAULTS)}")
+
+    # Ten chunks; a fault event after some of them, while data is flowing.
+    chunks = [messages[i::10] for i in range(10)]
+    published = publish(env, chunks[0])
+
+    endpoint = f"http://127.0.0.1:{env.fake_port}/v1/http-consumers/{CONSUMER}"
+    # One transaction: no worker may pull before both mappings exist (or records of a
+    # collection not yet mapped would be parked).
+    env.psql(f"""
+BEGIN;
+SELECT sequin_sync.create_consumer('{CONSUMER}', '{endpoint}', '{TOKEN}',
+    batch_size => {BATCH_SIZE}, wait_for => '1 second', workers => {WORKERS});
+SELECT sequin_sync.map_collection('{CONSUMER}', '{SOFT_COLL}', '{SOFT_TABLE}', delete_mode => 'soft',
+    columns => '{{"address_city": "data.address.city"}}');
+SELECT sequin_sync.map_collection('{CONSUMER}', '{HARD_COLL}', '{HARD_TABLE}', delete_mode => 'hard',
+    columns => '{{"score": "data.Score__c", "annual_revenue": "data.AnnualRevenue__c"}}');
+COMMIT;
+""")
+    wait_until("the launcher and its workers to start", lambda: len(worker_pids(env)[0]) == WORKERS, 30)
+
+    events = {1: "kill workers", 3: "kill launcher", 5: "immediate restart", 6: "kill workers",
+              8: "kill workers"}
+    figures["workers killed"] = 0
+    figures["launchers killed"] = 0
+    kills_that_hit = 0
+    for i in range(1, 10):
+        published += publish(env, chunks[i])
+        # Let some of it flow first, so the event lands mid-stream (bounded wait).
+        wait_progress(env, env.stats()["acked"] + 150, 4)
+        ev = events.get(i)
+        if ev is None:
+            continue
+        st = env.stats()
+        outstanding = st["outstanding"]
+        old_w, old_l = worker_pids(env)
+        if ev == "kill workers":
+            n = kill(env, "sequin_sync worker")
+            figures["workers killed"] += n
+            kills_that_hit += n > 0
+            secs = wait_workers_back(env, old_w, "workers to come back after pg_terminate_backend")
+            log(f"  [{time.monotonic() - t_start:5.1f}s] killed {n} workers ({outstanding} "
+                f"messages outstanding); back in {secs:.1f} s")
+        elif ev == "kill launcher":
+            n = kill(env, "sequin_sync launcher")
+            figures["launchers killed"] += n
+            checks.check(n == 1, "the launcher was found and terminated", f"terminated {n}")
+            t0 = time.monotonic()
+            wait_until("a new launcher", lambda: (worker_pids(env)[1] - old_l), 30)
+            secs = wait_workers_back(env, old_w, "workers to come back after the launcher was killed")
+            log(f"  [{time.monotonic() - t_start:5.1f}s] killed the launcher ({outstanding} "
+                f"messages outstanding); a new one runs {WORKERS} new workers after "
+                f"{time.monotonic() - t0:.1f} s")
+        elif ev == "immediate restart":
+            t0 = time.monotonic()
+            env.pg_ctl("restart", "-m", "immediate")
+            wait_workers_back(env, set(), "workers after the immediate restart")
+            log(f"  [{time.monotonic() - t_start:5.1f}s] pg_ctl restart -m immediate "
+                f"({outstanding} messages outstanding); syncing again after "
+                f"{time.monotonic() - t0:.1f} s")
+    checks.check(kills_that_hit == 3, "every pg_terminate_backend round hit running workers",
+                 f"{kills_that_hit} of 3 rounds found workers")
+    figures["published"] = published
+
+    # Faults off (their counters go with them: keep them); everything must now drain.
+    faults_stats = env.stats()
+    figures["faults"] = (faults_stats["faults_injected"], faults_stats["faults_by_kind"])
+    env.http("POST", f"/admin/consumers/{CONSUMER}/faults", {})
+    log(f"  [{time.monotonic() - t_start:5.1f}s] all published, faults cleared "
+        f"({faults_stats['outstanding']} outstanding); waiting for the drain")
+    t_drain = time.monotonic()
+    last_report = [t_drain]
+
+    def drained():
+        st = env.stats()
+        if time.monotonic() - last_report[0] >= 5:
+            last_report[0] = time.monotonic()
+            log(f"  [{time.monotonic() - t_start:5.1f}s] outstanding {st['outstanding']}, "
+                f"acked {st['acked']}/{st['published']}")
+        return st["outstanding"] == 0
+    try:
+        wait_until("every message to be acknowledged", drained, DRAIN_TIMEOUT_S)
+        checks.check(True, f"drained: every message acknowledged "
+                           f"({time.monotonic() - t_drain:.1f} s after the faults were cleared)")
+    except Failed as e:
+        checks.check(False, "every message acknowledged", str(e))
+
+    # Settle: a stale delivery may still be applying after the last ack; wait until the
+    # counters stop moving and every worker is idle.
+    stable = {"last": None, "since": time.monotonic()}
+
+    def settled():
+        rows = env.query_json(STATUS_SQL)
+        key = json.dumps([{k: v for k, v in r.items() if k != "pending"} for r in rows],
+                         sort_keys=True)
+        now = time.monotonic()
+        if key != stable["last"]:
+            stable["last"], stable["since"] = key, now
+            return False
+        return rows and rows[0]["state"] == "idle" and now - stable["since"] >= 1.0
+    try:
+        wait_until("the workers to go idle and the counters to settle", settled, 30)
+    except Failed as e:
+        checks.check(False, "workers idle and counters stable after the drain", str(e))
+    figures["elapsed"] = time.monotonic() - t_start
+
+    verify(env, checks, figures, soft_newest, hard_newest, poison, published)
+
+
+def verify(env, checks, figures, soft_newest, hard_newest, poison, published):
+    log("checks:")
+    # -- the tables --
+    soft_rows = env.query_json(
+        "SELECT id, updated_idx, deleted, email, name, balance, "
+        "EXTRACT(epoch FROM created)::bigint AS created, metadata, address_city "
+        f"FROM {SOFT_TABLE}")
+    actual = {r["id"]: r for r in soft_rows}
+    expected = {i: expected_soft_row(r) for i, r in soft_newest.items()}
+    ok, detail = compare_rows("soft", actual, expected)
+    n_soft_deleted = sum(1 for r in soft_newest.values() if r["deleted"])
+    checks.check(ok, f"{SOFT_TABLE} equals the newest version of each of its {len(expected)} ids "
+                     f"({n_soft_deleted} soft-deleted rows)", detail)
+    figures["rows " + SOFT_TABLE] = len(soft_rows)
+
+    hard_rows = env.query_json(
+        "SELECT id, updated_idx, first_name, last_name, email, score, annual_revenue "
+        f"FROM {HARD_TABLE}")
+    actual = {r["id"]: r for r in hard_rows}
+    expected = {i: expected_hard_row(r) for i, r in hard_newest.items() if not r["deleted"]}
+    hard_deleted = {i: r["updated_idx"] for i, r in hard_newest.items() if r["deleted"]}
+    ok, detail = compare_rows("hard", actual, expected)
+    checks.check(ok, f"{HARD_TABLE} equals the newest live version of each id "
+                     f"({len(expected)} rows, {len(hard_deleted)} hard-deleted ids absent)", detail)
+    figures["rows " + HARD_TABLE] = len(hard_rows)
+
+    tomb = env.query_json("SELECT id, updated_idx FROM sequin_sync.tombstones "
+                          f"WHERE target = '{HARD_TABLE}'::regclass")
+    tomb = {r["id"]: r["updated_idx"] for r in tomb}
+    checks.check(tomb == hard_deleted,
+                 f"one tombstone per hard-deleted id, at its deleted version ({len(tomb)})",
+                 f"{len(set(hard_deleted) - set(tomb))} missing, "
+                 f"{len(set(tomb) - set(hard_deleted))} extra, "
+                 f"{sum(1 for k in tomb if k in hard_deleted and tomb[k] != hard_deleted[k])} wrong")
+    other_tomb = int(env.scalar("SELECT count(*) FROM sequin_sync.tombstones "
+                                f"WHERE target <> '{HARD_TABLE}'::regclass"))
+    checks.check(other_tomb == 0, "no tombstone for the soft-delete table", f"{other_tomb} found")
+
+    # -- dead letters --
+    dl = env.query_json("SELECT consumer, collection, record, record_text, error, sqlstate "
+                        "FROM sequin_sync.dead_letters")
+    parked = {}
+    unparseable = 0
+    for r in dl:
+        rec = r["record"]
+        if rec is None and r["record_text"] is not None:
+            try:
+                rec = json.loads(r["record_text"])
+            except ValueError:
+                rec = None
+        if not isinstance(rec, dict):
+            unparseable += 1
+            continue
+        parked.setdefault(rec.get("id"), []).append(r)
+    figures["dead letters"] = len(dl)
+    missing = [i for i in poison if i not in parked]
+    checks.check(not missing, f"every poison record ({len(poison)}) is in dead_letters at least once",
+                 f"missing: {[(i, poison[i][2]) for i in missing]}")
+    extra = [i for i in parked if i not in poison]
+    checks.check(not extra and unparseable == 0, "no other record was parked",
+                 f"{len(extra)} non-poison ids parked (e.g. "
+                 f"{[(i, parked[i][0]['error']) for i in extra[:3]]}), {unparseable} unreadable")
+    bad = []
+    for i, rows in parked.items():
+        if i not in poison:
+            continue
+        coll, sqlstate, what = poison[i]
+        for r in rows:
+            if r["sqlstate"] != sqlstate or r["collection"] != coll or r["consumer"] != CONSUMER:
+                bad.append((what, r["sqlstate"], r["collection"], r["error"]))
+    checks.check(not bad, "each parked poison record has its expected SQLSTATE, collection and "
+                          "consumer", f"{bad[:4]}")
+    nul_id = [i for i, p in poison.items() if p[1] == "22P05"]
+    nul_rows = [r for i in nul_id for r in parked.get(i, [])]
+    checks.check(bool(nul_rows) and all(r["record"] is None and r["record_text"] for r in nul_rows),
+                 "the record jsonb cannot hold is kept as record_text",
+                 json.dumps(nul_rows)[:300])
+    figures["poison re-parked"] = sum(len(v) - 1 for i, v in parked.items() if i in poison)
+
+    # -- the fake's books --
+    st = env.stats()
+    figures["fake stats"] = st
+    checks.check(st["published"] == published and st["acked"] == published and st["outstanding"] == 0,
+                 "fake: acked == published, nothing outstanding",
+                 f"published {st['published']}, acked {st['acked']}, outstanding {st['outstanding']}")
+
+    # -- status coherence --
+    check_status(env, checks, figures, st, soft_newest, hard_newest, hard_rows, len(dl))
+
+    # -- the server log --
+    check_log(env, checks)
+
+
+def check_status(env, checks, figures, st, soft_newest, hard_newest, hard_rows, n_dead):
+    """The durable counters are written in the same transaction as each batch, so:
+      received = inserted + updated + deleted + skipped + dead_lettered  (each record is one)
+      deleted  = soft ids whose newest is a delete + hard-deleted ids  (each counted once)
+      inserted: soft rows (never removed) + live hard rows, plus hard ids inserted then deleted
+      dead_lettered = rows of dead_letters (none retried or removed)
+      published <= received <= delivered  (each message was in >= 1 committed batch)
+      acked <= received; acked >= fake acked - WORKERS * BATCH_SIZE (the immediate restart may
+      lose the acks of the last batch per worker, counted in shared memory only until the next
+      batch)."""
+    rows = env.query_json(STATUS_SQL)
+    if not checks.check(len(rows) == 1, "sequin_sync.status has one row", json.dumps(rows)):
+        return
+    s = rows[0]
+    figures["status"] = s
+    total = s["inserted"] + s["updated"] + s["deleted"] + s["skipped"] + s["dead_lettered"]
+    checks.check(s["received"] == total,
+                 "status: received = inserted + updated + deleted + skipped + dead_lettered",
+                 f"received {s['received']}, sum {total}")
+    n_soft = len(soft_newest)
+    soft_del = sum(1 for r in soft_newest.values() if r["deleted"])
+    hard_del = sum(1 for r in hard_newest.values() if r["deleted"])
+    checks.check(s["deleted"] == soft_del + hard_del,
+                 "status: deleted = soft-deleted ids + hard-deleted ids (each once)",
+                 f"deleted {s['deleted']}, expected {soft_del} + {hard_del}")
+    lo = n_soft + len(hard_rows)
+    hi = lo + hard_del
+    checks.check(lo <= s["inserted"] <= hi, "status: inserted within [rows, rows + hard-deleted ids]",
+                 f"inserted {s['inserted']}, expected {lo}..{hi}")
+    checks.check(s["dead_lettered"] == n_dead, "status: dead_lettered = rows of dead_letters",
+                 f"{s['dead_lettered']} vs {n_dead}")
+    checks.check(st["published"] <= s["received"] <= st["delivered"],
+                 "status: published <= received <= delivered",
+                 f"{st['published']} <= {s['received']} <= {st['delivered']}")
+    checks.check(st["acked"] - WORKERS * BATCH_SIZE <= s["acked"] <= s["received"],
+                 "status: acked within [fake acked - one batch per worker, received]",
+                 f"acked {s['acked']}, fake acked {st['acked']}, received {s['received']}")
+    checks.check(s["state"] == "idle" and s["workers"] == WORKERS,
+                 f"status: state idle with {WORKERS} workers",
+                 f"state {s['state']}, workers {s['workers']}")
+
+
+CRASH_PATTERNS = [
+    (re.compile(r"\bPANIC:"), "PANIC"),
+    (re.compile(r"terminated by signal"), "a process terminated by a signal"),
+    (re.compile(r"server process .* was terminated"), "a server process was terminated"),
+    (re.compile(r"was terminated by exception"), "a process terminated by an exception"),
+    (re.compile(r"(?i)segmentation fault"), "segmentation fault"),
+    (re.compile(r"TRAP:"), "assertion failure"),
+    (re.compile(r"terminating any other active server processes"), "crash restart"),
+    (re.compile(r"all server processes terminated; reinitializing"), "crash restart"),
+    (re.compile(r"database system was interrupted"), "crash recovery"),
+    (re.compile(r"(?i)(core dumped|std::terminate|terminate called)"), "C++ abort"),
+]
+
+
+def check_log(env, checks):
+    """No crash anywhere, except the immediate restart's own shutdown and recovery lines (from
+    'received immediate shutdown request' to the next 'ready to accept connections')."""
+    text = env.server_log()
+    in_restart = False
+    hits = []
+    for line in text.splitlines():
+        if "received immediate shutdown request" in line:
+            in_restart = True
+        elif "database system is ready to accept connections" in line:
+            in_restart = False
+            continue
+        if in_restart:
+            if re.search(r"\bPANIC:|terminated by signal 11|TRAP:|(?i:segmentation fault)", line):
+                hits.append(line)
+            continue
+        for rx, what in CRASH_PATTERNS:
+            if rx.search(line):
+                hits.append(line)
+                break
+    checks.check(not hits, "server log: no PANIC, crash or crash recovery (but the immediate "
+                           "restart's own)", "\n        " + "\n        ".join(hits[:8]))
+    unexpected = [ln for ln in text.splitlines() if "exited unexpectedly" in ln]
+    checks.check(not unexpected, "server log: the launcher saw no worker exit unexpectedly "
+                                 "(pg_terminate_backend is a clean stop)",
+                 "\n        " + "\n        ".join(unexpected[:5]))
+
+
+def print_figures(figures):
+    st = figures.get("fake stats", {})
+    s = figures.get("status", {})
+    log("figures:")
+    log(f"  records: {figures.get('ids', '?')} ids, {figures.get('poison', '?')} poison, "
+        f"{figures.get('published', '?')} messages published")
+    if st:
+        log(f"  fake: delivered {st['delivered']}, redelivered {st['redelivered']}, "
+            f"duplicated {st['duplicated']}, acked {st['acked']}, nacked {st['nacked']}, "
+            f"expired {st['expired']}, ack requests dropped {st['ack_dropped']} tokens, "
+            f"/next requests {st['next_requests']}")
+    if "faults" in figures:
+        n, by_kind = figures["faults"]
+        log(f"  faults injected: {n} ({', '.join(f'{k} {v}' for k, v in sorted(by_kind.items()))})")
+    log(f"  kills: {figures.get('workers killed', 0)} workers, "
+        f"{figures.get('launchers killed', 0)} launcher, 1 immediate restart")
+    if s:
+        log(f"  status: received {s['received']}, inserted {s['inserted']}, updated {s['updated']}, "
+            f"deleted {s['deleted']}, skipped {s['skipped']}, dead_lettered {s['dead_lettered']}, "
+            f"acked {s['acked']}")
+    for k, v in figures.items():
+        if k.startswith("rows "):
+            log(f"  {k[5:]}: {v} rows")
+    if "dead letters" in figures:
+        log(f"  parked: {figures['dead letters']} dead letters "
+            f"({figures.get('poison re-parked', 0)} extra copies of poison records)")
+    if "elapsed" in figures:
+        log(f"  elapsed: {figures['elapsed']:.1f} s (cluster start to settled)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ids", type=int, default=3000, help="distinct record ids (two collections)")
+    ap.add_argument("--seed", type=int, default=20241110)
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir even on success")
+    args = ap.parse_args()
+
+    t0 = time.monotonic()
+    checks = Checks()
+    figures = {}
+    env = Env()
+    crashed = None
+    try:
+        run(env, checks, args, figures)
+    except Failed as e:
+        crashed = str(e)
+    except Exception as e:   # a bug in the test, or something unexpected: still clean up
+        import traceback
+        traceback.print_exc()
+        crashed = repr(e)
+    finally:
+        if crashed is not None:
+            checks.check(False, "the test ran to the end", crashed)
+        try:
+            print_figures(figures)
+        except Exception as e:
+            log(f"(could not print figures: {e!r})")
+        env.stop()
+        env.stop_fake()
+        log(f"run time: {time.monotonic() - t0:.1f} s")
+        if env.tmp:
+            if checks.failed or args.keep:
+                log(f"kept {env.tmp} (server.log, fake.log, data/)")
+                if checks.failed:
+                    tail = env.server_log().splitlines()[-40:]
+                    log("--- tail of server.log ---")
+                    for line in tail:
+                        log("  " + line)
+            else:
+                shutil.rmtree(env.tmp, ignore_errors=True)
+    log(f"{checks.passed} passed, {checks.failed} failed")
+    return 1 if checks.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
