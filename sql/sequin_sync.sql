@@ -30,6 +30,8 @@ BEGIN
 END
 $$;
 
+CREATE SCHEMA sequin_sync;
+
 DO $$
 BEGIN
 	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'sequin_sync_admin') THEN

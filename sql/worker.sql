@@ -116,7 +116,17 @@ SELECT wait_until($$(SELECT count(*) FROM sequin_sync.dead_letters) = 2 AND (fak
 SELECT collection, error FROM sequin_sync.dead_letters ORDER BY id;
 SELECT wait_until($$(SELECT dead_lettered FROM sequin_sync.status) = 2$$);
 
--- the token appears nowhere: not in pg_stat_activity, not in status
+-- SIGTERM ends a worker within a second, even in the middle of a long poll
+SELECT sequin_sync.alter_consumer('w', wait_for => '5 minutes');
+SELECT wait_until($$(SELECT state = 'idle' OR (state = 'running' AND last_poll_at > now()) FROM sequin_sync.status)$$);
+SELECT pg_sleep(0.3);
+SELECT sequin_sync.pause('w');
+SELECT wait_until($$NOT EXISTS (SELECT FROM worker_pids('w'))$$, '2 seconds') AS stopped_within_2s;
+SELECT sequin_sync.resume('w');
+SELECT sequin_sync.alter_consumer('w', wait_for => '1 second');
+
+-- the token appears nowhere: not in pg_stat_activity, not in status, not in the server log
+SELECT position('w-secret-token' IN pg_read_file(current_setting('sequin_sync_test.dir') || '/log/postmaster.log')) AS token_in_log;
 SELECT count(*) AS token_leaks FROM pg_stat_activity
 WHERE pid <> pg_backend_pid() AND (query LIKE '%' || 'w-secret' || '%' OR application_name LIKE '%' || 'w-secret' || '%');
 SELECT count(*) AS token_leaks FROM sequin_sync.status s WHERE s::text LIKE '%' || 'w-secret' || '%';

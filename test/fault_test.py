@@ -25,6 +25,11 @@ Then it clears the faults, waits until every message is acknowledged, and checks
     recovery outside the immediate restart's own window;
   * sequin_sync.status is coherent with the tables (see check_status below).
 
+Phase 2 (skip with --skip-durability) then checks that an acknowledgement follows a durable
+commit: with synchronous_commit = off (and wal_writer_delay = 10s to make the window
+deterministic) it restarts the server in immediate mode right after an ack, twice, and checks the
+tables again: a record acknowledged to Sequin is gone from Sequin, so it must be in the table.
+
 Python standard library only; psql through subprocess.  As root, initdb, postgres, psql and the
 fake server run as the ordinary user "sequin_test" (created if missing) via runuser.  Ends with
 "N passed, M failed"; exits 1 on any failure, and then keeps its temp dir (and prints where it is
@@ -62,17 +67,17 @@ BATCH_SIZE = 200
 ACK_WAIT_MS = 3000
 DRAIN_TIMEOUT_S = 240
 POLL_S = 0.2
-EXTRA_CONF = os.environ.get("FAULT_TEST_EXTRA_CONF", "").replace(";", "\n") + "\n"
+CHUNK_EVERY_S = 1.3
 
 FAULTS = {
-    "status_500": 0.06,
-    "status_429": 0.05,
+    "status_500": 0.08,
+    "status_429": 0.06,
     "retry_after": 1,
-    "drop_connection": 0.05,
-    "truncate": 0.05,
+    "drop_connection": 0.08,
+    "truncate": 0.08,
     "slow_ms": 20,
     "duplicate": 0.10,
-    "ack_drop": 0.07,
+    "ack_drop": 0.08,
 }
 
 SOFT_TABLE = "public.customers_soft"     # stripe:customer, soft deletes
@@ -453,12 +458,14 @@ def publish(env, msgs):
 
 
 def wait_progress(env, acked_target, timeout):
-    """Waits (bounded) until the fake has acked at least acked_target messages."""
+    """Waits (bounded, polling) until the fake has acked at least acked_target messages; with
+    acked_target None, just for timeout seconds (the fake is still polled)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if env.stats()["acked"] >= acked_target:
+        if acked_target is not None and env.stats()["acked"] >= acked_target:
             return True
-        time.sleep(POLL_S)
+        env.stats()
+        time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
     return False
 
 
@@ -487,8 +494,10 @@ def run(env, checks, args, figures):
     log(f"cluster in {env.tmp} (socket, port {env.port}); fake Sequin on 127.0.0.1:"
         f"{env.fake_port}; faults on: {json.dumps(FAULTS)}")
 
-    # Ten chunks; a fault event after some of them, while data is flowing.
-    chunks = [messages[i::10] for i in range(10)]
+    # Twenty chunks, published one after the other as the workers catch up, so the stream
+    # (and the faults) go on for a while; a kill or crash after some of them, mid-stream.
+    nchunks = 20
+    chunks = [messages[i::nchunks] for i in range(nchunks)]
     published = publish(env, chunks[0])
 
     endpoint = f"http://127.0.0.1:{env.fake_port}/v1/http-consumers/{CONSUMER}"
@@ -506,15 +515,18 @@ COMMIT;
 """)
     wait_until("the launcher and its workers to start", lambda: len(worker_pids(env)[0]) == WORKERS, 30)
 
-    events = {1: "kill workers", 3: "kill launcher", 5: "immediate restart", 6: "kill workers",
-              8: "kill workers"}
+    events = {2: "kill workers", 5: "kill workers", 8: "kill launcher", 11: "immediate restart",
+              14: "kill workers", 17: "kill workers"}
     figures["workers killed"] = 0
     figures["launchers killed"] = 0
     kills_that_hit = 0
-    for i in range(1, 10):
+    t_stream = time.monotonic()
+    for i in range(1, nchunks):
+        # One chunk every CHUNK_EVERY_S: the stream, and the faults, last ~25 s.
+        wait_progress(env, None, t_stream + i * CHUNK_EVERY_S - time.monotonic())
         published += publish(env, chunks[i])
         # Let some of it flow first, so the event lands mid-stream (bounded wait).
-        wait_progress(env, env.stats()["acked"] + 150, 4)
+        wait_progress(env, env.stats()["acked"] + 150, 1.0)
         ev = events.get(i)
         if ev is None:
             continue
@@ -541,12 +553,14 @@ COMMIT;
         elif ev == "immediate restart":
             t0 = time.monotonic()
             env.pg_ctl("restart", "-m", "immediate")
+            figures["restarts"] = figures.get("restarts", 0) + 1
             wait_workers_back(env, set(), "workers after the immediate restart")
             log(f"  [{time.monotonic() - t_start:5.1f}s] pg_ctl restart -m immediate "
                 f"({outstanding} messages outstanding); syncing again after "
                 f"{time.monotonic() - t0:.1f} s")
-    checks.check(kills_that_hit == 3, "every pg_terminate_backend round hit running workers",
-                 f"{kills_that_hit} of 3 rounds found workers")
+    rounds = sum(1 for e in events.values() if e == "kill workers")
+    checks.check(kills_that_hit == rounds, "every pg_terminate_backend round hit running workers",
+                 f"{kills_that_hit} of {rounds} rounds found workers")
     figures["published"] = published
 
     # Faults off (their counters go with them: keep them); everything must now drain.
@@ -555,6 +569,18 @@ COMMIT;
     env.http("POST", f"/admin/consumers/{CONSUMER}/faults", {})
     log(f"  [{time.monotonic() - t_start:5.1f}s] all published, faults cleared "
         f"({faults_stats['outstanding']} outstanding); waiting for the drain")
+    drain_and_settle(env, checks, t_start)
+    figures["elapsed"] = time.monotonic() - t_start
+
+    verify(env, checks, figures, soft_newest, hard_newest, poison, published)
+    if not args.skip_durability:
+        durability_phase(env, checks, figures, args, soft_newest, hard_newest)
+    check_log(env, checks)
+
+
+def drain_and_settle(env, checks, t_start):
+    """Waits (bounded) until the fake has nothing outstanding, then until the workers are idle
+    and the counters stop moving (a stale delivery may still be applying after the last ack)."""
     t_drain = time.monotonic()
     last_report = [t_drain]
 
@@ -568,12 +594,10 @@ COMMIT;
     try:
         wait_until("every message to be acknowledged", drained, DRAIN_TIMEOUT_S)
         checks.check(True, f"drained: every message acknowledged "
-                           f"({time.monotonic() - t_drain:.1f} s after the faults were cleared)")
+                           f"(in {time.monotonic() - t_drain:.1f} s)")
     except Failed as e:
         checks.check(False, "every message acknowledged", str(e))
 
-    # Settle: a stale delivery may still be applying after the last ack; wait until the
-    # counters stop moving and every worker is idle.
     stable = {"last": None, "since": time.monotonic()}
 
     def settled():
@@ -589,14 +613,58 @@ COMMIT;
         wait_until("the workers to go idle and the counters to settle", settled, 30)
     except Failed as e:
         checks.check(False, "workers idle and counters stable after the drain", str(e))
-    figures["elapsed"] = time.monotonic() - t_start
-
-    verify(env, checks, figures, soft_newest, hard_newest, poison, published)
 
 
-def verify(env, checks, figures, soft_newest, hard_newest, poison, published):
-    log("checks:")
-    # -- the tables --
+def durability_phase(env, checks, figures, args, soft_newest, hard_newest):
+    """Phase 2: an acknowledgement must follow a DURABLE commit.
+
+    The worker acks a batch once its transaction commits; Sequin then forgets the messages for
+    good.  If the commit is not yet flushed to WAL (synchronous_commit = off, set by a DBA for
+    speed - Postgres documents that it "may lose the last few transactions" on a crash), a crash
+    right after the ack loses records that will never be delivered again: the table silently
+    diverges.  A correct worker forces synchronous_commit = on for its batch transactions (or
+    flushes WAL up to the commit before acking), as logical replication does by reporting only
+    flushed positions.  wal_writer_delay = 10s widens the window to make the check
+    deterministic; with the default 200 ms the loss happens less often, but it happens."""
+    t_start = time.monotonic()
+    log("phase 2: durability - synchronous_commit = off, crash right after an ack, twice")
+    soft2 = generate(SOFT_COLL, count=600, versions=2, delete_fraction=0.1, seed=args.seed + 7,
+                     shuffle=True)
+    hard2 = generate(HARD_COLL, count=600, versions=2, delete_fraction=0.2, seed=args.seed + 8,
+                     shuffle=True)
+    env.psql("ALTER SYSTEM SET synchronous_commit = off;\n"
+             "ALTER SYSTEM SET wal_writer_delay = '10s';\n"
+             "SELECT pg_reload_conf();")
+    msgs = soft2 + hard2
+    random.Random(args.seed).shuffle(msgs)
+    publish(env, msgs)
+    for k in range(2):
+        # Crash the moment an acknowledgement lands (tight, bounded poll).
+        acked0 = env.stats()["acked"]
+        deadline = time.monotonic() + 30
+        while env.stats()["acked"] == acked0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        st = env.stats()
+        env.pg_ctl("restart", "-m", "immediate")
+        figures["restarts"] = figures.get("restarts", 0) + 1
+        wait_workers_back(env, set(), "workers after the immediate restart")
+        log(f"  [{time.monotonic() - t_start:5.1f}s] pg_ctl restart -m immediate just after an "
+            f"ack ({st['acked'] - acked0} messages acked since the last look, "
+            f"{st['outstanding']} outstanding)")
+    drain_and_settle(env, checks, t_start)
+    env.psql("ALTER SYSTEM RESET synchronous_commit;\n"
+             "ALTER SYSTEM RESET wal_writer_delay;\n"
+             "SELECT pg_reload_conf();")
+    soft_all = dict(soft_newest, **newest_by_id(soft2))
+    hard_all = dict(hard_newest, **newest_by_id(hard2))
+    verify_tables(env, checks, figures, soft_all, hard_all,
+                  label="after crashes with synchronous_commit = off: ")
+    figures["phase 2 elapsed"] = time.monotonic() - t_start
+
+
+def verify_tables(env, checks, figures, soft_newest, hard_newest, label=""):
+    """Both tables and the tombstones against the expected state; returns the hard table's rows.
+    The number of ids whose row is missing or not at its newest version goes to figures."""
     soft_rows = env.query_json(
         "SELECT id, updated_idx, deleted, email, name, balance, "
         "EXTRACT(epoch FROM created)::bigint AS created, metadata, address_city "
@@ -604,9 +672,10 @@ def verify(env, checks, figures, soft_newest, hard_newest, poison, published):
     actual = {r["id"]: r for r in soft_rows}
     expected = {i: expected_soft_row(r) for i, r in soft_newest.items()}
     ok, detail = compare_rows("soft", actual, expected)
+    wrong = sum(1 for i in expected if actual.get(i) != expected[i]) + len(set(actual) - set(expected))
     n_soft_deleted = sum(1 for r in soft_newest.values() if r["deleted"])
-    checks.check(ok, f"{SOFT_TABLE} equals the newest version of each of its {len(expected)} ids "
-                     f"({n_soft_deleted} soft-deleted rows)", detail)
+    checks.check(ok, f"{label}{SOFT_TABLE} equals the newest version of each of its {len(expected)} "
+                     f"ids ({n_soft_deleted} soft-deleted rows)", detail)
     figures["rows " + SOFT_TABLE] = len(soft_rows)
 
     hard_rows = env.query_json(
@@ -616,7 +685,8 @@ def verify(env, checks, figures, soft_newest, hard_newest, poison, published):
     expected = {i: expected_hard_row(r) for i, r in hard_newest.items() if not r["deleted"]}
     hard_deleted = {i: r["updated_idx"] for i, r in hard_newest.items() if r["deleted"]}
     ok, detail = compare_rows("hard", actual, expected)
-    checks.check(ok, f"{HARD_TABLE} equals the newest live version of each id "
+    wrong += sum(1 for i in expected if actual.get(i) != expected[i]) + len(set(actual) - set(expected))
+    checks.check(ok, f"{label}{HARD_TABLE} equals the newest live version of each id "
                      f"({len(expected)} rows, {len(hard_deleted)} hard-deleted ids absent)", detail)
     figures["rows " + HARD_TABLE] = len(hard_rows)
 
@@ -624,13 +694,22 @@ def verify(env, checks, figures, soft_newest, hard_newest, poison, published):
                           f"WHERE target = '{HARD_TABLE}'::regclass")
     tomb = {r["id"]: r["updated_idx"] for r in tomb}
     checks.check(tomb == hard_deleted,
-                 f"one tombstone per hard-deleted id, at its deleted version ({len(tomb)})",
+                 f"{label}one tombstone per hard-deleted id, at its deleted version ({len(tomb)})",
                  f"{len(set(hard_deleted) - set(tomb))} missing, "
                  f"{len(set(tomb) - set(hard_deleted))} extra, "
                  f"{sum(1 for k in tomb if k in hard_deleted and tomb[k] != hard_deleted[k])} wrong")
+    wrong += len(set(hard_deleted) - set(tomb))
     other_tomb = int(env.scalar("SELECT count(*) FROM sequin_sync.tombstones "
                                 f"WHERE target <> '{HARD_TABLE}'::regclass"))
-    checks.check(other_tomb == 0, "no tombstone for the soft-delete table", f"{other_tomb} found")
+    checks.check(other_tomb == 0, f"{label}no tombstone for the soft-delete table",
+                 f"{other_tomb} found")
+    figures[label + "ids not at their newest version"] = wrong
+    return hard_rows
+
+
+def verify(env, checks, figures, soft_newest, hard_newest, poison, published):
+    log("checks:")
+    hard_rows = verify_tables(env, checks, figures, soft_newest, hard_newest)
 
     # -- dead letters --
     dl = env.query_json("SELECT consumer, collection, record, record_text, error, sqlstate "
@@ -675,7 +754,7 @@ def verify(env, checks, figures, soft_newest, hard_newest, poison, published):
 
     # -- the fake's books --
     st = env.stats()
-    figures["fake stats"] = st
+    figures["fake stats"] = st    # of phase 1
     checks.check(st["published"] == published and st["acked"] == published and st["outstanding"] == 0,
                  "fake: acked == published, nothing outstanding",
                  f"published {st['published']}, acked {st['acked']}, outstanding {st['outstanding']}")
@@ -683,8 +762,6 @@ def verify(env, checks, figures, soft_newest, hard_newest, poison, published):
     # -- status coherence --
     check_status(env, checks, figures, st, soft_newest, hard_newest, hard_rows, len(dl))
 
-    # -- the server log --
-    check_log(env, checks)
 
 
 def check_status(env, checks, figures, st, soft_newest, hard_newest, hard_rows, n_dead):
@@ -778,7 +855,7 @@ def print_figures(figures):
     log(f"  records: {figures.get('ids', '?')} ids, {figures.get('poison', '?')} poison, "
         f"{figures.get('published', '?')} messages published")
     if st:
-        log(f"  fake: delivered {st['delivered']}, redelivered {st['redelivered']}, "
+        log(f"  fake (phase 1): delivered {st['delivered']}, redelivered {st['redelivered']}, "
             f"duplicated {st['duplicated']}, acked {st['acked']}, nacked {st['nacked']}, "
             f"expired {st['expired']}, ack requests dropped {st['ack_dropped']} tokens, "
             f"/next requests {st['next_requests']}")
@@ -786,7 +863,8 @@ def print_figures(figures):
         n, by_kind = figures["faults"]
         log(f"  faults injected: {n} ({', '.join(f'{k} {v}' for k, v in sorted(by_kind.items()))})")
     log(f"  kills: {figures.get('workers killed', 0)} workers, "
-        f"{figures.get('launchers killed', 0)} launcher, 1 immediate restart")
+        f"{figures.get('launchers killed', 0)} launcher, {figures.get('restarts', 0)} immediate "
+        f"restarts")
     if s:
         log(f"  status: received {s['received']}, inserted {s['inserted']}, updated {s['updated']}, "
             f"deleted {s['deleted']}, skipped {s['skipped']}, dead_lettered {s['dead_lettered']}, "
@@ -798,7 +876,12 @@ def print_figures(figures):
         log(f"  parked: {figures['dead letters']} dead letters "
             f"({figures.get('poison re-parked', 0)} extra copies of poison records)")
     if "elapsed" in figures:
-        log(f"  elapsed: {figures['elapsed']:.1f} s (cluster start to settled)")
+        log(f"  elapsed: {figures['elapsed']:.1f} s (phase 1: cluster start to settled)")
+    lost = [(k, v) for k, v in figures.items() if k.endswith("ids not at their newest version")]
+    for k, v in lost:
+        log(f"  {k}: {v}")
+    if "phase 2 elapsed" in figures:
+        log(f"  phase 2 elapsed: {figures['phase 2 elapsed']:.1f} s")
 
 
 def main():
@@ -806,6 +889,8 @@ def main():
     ap.add_argument("--ids", type=int, default=3000, help="distinct record ids (two collections)")
     ap.add_argument("--seed", type=int, default=20241110)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir even on success")
+    ap.add_argument("--skip-durability", action="store_true",
+                    help="skip phase 2 (crashes right after an ack with synchronous_commit = off)")
     args = ap.parse_args()
 
     t0 = time.monotonic()
