@@ -116,7 +116,7 @@ LoadMappings(Engine *e)
 {
 	Oid argtypes[1] = {TEXTOID};
 	Datum values[1] = {CStringGetTextDatum(e->batch->consumer)};
-	SpiExec("SELECT collection, target::pg_catalog.oid, delete_mode, columns, owner::pg_catalog.oid "
+	SpiExecCached("SELECT collection, target::pg_catalog.oid, delete_mode, columns, owner::pg_catalog.oid "
 			"FROM sequin_sync.mappings WHERE consumer = $1 ORDER BY target::pg_catalog.oid, collection",
 			1, argtypes, values, nullptr, true, 0);
 	e->ngroups = (int) SPI_processed;
@@ -400,7 +400,6 @@ struct Stmt {
 	char	   *sql;
 	int			nargs;
 	Oid		   *argtypes;
-	SPIPlanPtr	plan;
 };
 
 const char *
@@ -537,7 +536,7 @@ WriteTombstones(Group *g, Rec **recs, int n)
 		return;
 	Oid argtypes[3] = {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID};
 	Datum values[3] = {ObjectIdGetDatum(g->relid), KeyTextArray(recs, n), Int8Array(recs, n)};
-	SpiExec("INSERT INTO sequin_sync.tombstones AS tb (target, id, updated_idx) "
+	SpiExecCached("INSERT INTO sequin_sync.tombstones AS tb (target, id, updated_idx) "
 			"SELECT $1, u.k, u.v FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS u(k, v) "
 			"ON CONFLICT (target, id) DO UPDATE SET updated_idx = EXCLUDED.updated_idx, deleted_at = pg_catalog.now() "
 			"WHERE tb.updated_idx < EXCLUDED.updated_idx",
@@ -564,9 +563,7 @@ ExecStep(void *p)
 
 	RoleSwitch rs;
 	BeginAsRole(&rs, g->owner, true);
-	if (s->plan == nullptr)
-		s->plan = SpiPrepare(s->sql, s->nargs, s->argtypes);
-	SpiExecPlan(s->plan, values, nullptr, false, 0);
+	SpiExecCached(s->sql, s->nargs, s->argtypes, values, nullptr, false, 0);
 	EndAsRole(&rs);
 
 	uint64 returned = SPI_processed;
@@ -649,11 +646,11 @@ TombstoneStep(void *p)
 	Group *g = a->group;
 	Oid argtypes[3] = {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID};
 	Datum values[3] = {ObjectIdGetDatum(g->relid), KeyTextArray(g->recs, g->nrecs), Int8Array(g->recs, g->nrecs)};
-	SpiExec("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::pg_catalog.oid::pg_catalog.text "
+	SpiExecCached("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::pg_catalog.oid::pg_catalog.text "
 			"OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) u.k, 0)) "
 			"FROM pg_catalog.unnest($2) WITH ORDINALITY AS u(k, o) ORDER BY u.o",
 			3, argtypes, values, nullptr, false, 0);
-	SpiExec("SELECT u.o FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) WITH ORDINALITY AS u(k, v, o) "
+	SpiExecCached("SELECT u.o FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) WITH ORDINALITY AS u(k, v, o) "
 			"JOIN sequin_sync.tombstones tb ON tb.target = $1 AND tb.id = u.k AND tb.updated_idx >= u.v",
 			3, argtypes, values, nullptr, false, 0);
 	for (uint64 i = 0; i < SPI_processed; i++) {
@@ -694,12 +691,12 @@ ApplyGroup(Engine *e, Group *g)
 	}
 
 	if (ndeletes > 0) {
-		Stmt s = {g, StmtKind::Delete, nullptr, 0, nullptr, nullptr};
+		Stmt s = {g, StmtKind::Delete, nullptr, 0, nullptr};
 		BuildDelete(&s);
 		ExecBisect(e, &s, deletes, ndeletes);
 	}
 	if (nupserts > 0) {
-		Stmt s = {g, StmtKind::Upsert, nullptr, 0, nullptr, nullptr};
+		Stmt s = {g, StmtKind::Upsert, nullptr, 0, nullptr};
 		BuildUpsert(&s);
 		ExecBisect(e, &s, upserts, nupserts);
 	}
@@ -779,7 +776,7 @@ DeadLetterStep(void *p)
 	char nulls[6] = "     ";
 	if (r->collection == nullptr)
 		nulls[1] = 'n';
-	SpiExec(a->as_jsonb
+	SpiExecCached(a->as_jsonb
 				? "INSERT INTO sequin_sync.dead_letters (consumer, collection, record, error, sqlstate) "
 				  "VALUES ($1, $2, $3::pg_catalog.jsonb, $4, $5)"
 				: "INSERT INTO sequin_sync.dead_letters (consumer, collection, record_text, error, sqlstate) "

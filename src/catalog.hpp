@@ -26,6 +26,14 @@ int SpiExec(const char *sql, int nargs, const Oid *argtypes, const Datum *values
 SPIPlanPtr SpiPrepare(const char *sql, int nargs, const Oid *argtypes);
 int SpiExecPlan(SPIPlanPtr plan, const Datum *values, const char *nulls, bool read_only, long tcount);
 
+/*
+ * Like SpiExec, with the plan prepared once per backend and kept (SPI_keepplan), keyed by the
+ * query text, the argument types and the current user.  Postgres revalidates kept plans when
+ * a table they use changes.  For the statements of every batch: no batch re-plans.
+ */
+int SpiExecCached(const char *sql, int nargs, const Oid *argtypes, const Datum *values, const char *nulls,
+				  bool read_only, long tcount);
+
 /* The role that owns sequin_sync's tables: configuration is written as this role. */
 Oid ExtensionOwner();
 

@@ -724,15 +724,22 @@ HttpConnection::ApplySettings(std::string *error)
 	return true;
 }
 
-/* Removes the token from a message, wherever a server or libcurl might have echoed it. */
+/*
+ * Removes the token from a message, wherever a server or libcurl might have echoed it.  The
+ * search resumes after each replacement: "[redacted]" may itself contain a short token (a
+ * token "t" once made this loop forever).
+ */
 void
 HttpConnection::Scrub(std::string *text) const
 {
 	if (token_.empty())
 		return;
-	size_t pos;
-	while ((pos = text->find(token_)) != std::string::npos)
-		text->replace(pos, token_.size(), "[redacted]");
+	static const char kRedacted[] = "[redacted]";
+	size_t pos = 0;
+	while ((pos = text->find(token_, pos)) != std::string::npos) {
+		text->replace(pos, token_.size(), kRedacted);
+		pos += sizeof(kRedacted) - 1;
+	}
 }
 
 HttpResult

@@ -78,11 +78,15 @@ HandleSigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-/* Asked by the HTTP client during transfers: stop for SIGTERM or a configuration change. */
+/*
+ * Asked by the HTTP client every 100 ms during transfers: stop for SIGTERM, a configuration
+ * change, or any pending interrupt - a procsignal barrier (DROP DATABASE waits for every process
+ * to absorb one) must not wait for a long poll to end.
+ */
 bool
 ShouldAbort(void *arg)
 {
-	return got_sigterm || ConfigReloadPending ||
+	return got_sigterm || ConfigReloadPending || InterruptPending ||
 		   pg_atomic_read_u64(&shared->config_generation) != seen_generation;
 }
 
@@ -188,7 +192,7 @@ UpdateStats(const ApplyCounts *c, int64 received, int64 acked)
 						Int64GetDatum(received), Int64GetDatum(c->inserted), Int64GetDatum(c->updated),
 						Int64GetDatum(c->deleted), Int64GetDatum(c->skipped), Int64GetDatum(c->dead_lettered),
 						Int64GetDatum(acked), Int64GetDatum(0)};
-	SpiExec("INSERT INTO sequin_sync.consumer_stats AS s (consumer, worker, received, inserted, updated, deleted, "
+	SpiExecCached("INSERT INTO sequin_sync.consumer_stats AS s (consumer, worker, received, inserted, updated, deleted, "
 			"skipped, dead_lettered, acked, batches) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
 			"CASE WHEN $3 > 0 THEN 1 ELSE 0 END) "
 			"ON CONFLICT (consumer, worker) DO UPDATE SET received = s.received + EXCLUDED.received, "

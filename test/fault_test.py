@@ -524,12 +524,13 @@ COMMIT;
     for i in range(1, nchunks):
         # One chunk every CHUNK_EVERY_S: the stream, and the faults, last ~25 s.
         wait_progress(env, None, t_stream + i * CHUNK_EVERY_S - time.monotonic())
+        acked = env.stats()["acked"]
         published += publish(env, chunks[i])
-        # Let some of it flow first, so the event lands mid-stream (bounded wait).
-        wait_progress(env, env.stats()["acked"] + 150, 1.0)
         ev = events.get(i)
         if ev is None:
             continue
+        # Let the first batch of the chunk land, so the event strikes mid-stream (bounded).
+        wait_progress(env, acked + 1, 1.0)
         st = env.stats()
         outstanding = st["outstanding"]
         old_w, old_l = worker_pids(env)

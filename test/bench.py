@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""
+bench.py - sequin_sync's benchmark (`make bench`).
+
+Starts a throwaway cluster (temporary directory, free port; as the user sequin_test when run as
+root, since postgres refuses root) with sequin_sync preloaded, and the fake Sequin consumer
+(test/fake_sequin.py), then measures on the same records in one run:
+
+  ceiling       Postgres' own set-based upsert of the same batches: one
+                INSERT ... SELECT FROM jsonb_array_elements(<JSON literal>) ON CONFLICT (id)
+                DO UPDATE ... WHERE x.updated_idx < excluded.updated_idx per batch, each batch
+                reduced to the newest version per id beforehand (psycopg2, autocommit);
+  sequin_sync   records published to the fake consumer first, then the consumer created
+                (batch_size 1000, wait_for 1 s); time from create_consumer until every message
+                is acked (the fake's counters, polled every 50 ms);
+  external      a Python worker as users write it from Sequin's upsert guide (psycopg2): pull
+                1000, upsert in one transaction, commit, ack - per record, and batched with
+                psycopg2.extras.execute_values;
+  scaling       sequin_sync with workers 1, 2, 4 (batch 1000) and batch sizes 100, 1000, 5000;
+  latency       one record published to an idle consumer until visible (LISTEN/NOTIFY), p50/p99;
+  memory        the worker's VmRSS/RssAnon before and after 1,000,000 records (not with --quick).
+
+Default workload: 200,000 Stripe-customer records = 100,000 ids x 2 versions (inserts, then
+updates of the same ids), into a 13-column table; each system starts from an empty table.
+
+Prints a table and writes the results as JSON (bench-results.json in the repository root by
+default).  Options: --records N, --quick, --skip-external, --json PATH; see --help for the rest.
+Needs the extension installed (make install) and python3-psycopg2 (installed with apt-get when
+run as root and missing).
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(HERE, "bench"))
+sys.path.insert(0, HERE)
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def log(msg):
+    print("[%7.1fs] %s" % (time.monotonic() - START, msg), file=sys.stderr, flush=True)
+
+
+START = time.monotonic()
+
+
+# ------------------------------------------------------------------------------------------
+# prerequisites
+# ------------------------------------------------------------------------------------------
+
+def _have_psycopg2(python):
+    return subprocess.run([python, "-c", "import psycopg2"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def ensure_psycopg2():
+    """psycopg2 comes from Debian's python3-psycopg2, which only /usr/bin/python3 sees: install it
+    when root, and re-run under /usr/bin/python3 when this interpreter cannot import it."""
+    try:
+        import psycopg2  # noqa: F401
+        return
+    except ImportError:
+        pass
+    system = os.path.exists(SYSTEM_PYTHON)
+    if system and not _have_psycopg2(SYSTEM_PYTHON):
+        if os.geteuid() != 0:
+            sys.exit("bench.py needs psycopg2: sudo apt-get install -y python3-psycopg2")
+        print("installing python3-psycopg2", file=sys.stderr, flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        r = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "python3-psycopg2"],
+                           env=env, stdout=subprocess.DEVNULL)
+        if r.returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+            subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "python3-psycopg2"],
+                           env=env, stdout=subprocess.DEVNULL, check=True)
+    if system and _have_psycopg2(SYSTEM_PYTHON):
+        if os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PYTHON):
+            os.execv(SYSTEM_PYTHON, [SYSTEM_PYTHON, os.path.abspath(__file__)] + sys.argv[1:])
+        import importlib
+        importlib.invalidate_caches()
+        import psycopg2  # noqa: F401
+        return
+    sys.exit("bench.py needs psycopg2 (Debian: apt-get install python3-psycopg2)")
+
+
+def check_installed():
+    from pgcluster import pg_config
+    lib = os.path.join(pg_config("--pkglibdir"), "sequin_sync.so")
+    ctl = os.path.join(pg_config("--sharedir"), "extension", "sequin_sync.control")
+    missing = [p for p in (lib, ctl) if not os.path.exists(p)]
+    if missing:
+        sys.exit("sequin_sync is not installed (%s): run make && make install first" % ", ".join(missing))
+    return lib
+
+
+def machine_info():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    commit = None
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": model, "mem_gib": round(mem_kb / 1048576, 1),
+            "kernel": platform.release(), "python": platform.python_version(), "git_commit": commit}
+
+
+SERVER_SETTINGS = {
+    "shared_preload_libraries": "'sequin_sync'",
+    "sequin_sync.database": "'postgres'",
+    "shared_buffers": "'1GB'",
+    "max_worker_processes": "32",
+    # No checkpoint in the middle of a run: each run starts with an explicit CHECKPOINT.
+    "max_wal_size": "'8GB'",
+    "checkpoint_timeout": "'30min'",
+    # Durability as shipped: fsync, synchronous_commit and full_page_writes keep their defaults.
+    "log_min_messages": "warning",
+    "log_checkpoints": "off",
+}
+
+
+# ------------------------------------------------------------------------------------------
+# output
+# ------------------------------------------------------------------------------------------
+
+def fmt_int(n):
+    return "{:,}".format(int(round(n)))
+
+
+def cpu_cols(run):
+    c = run["cpu"]
+    wall = c["wall"] or 1
+    pg = c["postgres"]
+    main_role = "sequin_sync worker" if run["system"] == "sequin_sync" else "client backend"
+    main = pg.get(main_role, 0.0)
+    other = sum(v for k, v in pg.items() if k != main_role)
+    return ("%d%%" % round(100 * main / wall), "%d%%" % round(100 * other / wall),
+            "%d%%" % round(100 * c["fake_consumer"] / wall), "%d%%" % round(100 * c["bench_python"] / wall),
+            "%d%%" % round(c["machine_busy_pct"] or 0))
+
+
+def render(res):
+    out = []
+    m = res["machine"]
+    w = res["workload"]
+    out.append("sequin_sync benchmark  (%s)" % res["started_at"])
+    out.append("machine:   nproc %d, %s, %.1f GiB RAM, Linux %s; %s" % (
+        m["nproc"], m["cpu_model"], m["mem_gib"], m["kernel"], res["postgres"]["version"]))
+    out.append("server:    " + ", ".join("%s=%s" % (k, v) for k, v in res["postgres"]["settings"].items()))
+    out.append("workload:  %s records = %s ids x 2 versions (%s inserts, then %s updates), %s, ~%d B/record JSON, "
+               "13-column table; batches of %d" % (
+                   fmt_int(w["records"]), fmt_int(w["ids"]), fmt_int(w["ids"]), fmt_int(w["records"] - w["ids"]),
+                   w["collection"], w["bytes_per_record"], w["batch_size"]))
+    f = res.get("fake_probe")
+    if f:
+        main = next((r for r in res["runs"] if r["name"] == "sequin_sync"), None)
+        line = ("fake:      serves a %d-record batch (%.2f MB) in %.1f ms p50 (max %.1f) and acks it in %.1f ms: "
+                "~%s records/s for one client" % (f["batch_size"], f["batch_bytes"] / 1e6, f["next_ms_p50"],
+                                                  f["next_ms_max"], f["ack_ms_p50"], fmt_int(f["max_records_per_s"])))
+        if main:
+            per_batch = 1000.0 * main["seconds"] / max(1, main["records"] / main["batch_size"])
+            fake_pct = 100 * main["cpu"]["fake_consumer"] / main["cpu"]["wall"]
+            line += ("; sequin_sync spends %.1f ms per batch, of which the fake's share is ~%.0f%%, and the fake "
+                     "process used %.0f%% of one core during the run -> %s" % (
+                         per_batch, 100 * (f["next_ms_p50"] + f["ack_ms_p50"]) / per_batch, fake_pct,
+                         "the fake is NOT the bottleneck" if (f["next_ms_p50"] + f["ack_ms_p50"]) < 0.25 * per_batch
+                         else "WARNING: the fake is a significant share of the time"))
+        out.append(line)
+    out.append("")
+    hdr = ("%-44s %7s %6s %10s %8s %10s %7s  %6s %6s %5s %6s %5s  %s" %
+           ("system", "workers", "batch", "records", "seconds", "records/s", "x ceil", "apply", "oth.pg", "fake",
+            "python", "busy", "check"))
+    out.append(hdr)
+    out.append("-" * len(hdr))
+    ceiling = next((r for r in res["runs"] if r["name"] == "ceiling"), None)
+    for r in res["runs"]:
+        ratio = ("%.2f" % (r["records_per_s"] / ceiling["records_per_s"])) if ceiling else "-"
+        chk = "ok" if r["check"]["ok"] else "FAILED (rows %d)" % r["check"]["rows"]
+        if ceiling and r is not ceiling and r["check"]["fingerprint"] != ceiling["check"]["fingerprint"]:
+            chk += ", content differs from ceiling"
+        elif ceiling and r is not ceiling:
+            chk += ", same content as ceiling"
+        out.append("%-44s %7d %6d %10s %8.2f %10s %7s  %6s %6s %5s %6s %5s  %s" % (
+            (r["label"], r["workers"], r["batch_size"], fmt_int(r["records"]), r["seconds"],
+             fmt_int(r["records_per_s"]), ratio) + cpu_cols(r) + (chk,)))
+    out.append("  apply = CPU of the process(es) doing the upserts (sequin_sync workers, or the client backend), "
+               "oth.pg = other postgres processes (walwriter, checkpointer, ...),")
+    out.append("  fake = fake consumer process, python = this script (the external worker runs in it), busy = whole "
+               "machine; CPU as %% of one core, busy as %% of all %d cores." % m["nproc"])
+    rt = res.get("ratios") or {}
+    if rt:
+        out.append("")
+        out.append("ratios (throughput): " + ", ".join("%s = %.2f" % (k, v) for k, v in rt.items()))
+    lat = res.get("latency")
+    if lat:
+        out.append("")
+        out.append("latency (one record published to an idle consumer until visible, %d samples, %d warm-up excluded): "
+                   "p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, min %.1f ms, max %.1f ms; the publish request itself "
+                   "takes %.1f ms p50" % (lat["samples"], lat["warmup_excluded"], lat["p50_ms"], lat["p90_ms"],
+                                          lat["p99_ms"], lat["min_ms"], lat["max_ms"], lat["publish_request_ms_p50"]))
+        out.append("  method: " + lat["method"])
+    mem = res.get("memory")
+    if mem:
+        def mb(d, k):
+            return "%.1f" % (d.get(k, 0) / 1024.0) if d else "-"
+        out.append("")
+        out.append("memory (one worker, %s records in %.1f s = %s records/s while being fed):" % (
+            fmt_int(mem["records"]), mem["seconds"], fmt_int(mem["records_per_s"])))
+        out.append("  %-28s %10s %10s %10s" % ("", "VmRSS MB", "RssAnon MB", "RssShmem MB"))
+        for label, d in (("before (started, idle)", mem["start_kb"]), ("after first 100k records", mem["after_100k_kb"]),
+                         ("after %s records" % fmt_int(mem["records"]), mem["end_kb"])):
+            out.append("  %-28s %10s %10s %10s" % (label, mb(d, "VmRSS"), mb(d, "RssAnon"), mb(d, "RssShmem")))
+        g = mem["growth_kb"]
+        out.append("  growth: VmRSS %+.1f MB, RssAnon %+.1f MB (private memory); after the first 100k: RssAnon %+.1f MB; "
+                   "peak RssAnon sampled %.1f MB; VmHWM %.1f MB; same worker throughout: %s" % (
+                       g["VmRSS"] / 1024.0, g["RssAnon"] / 1024.0,
+                       (mem["growth_after_warmup_kb"] or {}).get("RssAnon", 0) / 1024.0,
+                       (mem["rss_anon_max_kb"] or 0) / 1024.0, mem["end_kb"].get("VmHWM", 0) / 1024.0,
+                       "yes" if mem["same_worker_throughout"] else "NO (it restarted)"))
+        out.append("  (VmRSS includes the shared buffers the worker touched; RssAnon is its private memory.)")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------
+# main
+# ------------------------------------------------------------------------------------------
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="sequin_sync benchmark: ceiling vs sequin_sync vs an external worker.")
+    ap.add_argument("--records", type=int, help="records per run (default 200000, 20000 with --quick)")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer records, fewer latency samples, no million-record memory phase")
+    ap.add_argument("--skip-external", action="store_true", help="do not run the external Python worker")
+    ap.add_argument("--skip-scaling", action="store_true", help="do not run the workers/batch-size scaling points")
+    ap.add_argument("--skip-latency", action="store_true", help="do not measure latency")
+    ap.add_argument("--skip-memory", action="store_true", help="do not run the memory phase")
+    ap.add_argument("--memory-records", type=int, default=1000000, help="records of the memory phase (1000000)")
+    ap.add_argument("--latency-samples", type=int, help="latency samples (default 300, 200 with --quick)")
+    ap.add_argument("--json", default=os.path.join(REPO, "bench-results.json"), metavar="PATH",
+                    help="where to write the results (default: bench-results.json in the repository root)")
+    ap.add_argument("--perf", metavar="FILE", help="record `perf record -a -g` (cpu-clock) during the main "
+                                                   "sequin_sync run into FILE")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
+    args = ap.parse_args(argv)
+    if args.records is None:
+        args.records = 20000 if args.quick else 200000
+    if args.latency_samples is None:
+        args.latency_samples = 200 if args.quick else 300
+    if args.quick:
+        args.skip_memory = True
+    if args.records < 2:
+        ap.error("--records must be at least 2")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    ensure_psycopg2()
+    check_installed()
+
+    import pgcluster
+    import systems
+    import workload
+    from fakeclient import FakeAdmin
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_term)
+
+    res = {"schema": 1, "started_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+           "machine": machine_info(), "options": {k: v for k, v in vars(args).items() if k != "json"}}
+    batch = 1000
+
+    log("generating %s records" % fmt_int(args.records))
+    records = workload.generate(args.records, seed=args.seed)
+    expected = workload.expected_state(records)
+    res["workload"] = {"records": len(records), "ids": expected[0], "collection": workload.COLLECTION,
+                       "bytes_per_record": round(sum(len(r.line) for r in records) / len(records)),
+                       "batch_size": batch, "table_columns": len(workload.COLUMNS), "seed": args.seed}
+
+    cluster = pgcluster.Cluster(SERVER_SETTINGS, keep=args.keep)
+    fake = None
+    admin = None
+    conn = None
+    try:
+        log("starting the cluster")
+        cluster.start()
+        fake = pgcluster.FakeSequin(os.path.join(HERE, "fake_sequin.py"), cluster.dir)
+        fake.start()
+        admin = FakeAdmin(fake.port)
+        conn = cluster.connect()
+        ctx = systems.Context(cluster, fake, admin, conn, os.cpu_count(), log)
+        systems.setup_database(ctx)
+        version = ctx.sql("SHOW server_version")[0][0]
+        shown = {}
+        for k in ("shared_buffers", "max_wal_size", "checkpoint_timeout", "fsync", "synchronous_commit",
+                  "full_page_writes", "wal_level", "max_worker_processes"):
+            shown[k] = ctx.sql("SHOW %s" % k)[0][0]
+        res["postgres"] = {"version": "PostgreSQL " + version, "settings": shown, "data_dir": cluster.dir}
+
+        log("probing the fake consumer")
+        res["fake_probe"] = systems.probe_fake(ctx, records, batch)
+
+        runs = []
+
+        def add(run, label):
+            run["label"] = label
+            runs.append(run)
+            log("%-40s %8.2f s  %10s records/s  %s" % (label, run["seconds"], fmt_int(run["records_per_s"]),
+                                                       "ok" if run["check"]["ok"] else "CHECK FAILED"))
+            return run
+
+        log("ceiling")
+        ceiling = add(systems.run_ceiling(ctx, records, expected, batch),
+                      "ceiling: INSERT..SELECT jsonb_array_elements")
+        log("sequin_sync")
+        main_run = add(systems.run_sequin_sync(ctx, records, expected, batch, 1, name="sequin_sync",
+                                               perf_file=args.perf), "sequin_sync")
+        ext_b = ext_r = None
+        if not args.skip_external:
+            log("external worker, batched")
+            ext_b = add(systems.run_external(ctx, records, expected, "batched", batch),
+                        "external python: batched (execute_values)")
+            log("external worker, per record")
+            ext_r = add(systems.run_external(ctx, records, expected, "per-record", batch),
+                        "external python: per-record INSERT")
+        if not args.skip_scaling:
+            for workers in (2, 4):
+                log("sequin_sync, %d workers" % workers)
+                add(systems.run_sequin_sync(ctx, records, expected, batch, workers),
+                    "sequin_sync scaling: workers %d" % workers)
+            for bs in (100, 5000):
+                log("sequin_sync, batch %d" % bs)
+                add(systems.run_sequin_sync(ctx, records, expected, bs, 1),
+                    "sequin_sync scaling: batch %d" % bs)
+        res["runs"] = runs
+
+        ratios = {"sequin_sync / ceiling": main_run["records_per_s"] / ceiling["records_per_s"]}
+        if ext_b:
+            ratios["sequin_sync / external batched"] = main_run["records_per_s"] / ext_b["records_per_s"]
+            ratios["sequin_sync / external per-record"] = main_run["records_per_s"] / ext_r["records_per_s"]
+        res["ratios"] = {k: round(v, 2) for k, v in ratios.items()}
+        if not args.skip_scaling:
+            res["scaling"] = {
+                "workers": {str(r["workers"]): r["records_per_s"] for r in runs
+                            if r["system"] == "sequin_sync" and r["batch_size"] == batch},
+                "batch_size": {str(r["batch_size"]): r["records_per_s"] for r in runs
+                               if r["system"] == "sequin_sync" and r["workers"] == 1},
+            }
+
+        if not args.skip_latency:
+            log("latency (%d samples)" % args.latency_samples)
+            res["latency"] = systems.run_latency(ctx, records, args.latency_samples)
+        if not args.skip_memory:
+            log("memory (%s records)" % fmt_int(args.memory_records))
+            res["memory"] = systems.run_memory(ctx, records, args.memory_records)
+        res["server_log_errors"] = [line.rstrip() for line in cluster.log_tail(400).splitlines()
+                                    if " ERROR: " in line or " FATAL: " in line or "PANIC" in line][-20:]
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except systems.BenchError as e:
+        print("benchmark failed: %s" % e, file=sys.stderr)
+        return 1
+    finally:
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        if admin is not None:
+            admin.close()
+        if fake is not None:
+            fake.stop()
+        cluster.stop()
+
+    text = render(res)
+    print(text)
+    res["table"] = text.splitlines()
+    with open(args.json, "w") as f:
+        json.dump(res, f, indent=2, default=str)
+        f.write("\n")
+    print("\nresults written to %s" % os.path.abspath(args.json))
+    failed = [r["label"] for r in res["runs"] if not r["check"]["ok"]]
+    if failed:
+        print("CHECK FAILED: %s" % ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

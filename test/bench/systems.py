@@ -1,0 +1,552 @@
+"""
+systems.py - the measured systems and phases of the benchmark:
+
+  ceiling        Postgres' own set-based upsert of the same (pre-reduced) batches, JSON literal in
+                 the statement, one statement (= one transaction) per batch, via psycopg2;
+  sequin_sync    the extension's worker pulling from the fake consumer;
+  external       a Python worker as users write it from Sequin's upsert guide (psycopg2), per
+                 record or batched with execute_values;
+  fake probe     how long the fake consumer takes to serve and ack a batch;
+  latency        one record published to an idle consumer until it is visible (LISTEN/NOTIFY);
+  memory         the worker's resident memory over a long stream.
+
+Every throughput run starts from an empty table (TRUNCATE, then CHECKPOINT so each run starts
+with the same WAL/full-page-write state) and checks the result: row count, sum of updated_idx,
+and a content fingerprint that must be equal for every system.
+"""
+
+import json
+import random
+import re
+import select
+import signal
+import statistics
+import subprocess
+import time
+
+import procstat
+import workload
+from fakeclient import ConsumerClient
+
+TOKEN = "bench-secret-token"
+TABLE = "bench_customers"
+WAIT_FOR = "1 second"
+WAIT_FOR_MS = 1000
+POLL_S = 0.05
+STALL_S = 90
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class Context:
+    def __init__(self, cluster, fake, admin, conn, ncpu, log):
+        self.cluster = cluster
+        self.fake = fake
+        self.admin = admin
+        self.conn = conn
+        self.ncpu = ncpu
+        self.log = log
+        self.perf_file = None
+        self.seq = 0
+
+    def sql(self, query, params=None):
+        with self.conn.cursor() as cur:
+            cur.execute(query, params)
+            if cur.description is not None:
+                return cur.fetchall()
+        return None
+
+    def endpoint(self, cid):
+        return "http://127.0.0.1:%d/v1/http-consumers/%s" % (self.fake.port, cid)
+
+    def snapshot(self):
+        return procstat.CpuSnapshot(self.cluster.postmaster_pid(), self.fake.pid)
+
+    def unique(self, prefix):
+        self.seq += 1
+        return "%s%d" % (prefix, self.seq)
+
+
+# ------------------------------------------------------------------------------------------
+# setup and checks
+# ------------------------------------------------------------------------------------------
+
+def setup_database(ctx):
+    ctx.sql("CREATE EXTENSION sequin_sync")
+    ctx.sql(workload.TABLE_DDL.format(name=TABLE))
+    ctx.sql(workload.TABLE_DDL.format(name="bench_latency"))
+    ctx.sql("""
+        CREATE FUNCTION public.bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_catalog.pg_notify('bench_seen', NEW.id);
+            RETURN NULL;
+        END $$""")
+    ctx.sql("CREATE TRIGGER bench_notify AFTER INSERT OR UPDATE ON public.bench_latency "
+            "FOR EACH ROW EXECUTE FUNCTION public.bench_notify()")
+
+
+def reset_table(ctx, table=TABLE):
+    ctx.sql("TRUNCATE %s" % table)
+    ctx.sql("CHECKPOINT")
+
+
+def check_table(ctx, expected, table=TABLE):
+    """Row count and sum(updated_idx) against the expected state, plus a fingerprint of the
+    whole content (order-independent), which must be the same for every system."""
+    rows, total, fp = ctx.sql(
+        "SELECT count(*), COALESCE(sum(updated_idx), 0), "
+        "COALESCE(sum(pg_catalog.hashtextextended(t::text, 0)::numeric), 0)::text FROM %s t" % table)[0]
+    ok = rows == expected[0] and int(total) == expected[1]
+    return {"rows": rows, "ok": ok, "fingerprint": fp}
+
+
+def _rate(n, seconds):
+    return round(n / seconds, 1) if seconds > 0 else None
+
+
+def _result(name, system, records, seconds, batch, workers, cpu, check, **extra):
+    r = {"name": name, "system": system, "records": records, "seconds": round(seconds, 3),
+         "records_per_s": _rate(records, seconds), "batch_size": batch, "workers": workers,
+         "cpu": cpu, "check": check}
+    r.update(extra)
+    return r
+
+
+# ------------------------------------------------------------------------------------------
+# ceiling: INSERT ... SELECT FROM jsonb_array_elements(<literal>) ON CONFLICT ... per batch
+# ------------------------------------------------------------------------------------------
+
+CEILING_SQL = """INSERT INTO {table} AS x (id, upstream_id, deleted, updated_idx, sync_id, sync_external_id,
+    email, name, balance, created, currency, metadata, data)
+SELECT r->>'id', r->>'upstream_id', (r->>'deleted')::boolean, (r->>'updated_idx')::bigint,
+       r->'sync'->>'id', r->'sync'->>'external_id',
+       r->'data'->>'email', r->'data'->>'name', (r->'data'->>'balance')::integer,
+       to_timestamp((r->'data'->>'created')::float8), r->'data'->>'currency',
+       r->'data'->'metadata', r->'data'
+FROM jsonb_array_elements(%s::jsonb) AS r
+ON CONFLICT (id) DO UPDATE SET upstream_id = excluded.upstream_id, deleted = excluded.deleted,
+    updated_idx = excluded.updated_idx, sync_id = excluded.sync_id, sync_external_id = excluded.sync_external_id,
+    email = excluded.email, name = excluded.name, balance = excluded.balance, created = excluded.created,
+    currency = excluded.currency, metadata = excluded.metadata, data = excluded.data
+WHERE x.updated_idx < excluded.updated_idx"""
+
+
+def run_ceiling(ctx, records, expected, batch_size=1000):
+    reset_table(ctx)
+    conn = ctx.cluster.connect(autocommit=True)
+    try:
+        cur = conn.cursor()
+        sql = CEILING_SQL.format(table=TABLE)
+        # Reduction and statement text are built before the clock starts.
+        stmts = []
+        for b in workload.batches(records, batch_size):
+            body = b"[" + b",".join(r.line for r in workload.reduce_newest(b)) + b"]"
+            stmts.append(cur.mogrify(sql, (body.decode("utf-8"),)))
+        cpu0 = ctx.snapshot()
+        t0 = time.perf_counter()
+        for s in stmts:
+            cur.execute(s)      # autocommit: one transaction per batch, as the worker does
+        seconds = time.perf_counter() - t0
+        cpu = ctx.snapshot().diff(cpu0, seconds, ctx.ncpu)
+    finally:
+        conn.close()
+    return _result("ceiling", "ceiling", len(records), seconds, batch_size, 1, cpu, check_table(ctx, expected),
+                   statements=len(stmts))
+
+
+# ------------------------------------------------------------------------------------------
+# sequin_sync
+# ------------------------------------------------------------------------------------------
+
+def worker_pids(ctx, consumer):
+    return [r[0] for r in ctx.sql(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'sequin_sync worker' "
+        "AND application_name LIKE %s ORDER BY application_name", ("sequin_sync %s/%%" % consumer,))]
+
+
+def status_row(ctx, consumer):
+    rows = ctx.sql("SELECT state, workers, received, inserted, updated, deleted, skipped, dead_lettered, acked, "
+                   "last_error FROM sequin_sync.status WHERE consumer = %s", (consumer,))
+    if not rows:
+        return None
+    keys = ("state", "workers", "received", "inserted", "updated", "deleted", "skipped", "dead_lettered", "acked",
+            "last_error")
+    return dict(zip(keys, rows[0]))
+
+
+def create_consumer(ctx, consumer, batch_size, workers, table=TABLE):
+    """create_consumer and map_collection in one transaction: the worker starts at commit and
+    never sees the consumer unmapped."""
+    ctx.sql("BEGIN; "
+            "SELECT sequin_sync.create_consumer(%s, %s, %s, batch_size => %s, wait_for => %s, workers => %s); "
+            "SELECT sequin_sync.map_collection(%s, %s, %s::regclass); COMMIT",
+            (consumer, ctx.endpoint(consumer), TOKEN, batch_size, WAIT_FOR, workers,
+             consumer, workload.COLLECTION, table))
+
+
+def drop_consumer(ctx, consumer):
+    ctx.sql("SELECT sequin_sync.drop_consumer(%s)", (consumer,))
+    deadline = time.monotonic() + 15
+    while worker_pids(ctx, consumer) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        ctx.admin.delete_consumer(consumer)
+    except RuntimeError:
+        pass
+
+
+def fake_consumer(ctx, cid, max_in_flight):
+    # The visibility timeout is long and max_ack_pending high enough for every worker to have
+    # a batch in flight: neither may throttle the systems under test.
+    ctx.admin.create_consumer(cid, TOKEN, ack_wait_ms=120000, max_ack_pending=max(100000, max_in_flight))
+
+
+def wait_all_acked(ctx, cid, n, what, consumer=None, on_poll=None):
+    """Polls the fake's counters every 50 ms until n messages are acked; returns the time."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        time.sleep(POLL_S)
+        st = ctx.admin.stats(cid)
+        now = time.perf_counter()
+        if on_poll is not None:
+            on_poll(st)
+        if st["acked"] >= n:
+            return now, st
+        if st["acked"] != last:
+            last, last_change = st["acked"], time.monotonic()
+        elif time.monotonic() - last_change > STALL_S:
+            detail = status_row(ctx, consumer) if consumer else None
+            raise BenchError("%s: no progress for %d s (acked %d of %d; fake %s; status %s)\n%s"
+                             % (what, STALL_S, st["acked"], n, st, detail, ctx.cluster.log_tail(15)))
+
+
+class Perf:
+    """perf record -a -g on cpu-clock for the duration of a run (optional)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.proc = None
+
+    def __enter__(self):
+        if self.path:
+            self.proc = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-a", "-g",
+                                          "-o", self.path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return False
+
+
+def run_sequin_sync(ctx, records, expected, batch_size=1000, workers=1, name=None, perf_file=None):
+    name = name or "sequin_sync w%d b%d" % (workers, batch_size)
+    reset_table(ctx)
+    consumer = ctx.unique("ss")
+    fake_consumer(ctx, consumer, workers * batch_size)
+    t = time.perf_counter()
+    n = ctx.admin.publish_lines(consumer, [r.line for r in records])
+    publish_s = time.perf_counter() - t
+    if n != len(records):
+        raise BenchError("published %d of %d records" % (n, len(records)))
+    try:
+        with Perf(perf_file):
+            cpu0 = ctx.snapshot()
+            t0 = time.perf_counter()
+            create_consumer(ctx, consumer, batch_size, workers)
+            t1, st = wait_all_acked(ctx, consumer, n, name, consumer)
+            seconds = t1 - t0
+            cpu = ctx.snapshot().diff(cpu0, seconds, ctx.ncpu)
+        pids = worker_pids(ctx, consumer)
+        rss = {pid: procstat.status_kb(pid) for pid in pids}
+        status = status_row(ctx, consumer)
+    finally:
+        drop_consumer(ctx, consumer)
+    check = check_table(ctx, expected)
+    if status is not None and status["dead_lettered"]:
+        check["ok"] = False
+    return _result(name, "sequin_sync", n, seconds, batch_size, workers, cpu, check,
+                   status={k: v for k, v in status.items()} if status else None,
+                   fake_stats={k: st[k] for k in ("delivered", "redelivered", "acked", "next_requests",
+                                                  "ack_requests", "expired")},
+                   worker_rss_kb=list(rss.values()), publish_seconds=round(publish_s, 2))
+
+
+# ------------------------------------------------------------------------------------------
+# external worker: what users write from Sequin's upsert guide (Python + psycopg2)
+# ------------------------------------------------------------------------------------------
+
+EXT_COLUMNS = ", ".join(workload.COLUMNS)
+EXT_SET = ", ".join("%s = excluded.%s" % (c, c) for c in workload.COLUMNS if c != "id")
+EXT_ONE = ("INSERT INTO {table} AS x ({cols}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, "
+           "%s::jsonb, %s::jsonb) ON CONFLICT (id) DO UPDATE SET {set} WHERE x.updated_idx < excluded.updated_idx")
+EXT_MANY = ("INSERT INTO {table} AS x ({cols}) VALUES %s ON CONFLICT (id) DO UPDATE SET {set} "
+            "WHERE x.updated_idx < excluded.updated_idx")
+EXT_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, %s::jsonb, %s::jsonb)"
+
+
+def _row(rec, Json):
+    d = rec.get("data") or {}
+    s = rec.get("sync") or {}
+    meta = d.get("metadata")
+    return (rec["id"], rec.get("upstream_id"), rec.get("deleted", False), rec["updated_idx"], s.get("id"),
+            s.get("external_id"), d.get("email"), d.get("name"), d.get("balance"), d.get("created"),
+            d.get("currency"), None if meta is None else Json(meta), Json(d))
+
+
+def run_external(ctx, records, expected, mode, batch_size=1000):
+    """mode: 'per-record' (one INSERT ... ON CONFLICT per record) or 'batched' (execute_values,
+    one statement per batch after dropping older versions of an id within the batch, which a
+    single INSERT ... ON CONFLICT cannot touch twice).  Pull, upsert in one transaction, commit,
+    ack - in this Python process."""
+    from psycopg2.extras import Json, execute_values
+
+    name = "external %s" % mode
+    reset_table(ctx)
+    cid = ctx.unique("ext")
+    fake_consumer(ctx, cid, batch_size)
+    n = ctx.admin.publish_lines(cid, [r.line for r in records])
+    conn = ctx.cluster.connect(autocommit=False)
+    client = ConsumerClient(ctx.fake.port, cid, TOKEN)
+    one = EXT_ONE.format(table=TABLE, cols=EXT_COLUMNS, set=EXT_SET)
+    many = EXT_MANY.format(table=TABLE, cols=EXT_COLUMNS, set=EXT_SET)
+    try:
+        cur = conn.cursor()
+        cpu0 = ctx.snapshot()
+        t0 = time.perf_counter()
+        acked = 0
+        empty_since = None
+        while acked < n:
+            reply = json.loads(client.next_raw(batch_size, WAIT_FOR_MS))
+            items = reply["data"]
+            if not items:
+                empty_since = empty_since or time.monotonic()
+                if time.monotonic() - empty_since > STALL_S:
+                    raise BenchError("%s: the fake delivers nothing (acked %d of %d)" % (name, acked, n))
+                continue
+            empty_since = None
+            recs = [it["record"] for it in items]
+            if mode == "per-record":
+                for rec in recs:
+                    cur.execute(one, _row(rec, Json))
+            else:
+                newest = {}
+                for rec in recs:
+                    cur_best = newest.get(rec["id"])
+                    if cur_best is None or rec["updated_idx"] > cur_best["updated_idx"]:
+                        newest[rec["id"]] = rec
+                execute_values(cur, many, [_row(r, Json) for r in newest.values()], template=EXT_TEMPLATE,
+                               page_size=len(newest))
+            conn.commit()
+            client.ack([it["ack_token"] for it in items])
+            acked += len(items)
+        seconds = time.perf_counter() - t0
+        cpu = ctx.snapshot().diff(cpu0, seconds, ctx.ncpu)
+    finally:
+        client.close()
+        conn.close()
+        try:
+            ctx.admin.delete_consumer(cid)
+        except RuntimeError:
+            pass
+    return _result(name, "external", n, seconds, batch_size, 1, cpu, check_table(ctx, expected))
+
+
+# ------------------------------------------------------------------------------------------
+# the fake consumer's own cost per batch
+# ------------------------------------------------------------------------------------------
+
+_TOKEN_RX = re.compile(rb'"ack_token":"([A-Za-z0-9]+)"')
+
+
+def probe_fake(ctx, records, batch_size=1000, batches=20):
+    cid = ctx.unique("probe")
+    fake_consumer(ctx, cid, batch_size)
+    lines = [r.line for r in records[:batch_size * batches]]
+    ctx.admin.publish_lines(cid, lines)
+    client = ConsumerClient(ctx.fake.port, cid, TOKEN)
+    next_ms, ack_ms, sizes = [], [], []
+    try:
+        while True:
+            t0 = time.perf_counter()
+            body = client.next_raw(batch_size, 0)
+            t1 = time.perf_counter()
+            tokens = [m.decode() for m in _TOKEN_RX.findall(body)]
+            if not tokens:
+                break
+            t2 = time.perf_counter()
+            client.ack(tokens)
+            t3 = time.perf_counter()
+            if len(tokens) == batch_size:
+                next_ms.append((t1 - t0) * 1000)
+                ack_ms.append((t3 - t2) * 1000)
+                sizes.append(len(body))
+    finally:
+        client.close()
+        ctx.admin.delete_consumer(cid)
+    if not next_ms:
+        return None
+    per_batch = statistics.median(next_ms) + statistics.median(ack_ms)
+    return {"batch_size": batch_size, "batches": len(next_ms),
+            "next_ms_p50": round(statistics.median(next_ms), 2), "next_ms_max": round(max(next_ms), 2),
+            "ack_ms_p50": round(statistics.median(ack_ms), 2),
+            "batch_bytes": int(statistics.mean(sizes)),
+            "max_records_per_s": round(batch_size * 1000 / per_batch)}
+
+
+# ------------------------------------------------------------------------------------------
+# latency: one record published to an idle consumer until it is visible
+# ------------------------------------------------------------------------------------------
+
+def percentile(values, p):
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))
+    return s[k]
+
+
+def run_latency(ctx, records, samples=300, warmup=5):
+    """The target table has an AFTER INSERT OR UPDATE trigger that calls pg_notify(id): the
+    notification is delivered when the worker's transaction commits, i.e. exactly when the row
+    becomes visible.  The clock starts before the publish request, and stops when a separate
+    LISTEN connection receives the notification (select() on its socket: no poll granularity).
+    Between samples the worker is left idle in its long poll (20-70 ms after the previous ack)."""
+    reset_table(ctx, "bench_latency")
+    consumer = ctx.unique("lat")
+    fake_consumer(ctx, consumer, 1000)
+    listener = ctx.cluster.connect(autocommit=True)
+    rng = random.Random(7)
+    try:
+        listener.cursor().execute("LISTEN bench_seen")
+        create_consumer(ctx, consumer, 1000, 1, table="bench_latency")
+        deadline = time.monotonic() + 15
+        while not worker_pids(ctx, consumer):
+            if time.monotonic() > deadline:
+                raise BenchError("latency: the worker did not start")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        base = [json.loads(r.line) for r in records[:min(len(records), 50)]]
+        lat_ms, publish_ms = [], []
+        total = samples + warmup
+        for i in range(total):
+            rec = dict(base[i % len(base)])
+            rec["id"] = "lat-%06d" % i
+            body = b"[" + json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode() + b"]"
+            t0 = time.perf_counter()
+            ctx.admin.publish_raw(consumer, body)
+            tp = time.perf_counter()
+            seen = False
+            limit = t0 + 15
+            while not seen:
+                left = limit - time.perf_counter()
+                if left <= 0:
+                    raise BenchError("latency: record %s not visible after 15 s (status %s)"
+                                     % (rec["id"], status_row(ctx, consumer)))
+                r, _, _ = select.select([listener], [], [], left)
+                if r:
+                    listener.poll()
+                    while listener.notifies:
+                        note = listener.notifies.pop(0)
+                        if note.payload == rec["id"]:
+                            seen = True
+            t1 = time.perf_counter()
+            if i >= warmup:
+                lat_ms.append((t1 - t0) * 1000)
+                publish_ms.append((tp - t0) * 1000)
+            # Wait for the ack, then leave the worker in its next long poll for a while.
+            deadline = time.monotonic() + 15
+            while ctx.admin.stats(consumer)["acked"] < i + 1:
+                if time.monotonic() > deadline:
+                    raise BenchError("latency: record %s not acked" % rec["id"])
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.02, 0.07))
+    finally:
+        listener.close()
+        drop_consumer(ctx, consumer)
+    return {"samples": len(lat_ms), "warmup_excluded": warmup,
+            "method": "LISTEN/NOTIFY: AFTER INSERT OR UPDATE trigger on the target calls pg_notify(id), "
+                      "delivered at commit; clock from before the publish request to the notification",
+            "p50_ms": round(percentile(lat_ms, 50), 2), "p90_ms": round(percentile(lat_ms, 90), 2),
+            "p99_ms": round(percentile(lat_ms, 99), 2), "max_ms": round(max(lat_ms), 2),
+            "min_ms": round(min(lat_ms), 2), "publish_request_ms_p50": round(percentile(publish_ms, 50), 2)}
+
+
+# ------------------------------------------------------------------------------------------
+# memory: the worker's RSS before and after a long stream
+# ------------------------------------------------------------------------------------------
+
+def run_memory(ctx, records, total=1000000, chunk=50000, backlog=200000):
+    """One worker, batch 1000, `total` records (the workload repeated with rising updated_idx, so
+    every round updates every row).  Records are published in chunks while the worker runs,
+    keeping at most `backlog` outstanding, so the fake's memory stays bounded."""
+    reset_table(ctx)
+    consumer = ctx.unique("mem")
+    fake_consumer(ctx, consumer, 1000)
+    create_consumer(ctx, consumer, 1000, 1)
+    try:
+        deadline = time.monotonic() + 15
+        while not worker_pids(ctx, consumer):
+            if time.monotonic() > deadline:
+                raise BenchError("memory: the worker did not start")
+            time.sleep(0.05)
+        pid = worker_pids(ctx, consumer)[0]
+        time.sleep(1.5)          # started, connected, one empty long poll done
+        start = procstat.status_kb(pid)
+        gen = workload.bumped_lines(records, total)
+        published = 0
+        warm = None
+        samples = []
+        t0 = time.perf_counter()
+        last_sample = 0.0
+        acked = 0
+        last, last_change = -1, time.monotonic()
+        while acked < total:
+            st = ctx.admin.stats(consumer)
+            acked = st["acked"]
+            if published < total and st["outstanding"] < backlog:
+                lines = []
+                for line in gen:
+                    lines.append(line)
+                    if len(lines) == chunk:
+                        break
+                published += ctx.admin.publish_lines(consumer, lines)
+                continue
+            now = time.perf_counter()
+            if warm is None and acked >= min(100000, total):
+                warm = procstat.status_kb(pid)
+                warm["acked"] = acked
+            if now - last_sample > 0.5:
+                s = procstat.status_kb(pid)
+                samples.append((round(now - t0, 2), acked, s.get("VmRSS"), s.get("RssAnon")))
+                last_sample = now
+            if acked != last:
+                last, last_change = acked, time.monotonic()
+            elif time.monotonic() - last_change > STALL_S:
+                raise BenchError("memory: no progress (acked %d of %d, status %s)"
+                                 % (acked, total, status_row(ctx, consumer)))
+            time.sleep(POLL_S)
+        seconds = time.perf_counter() - t0
+        time.sleep(0.3)
+        end = procstat.status_kb(pid)
+        still_same = pid in worker_pids(ctx, consumer)
+        status = status_row(ctx, consumer)
+    finally:
+        drop_consumer(ctx, consumer)
+    anon = [s[3] for s in samples if s[3] is not None]
+    return {"records": total, "seconds": round(seconds, 2), "records_per_s": _rate(total, seconds),
+            "worker_pid": pid, "same_worker_throughout": still_same,
+            "start_kb": start, "after_100k_kb": warm, "end_kb": end,
+            "growth_kb": {k: end.get(k, 0) - start.get(k, 0) for k in ("VmRSS", "RssAnon")},
+            "growth_after_warmup_kb": ({k: end.get(k, 0) - warm.get(k, 0) for k in ("VmRSS", "RssAnon")}
+                                       if warm else None),
+            "rss_anon_max_kb": max(anon) if anon else None,
+            "samples": samples[::max(1, len(samples) // 40)],
+            "status": status}

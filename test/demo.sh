@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# test/demo.sh - a throwaway sequin_sync demo: what `make demo` runs after building and installing.
+#
+#   bash test/demo.sh          start (stopping a previous demo first)
+#   bash test/demo.sh stop     stop the server and the fake consumer, remove ./demo
+#
+# Starts, in ./demo inside the repo, a Postgres cluster with sequin_sync preloaded and the fake
+# Sequin consumer (test/fake_sequin.py) loaded with the sample records plus a few thousand
+# generated ones (Stripe customers and subscriptions, Salesforce contacts, HubSpot deals, with
+# updates and deletes, out of order); creates four tables, a consumer and its mappings through the
+# SQL API, shows the sync's progress, then a few synced rows and sequin_sync.status.
+# As root, the servers run as the ordinary user "sequin_test" (created if missing).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+demo="$repo/demo"
+bindir=$(pg_config --bindir)
+user=sequin_test
+consumer=demo
+token=demo-token
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+as_user() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u "$user" -- "$@"
+	else
+		"$@"
+	fi
+}
+
+psql_demo() {
+	PGCLIENTENCODING=UTF8 as_user "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -P pager=off \
+		-h "$(cat "$demo/socket_dir")" -p "$(cat "$demo/port")" -U postgres -d postgres "$@"
+}
+
+# Is pid (from our pid file) still the fake server we started?
+fake_alive() {
+	[ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q fake_sequin.py
+}
+
+stop_demo() {
+	[ -e "$demo" ] || return 0
+	if [ -f "$demo/data/postmaster.pid" ]; then
+		(cd "$demo" && as_user "$bindir/pg_ctl" -D "$demo/data" stop -m fast -w -t 30 >/dev/null 2>&1) ||
+			(cd "$demo" && as_user "$bindir/pg_ctl" -D "$demo/data" stop -m immediate -w >/dev/null 2>&1) || true
+	fi
+	if [ -f "$demo/fake.pid" ]; then
+		local pid
+		pid=$(cat "$demo/fake.pid")
+		if fake_alive "$pid"; then
+			kill "$pid" 2>/dev/null || true
+			for _ in $(seq 50); do fake_alive "$pid" || break; sleep 0.1; done
+			fake_alive "$pid" && kill -9 "$pid" 2>/dev/null || true
+		fi
+	fi
+	if [ -f "$demo/socket_dir" ]; then
+		local sock
+		sock=$(cat "$demo/socket_dir")
+		case "$sock" in /tmp/sequin_demo.*) rm -rf "$sock" ;; esac
+	fi
+	rm -rf "$demo"
+}
+
+if [ "${1:-start}" = stop ]; then
+	if [ -e "$demo" ]; then
+		stop_demo
+		say "demo stopped; ./demo removed."
+	else
+		say "no demo is running."
+	fi
+	exit 0
+fi
+[ "${1:-start}" = start ] || die "usage: bash test/demo.sh [start|stop]"
+
+[ -f "$(pg_config --sharedir)/extension/sequin_sync.control" ] ||
+	die "sequin_sync is not installed: run 'make demo' (or 'make && make install' as root) first."
+
+if [ -e "$demo" ]; then
+	say "Stopping the previous demo..."
+	stop_demo
+fi
+
+# --- a directory the server's user can write ------------------------------------------------
+mkdir -p "$demo"
+if [ "$(id -u)" -eq 0 ]; then
+	id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
+	chown "$user:" "$demo"
+	runuser -u "$user" -- test -w "$demo" ||
+		die "user $user cannot write $demo (a parent directory is not searchable by others?)"
+fi
+cd "$demo"
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+socket_dir="$demo"
+if [ ${#socket_dir} -gt 80 ]; then   # a unix socket path must stay under 108 bytes
+	socket_dir=$(mktemp -d /tmp/sequin_demo.XXXXXX)
+	if [ "$(id -u)" -eq 0 ]; then chown "$user:" "$socket_dir"; fi
+fi
+echo "$port" >port
+echo "$socket_dir" >socket_dir
+
+say "sequin_sync demo"
+say "  * generating records..."
+python3 "$repo/test/gen_records.py" --collection stripe:customer,stripe:subscription,salesforce:contact,hubspot:deal \
+	--count 3000 --versions 3 --delete-fraction 0.1 --slug-fraction 0.05 --seed 42 --shuffle --out generated.json
+python3 - "$repo/test/fixtures/sample_records.json" generated.json records.json <<'EOF'
+import json, random, sys
+records = json.load(open(sys.argv[1], encoding="utf-8")) + json.load(open(sys.argv[2], encoding="utf-8"))
+random.Random(7).shuffle(records)          # out of order: versions of one id arrive in any order
+with open(sys.argv[3], "w", encoding="utf-8") as f:
+    json.dump(records, f, ensure_ascii=False)
+EOF
+rm -f generated.json
+cp "$repo/test/fake_sequin.py" .
+if [ "$(id -u)" -eq 0 ]; then chown -R "$user:" "$demo"; fi
+total=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' records.json)
+
+say "  * starting the fake Sequin consumer with $total records..."
+# Detached (setsid): it outlives this script until `bash test/demo.sh stop`.  The pid file holds
+# the python process itself (sh execs it).
+runner=()
+if [ "$(id -u)" -eq 0 ]; then runner=(runuser -u "$user" --); fi
+# shellcheck disable=SC2016
+setsid "${runner[@]}" sh -c 'echo $$ >fake.pid; exec python3 fake_sequin.py --port 0 --port-file fake.port --quiet --consumer "$1" --publish records.json' \
+	sh "$consumer:$token" >fake.log 2>&1 </dev/null &
+for _ in $(seq 200); do [ -s fake.port ] && break; sleep 0.1; done
+[ -s fake.port ] || { cat fake.log >&2; die "the fake consumer did not start (see $demo/fake.log)"; }
+fake_port=$(cat fake.port)
+
+say "  * creating a Postgres cluster in ./demo (port $port)..."
+as_user "$bindir/initdb" -D "$demo/data" -U postgres -A trust --no-locale -E UTF8 --no-sync >initdb.log 2>&1 ||
+	{ cat initdb.log >&2; die "initdb failed"; }
+cat >>"$demo/data/postgresql.conf" <<EOF
+
+# sequin_sync demo
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$socket_dir'
+shared_preload_libraries = 'sequin_sync'
+sequin_sync.database = 'postgres'
+sequin_sync.backoff_max = '5s'
+max_worker_processes = 16
+EOF
+as_user "$bindir/pg_ctl" -D "$demo/data" -l "$demo/server.log" -w -t 60 start >/dev/null ||
+	{ tail -20 server.log >&2; die "the server did not start (see $demo/server.log)"; }
+
+say "  * creating tables, the consumer and its mappings..."
+psql_demo >/dev/null <<EOF
+CREATE EXTENSION sequin_sync;
+
+-- Stripe customers: soft deletes (a deleted customer stays, with deleted = true).
+CREATE TABLE stripe_customers (
+    id           text PRIMARY KEY,      -- Sequin's record id
+    upstream_id  text,                  -- cus_...  (a standard field)
+    updated_idx  bigint,
+    deleted      boolean,
+    name         text,                  -- data.name
+    email        text,                  -- data.email
+    balance      integer,               -- data.balance, in cents
+    currency     text,
+    created      timestamptz,           -- data.created, epoch seconds
+    metadata     jsonb,
+    city         text                   -- data.address.city
+);
+
+-- Stripe subscriptions: hard deletes (a deleted subscription's row goes away).
+CREATE TABLE stripe_subscriptions (
+    id                 text PRIMARY KEY,
+    upstream_id        text,
+    updated_idx        bigint,
+    customer           text,
+    status             text,
+    quantity           integer,
+    plan_amount        integer,         -- data.plan.amount
+    plan_interval      text,            -- data.plan.interval
+    current_period_end timestamptz
+);
+
+-- Salesforce contacts: PascalCase fields land in snake_case columns.
+CREATE TABLE salesforce_contacts (
+    id             text PRIMARY KEY,
+    upstream_id    text,
+    updated_idx    bigint,
+    deleted        boolean,
+    first_name     text,                -- data.FirstName
+    last_name      text,
+    email          text,
+    title          text,
+    mailing_city   text,                -- data.MailingAddress.city
+    annual_revenue numeric,             -- data.AnnualRevenue__c (20 digits)
+    score          numeric              -- data.Score__c
+);
+
+-- HubSpot deals: everything is under data.properties.
+CREATE TABLE hubspot_deals (
+    id          text PRIMARY KEY,
+    updated_idx bigint,
+    deleted     boolean,
+    dealname    text,
+    amount      numeric,                -- a string in the API: "1500000.50"
+    dealstage   text,
+    closedate   timestamptz
+);
+
+BEGIN;   -- one transaction: the workers start when it commits, with every mapping in place
+SELECT sequin_sync.create_consumer('$consumer', 'http://127.0.0.1:$fake_port/v1/http-consumers/$consumer', '$token',
+                                   batch_size => 500, wait_for => '2 seconds', workers => 2);
+SELECT sequin_sync.map_collection('$consumer', 'stripe:customer', 'stripe_customers',
+                                  columns => '{"city": "data.address.city"}');
+SELECT sequin_sync.map_collection('$consumer', 'stripe:subscription', 'stripe_subscriptions', delete_mode => 'hard',
+                                  columns => '{"plan_amount": "data.plan.amount", "plan_interval": "data.plan.interval"}');
+SELECT sequin_sync.map_collection('$consumer', 'salesforce:contact', 'salesforce_contacts',
+                                  columns => '{"mailing_city": "data.MailingAddress.city",
+                                               "annual_revenue": "data.AnnualRevenue__c", "score": "data.Score__c"}');
+SELECT sequin_sync.map_collection('$consumer', 'hubspot:deal', 'hubspot_deals',
+                                  columns => '{"dealname": "data.properties.dealname", "amount": "data.properties.amount",
+                                               "dealstage": "data.properties.dealstage", "closedate": "data.properties.closedate"}');
+COMMIT;
+EOF
+
+# --- progress: one line a second until the fake has every message acknowledged ---------------
+say "  * syncing ($total records, 2 workers):"
+fake_outstanding() {
+	python3 -c 'import json, sys, urllib.request
+print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))["outstanding"])' \
+		"http://127.0.0.1:$fake_port/admin/consumers/$consumer/stats" 2>/dev/null || echo "?"
+}
+synced=no
+for i in $(seq 120); do
+	line=$(psql_demo -A -t -F ' ' -c "SELECT state, received, inserted + updated + deleted, skipped, dead_lettered,
+		acked, COALESCE(pending::text, '-') FROM sequin_sync.status WHERE consumer = '$consumer'")
+	outstanding=$(fake_outstanding)
+	read -r state received applied skipped parked acked pending <<<"$line"
+	printf '    %3ss  %-8s received %5s  applied %5s  skipped %5s  parked %s  acked %5s  pending %s\n' \
+		"$i" "$state" "$received" "$applied" "$skipped" "$parked" "$acked" "$pending"
+	if [ "$outstanding" = 0 ] && [ "$state" = idle ]; then
+		synced=yes
+		break
+	fi
+	sleep 1
+done
+if [ $synced = yes ]; then
+	say "  * synced: every record is applied and acknowledged."
+else
+	say "  * not fully synced after 2 minutes; see sequin_sync.status.last_error and $demo/server.log"
+fi
+
+# --- what landed --------------------------------------------------------------------------------
+say
+say "A few synced rows:"
+psql_demo <<'EOF'
+\pset footer off
+SELECT 'stripe_customers' AS "table", count(*) AS rows, count(*) FILTER (WHERE deleted) AS "soft-deleted"
+  FROM stripe_customers
+UNION ALL SELECT 'stripe_subscriptions (hard deletes)', count(*), NULL FROM stripe_subscriptions
+UNION ALL SELECT 'salesforce_contacts', count(*), count(*) FILTER (WHERE deleted) FROM salesforce_contacts
+UNION ALL SELECT 'hubspot_deals', count(*), count(*) FILTER (WHERE deleted) FROM hubspot_deals;
+\echo stripe_customers
+SELECT upstream_id, name, email, balance, currency, created::date, metadata->>'tier' AS tier, deleted
+  FROM stripe_customers ORDER BY updated_idx DESC LIMIT 4;
+\echo stripe_subscriptions
+SELECT upstream_id, customer, status, quantity, plan_amount, plan_interval, current_period_end::date
+  FROM stripe_subscriptions ORDER BY updated_idx DESC LIMIT 4;
+\echo salesforce_contacts
+SELECT first_name, last_name, email, title, mailing_city, annual_revenue, score
+  FROM salesforce_contacts ORDER BY updated_idx DESC LIMIT 4;
+\echo hubspot_deals
+SELECT dealname, amount, dealstage, closedate::date, deleted
+  FROM hubspot_deals ORDER BY closedate IS NULL, updated_idx DESC LIMIT 4;
+\echo sequin_sync.status
+SELECT consumer, state, workers, received, inserted, updated, deleted, skipped, dead_lettered, acked, pending
+  FROM sequin_sync.status;
+EOF
+
+psql_cmd=psql
+command -v psql >/dev/null 2>&1 || psql_cmd="$bindir/psql"
+say "The demo is running."
+say "  connect:  $psql_cmd -h $socket_dir -p $port -U postgres postgres"
+say "            (or: $psql_cmd -h 127.0.0.1 -p $port -U postgres postgres)"
+say "  try:      SELECT * FROM sequin_sync.status;  SELECT * FROM sequin_sync.dead_letters;"
+say "  more:     publish records to the fake consumer (JSON array) with"
+say "            curl -X POST --data-binary @FILE http://127.0.0.1:$fake_port/admin/consumers/$consumer/publish"
+say "  logs:     $demo/server.log"
+say "  stop:     bash test/demo.sh stop"
