@@ -266,4 +266,43 @@ EndpointHost(std::string_view url, std::string *host) noexcept
 	}
 }
 
+bool
+EndpointHostAllowed(std::string_view url, std::string_view allowed) noexcept
+{
+	try {
+		bool any_entry = false;
+		std::string host;
+		bool have_host = EndpointHost(url, &host);
+		size_t start = 0;
+		while (start <= allowed.size()) {
+			size_t comma = allowed.find(',', start);
+			if (comma == std::string_view::npos)
+				comma = allowed.size();
+			std::string entry(allowed.substr(start, comma - start));
+			start = comma + 1;
+			/* trim and lower-case */
+			size_t b = entry.find_first_not_of(" \t");
+			size_t e = entry.find_last_not_of(" \t");
+			entry = b == std::string::npos ? std::string() : entry.substr(b, e - b + 1);
+			for (char &c : entry)
+				c = AsciiLower(c);
+			if (entry.empty())
+				continue;
+			any_entry = true;
+			if (!have_host)
+				continue;
+			if (entry == host)
+				return true;
+			if (entry.rfind("*.", 0) == 0)
+				entry.erase(0, 1);
+			if (entry[0] == '.' && host.size() > entry.size() &&
+				host.compare(host.size() - entry.size(), entry.size(), entry) == 0)
+				return true;
+		}
+		return !any_entry;
+	} catch (...) {
+		return false;
+	}
+}
+
 } /* namespace sequin_sync */

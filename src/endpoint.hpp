@@ -47,6 +47,14 @@ bool ValidateEndpoint(std::string_view url, std::string *normalized, std::string
  */
 bool EndpointHost(std::string_view url, std::string *host) noexcept;
 
+/*
+ * Whether a URL's host is in allowed, a comma-separated list of host names or addresses
+ * (case-insensitive; "*.example.com" or ".example.com" also allows every subdomain).  An empty
+ * list allows every host.  The host is compared as written in the URL: a name that resolves to
+ * another address is not caught here.
+ */
+bool EndpointHostAllowed(std::string_view url, std::string_view allowed) noexcept;
+
 } /* namespace sequin_sync */
 
 #endif /* SEQUIN_SYNC_ENDPOINT_HPP */

@@ -21,6 +21,8 @@ int poll_margin_ms = 15000;
 int max_response_size_kb = 64 * 1024;
 int backoff_max_ms = 60000;
 char *ca_file = nullptr;
+char *allowed_hosts = nullptr;
+int apply_lock_timeout_ms = 10000;
 
 void
 DefineSettings(bool preloaded)
@@ -64,6 +66,18 @@ DefineSettings(bool preloaded)
 							   "CA bundle used to verify consumers' TLS certificates.",
 							   "Empty uses the system's. Certificates are always verified.",
 							   &ca_file, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+
+	DefineCustomStringVariable("sequin_sync.allowed_hosts",
+							   "Hosts that consumer endpoints may name, comma-separated; empty allows any.",
+							   "Entries are host names or addresses; *.example.com allows subdomains. Checked by "
+							   "create_consumer and alter_consumer, and again before every connection.",
+							   &allowed_hosts, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+
+	DefineCustomIntVariable("sequin_sync.lock_timeout",
+							"How long a worker's batch waits for a lock before it is rolled back and retried.",
+							"A batch that cannot lock its target table in time is nacked and retried after a backoff. 0 waits forever.",
+							&apply_lock_timeout_ms, 10000, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS,
+							nullptr, nullptr, nullptr);
 
 	MarkGUCPrefixReserved("sequin_sync");
 	(void) preloaded;

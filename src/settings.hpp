@@ -20,6 +20,10 @@ extern int max_response_size_kb;
 extern int backoff_max_ms;
 /* CA bundle for TLS verification; empty = the system's. */
 extern char *ca_file;
+/* Hosts endpoints may name (comma-separated); empty = any. */
+extern char *allowed_hosts;
+/* lock_timeout of the workers' apply transactions, in milliseconds (0 = none). */
+extern int apply_lock_timeout_ms;
 
 void DefineSettings(bool preloaded);
 

@@ -46,6 +46,7 @@ PG_FUNCTION_INFO_V1(sequin_sync_prune_tombstones);
 #include "apply.hpp"
 #include "catalog.hpp"
 #include "mapping.hpp"
+#include "settings.hpp"
 #include "shmem.hpp"
 
 using namespace sequin_sync;
@@ -71,6 +72,25 @@ CheckConsumerName(const char *name)
 				 errmsg("invalid consumer name \"%s\"", name),
 				 errdetail("A consumer name has 1 to 63 letters, digits, underscores, hyphens or dots, and starts with a letter or digit."),
 				 errhint("Choose a name such as \"stripe_prod\".")));
+}
+
+/* An endpoint outside sequin_sync.allowed_hosts is refused, so no role can point a worker anywhere. */
+void
+CheckAllowedHost(const char *url)
+{
+	if (EndpointHostAllowed(url, allowed_hosts ? allowed_hosts : ""))
+		return;
+	char host[1024] = "";
+	{
+		std::string h;
+		if (EndpointHost(url, &h))
+			strlcpy(host, h.c_str(), sizeof(host));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("endpoint host \"%s\" is not allowed", host),
+			 errdetail("sequin_sync.allowed_hosts is \"%s\".", allowed_hosts),
+			 errhint("Ask a superuser to add the host to sequin_sync.allowed_hosts.")));
 }
 
 /*
@@ -112,6 +132,7 @@ CheckEndpoint(const char *url)
 					 errdetail("The endpoint is not a usable consumer URL: %s.", reason),
 					 errhint("Pass the API token as the token argument, not in the URL.")));
 	}
+	CheckAllowedHost(normalized);
 	return pstrdup(normalized);
 }
 

@@ -16,6 +16,7 @@
  * the heap; this file holds only its pointer and plain values, so an error that longjmps out of
  * the apply transaction (caught below, as autovacuum does) skips no destructor.
  */
+#include "endpoint.hpp"
 #include "pull_session.hpp"
 
 extern "C" {
@@ -107,6 +108,15 @@ void
 SetError(WorkerState state, const char *message)
 {
 	SetSlotState(my_slot, state, message);
+}
+
+/* A batch waits at most sequin_sync.lock_timeout for a lock (a locked target is retried later). */
+void
+SetLockTimeout()
+{
+	char value[32];
+	snprintf(value, sizeof(value), "%d", apply_lock_timeout_ms);
+	SetConfigOption("lock_timeout", value, PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 /* Loads the consumer's row in a short transaction. */
@@ -324,6 +334,7 @@ sequin_sync_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(database_name, nullptr, 0);
+	SetLockTimeout();
 	/* The PGPROC's latch: in shared memory, so backends can set it. */
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	WorkerSlot *slot = &shared->slots[my_slot];
@@ -361,6 +372,7 @@ sequin_sync_worker_main(Datum arg)
 		if (ConfigReloadPending) {
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			SetLockTimeout();
 			delete session;
 			session = nullptr;
 		}
@@ -372,6 +384,11 @@ sequin_sync_worker_main(Datum arg)
 				/* Paused, dropped or fewer workers: the launcher stops this worker. */
 				SetSlotState(my_slot, WorkerState::Idle, nullptr);
 				Sleep(1000);
+				continue;
+			}
+			if (!EndpointHostAllowed(config.endpoint, allowed_hosts ? allowed_hosts : "")) {
+				SetError(WorkerState::Error, "the endpoint's host is not in sequin_sync.allowed_hosts");
+				Sleep(backoff_max_ms);
 				continue;
 			}
 			session = NewSession(error, sizeof(error));

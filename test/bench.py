@@ -160,9 +160,18 @@ def cpu_cols(run):
     main_role = "sequin_sync worker" if run["system"] == "sequin_sync" else "client backend"
     main = pg.get(main_role, 0.0)
     other = sum(v for k, v in pg.items() if k != main_role)
+    faults = c.get("postgres_minor_faults", {}).get(main_role, 0)
     return ("%d%%" % round(100 * main / wall), "%d%%" % round(100 * other / wall),
             "%d%%" % round(100 * c["fake_consumer"] / wall), "%d%%" % round(100 * c["bench_python"] / wall),
-            "%d%%" % round(c["machine_busy_pct"] or 0))
+            "%d%%" % round(100 * c.get("others", 0) / wall), "%d%%" % round(c["machine_busy_pct"] or 0),
+            "%.1f" % (faults / max(run["records"], 1)))
+
+
+def cpu_per_record_us(run):
+    """CPU spent on our side per record: every postgres process plus this script (which is the
+    external worker, or only the driver); the fake consumer stands for Sequin and is excluded."""
+    c = run["cpu"]
+    return 1e6 * (sum(c["postgres"].values()) + c["bench_python"]) / max(run["records"], 1)
 
 
 def render(res):
@@ -173,6 +182,8 @@ def render(res):
     out.append("machine:   nproc %d, %s, %.1f GiB RAM, Linux %s; %s" % (
         m["nproc"], m["cpu_model"], m["mem_gib"], m["kernel"], res["postgres"]["version"]))
     out.append("server:    " + ", ".join("%s=%s" % (k, v) for k, v in res["postgres"]["settings"].items()))
+    if res.get("server_env"):
+        out.append("server env: " + " ".join("%s=%s" % kv for kv in res["server_env"].items()))
     out.append("workload:  %s records = %s ids x 2 versions (%s inserts, then %s updates), %s, ~%d B/record JSON, "
                "13-column table; batches of %d" % (
                    fmt_int(w["records"]), fmt_int(w["ids"]), fmt_int(w["ids"]), fmt_int(w["records"] - w["ids"]),
@@ -192,10 +203,15 @@ def render(res):
                          "the fake is NOT the bottleneck" if (f["next_ms_p50"] + f["ack_ms_p50"]) < 0.25 * per_batch
                          else "WARNING: the fake is a significant share of the time"))
         out.append(line)
+    load = res.get("machine_load")
+    if load and load["busy_pct"] > 10:
+        out.append("WARNING:   the machine was not idle before the benchmark (%.0f%% of all CPUs busy): %s. Results "
+                   "are distorted; see the 'others' column." % (load["busy_pct"], "; ".join(
+                       "%s (%d%% of a core)" % (cmd or pid, pct) for pid, pct, cmd in load["top"]) or "?"))
     out.append("")
-    hdr = ("%-44s %7s %6s %10s %8s %10s %7s  %6s %6s %5s %6s %5s  %s" %
-           ("system", "workers", "batch", "records", "seconds", "records/s", "x ceil", "apply", "oth.pg", "fake",
-            "python", "busy", "check"))
+    hdr = ("%-44s %7s %5s %9s %8s %9s %6s %8s  %5s %6s %4s %6s %6s %4s %7s  %s" %
+           ("system", "workers", "batch", "records", "seconds", "records/s", "x ceil", "CPU us/r", "apply", "oth.pg",
+            "fake", "python", "others", "busy", "flt/rec", "check"))
     out.append(hdr)
     out.append("-" * len(hdr))
     ceiling = next((r for r in res["runs"] if r["name"] == "ceiling"), None)
@@ -206,17 +222,25 @@ def render(res):
             chk += ", content differs from ceiling"
         elif ceiling and r is not ceiling:
             chk += ", same content as ceiling"
-        out.append("%-44s %7d %6d %10s %8.2f %10s %7s  %6s %6s %5s %6s %5s  %s" % (
+        out.append("%-44s %7d %5d %9s %8.2f %9s %6s %8.0f  %5s %6s %4s %6s %6s %4s %7s  %s" % (
             (r["label"], r["workers"], r["batch_size"], fmt_int(r["records"]), r["seconds"],
-             fmt_int(r["records_per_s"]), ratio) + cpu_cols(r) + (chk,)))
+             fmt_int(r["records_per_s"]), ratio, cpu_per_record_us(r)) + cpu_cols(r) + (chk,)))
+    out.append("  CPU us/r = CPU microseconds per record on our side (all postgres processes + this script, which is "
+               "the external worker; not the fake, which stands for Sequin): independent of other load.")
     out.append("  apply = CPU of the process(es) doing the upserts (sequin_sync workers, or the client backend), "
                "oth.pg = other postgres processes (walwriter, checkpointer, ...),")
-    out.append("  fake = fake consumer process, python = this script (the external worker runs in it), busy = whole "
-               "machine; CPU as %% of one core, busy as %% of all %d cores." % m["nproc"])
+    out.append("  fake = fake consumer process, python = this script (the external worker runs in it), others = processes "
+               "outside the benchmark, busy = whole machine;")
+    out.append("  CPU as %% of one core, busy as %% of all %d cores; flt/rec = minor page faults of the apply "
+               "process(es) per record." % m["nproc"])
     rt = res.get("ratios") or {}
     if rt:
         out.append("")
         out.append("ratios (throughput): " + ", ".join("%s = %.2f" % (k, v) for k, v in rt.items()))
+    cr = res.get("cpu_cost_relative_to_sequin_sync") or {}
+    if cr:
+        out.append("CPU per record relative to sequin_sync (>1: costs more than sequin_sync): " +
+                   ", ".join("%s = %.2f" % (k, v) for k, v in cr.items()))
     lat = res.get("latency")
     if lat:
         out.append("")
@@ -266,6 +290,11 @@ def parse_args(argv):
                     help="where to write the results (default: bench-results.json in the repository root)")
     ap.add_argument("--perf", metavar="FILE", help="record `perf record -a -g` (cpu-clock) during the main "
                                                    "sequin_sync run into FILE")
+    ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment variable for the server (repeatable), e.g. for experiments "
+                         "GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra postgresql.conf setting (repeatable)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
     args = ap.parse_args(argv)
@@ -277,6 +306,9 @@ def parse_args(argv):
         args.skip_memory = True
     if args.records < 2:
         ap.error("--records must be at least 2")
+    for kv in args.server_env + args.set:
+        if "=" not in kv:
+            ap.error("expected NAME=VALUE, got %r" % kv)
     return args
 
 
@@ -305,7 +337,19 @@ def main(argv=None):
                        "bytes_per_record": round(sum(len(r.line) for r in records) / len(records)),
                        "batch_size": batch, "table_columns": len(workload.COLUMNS), "seed": args.seed}
 
-    cluster = pgcluster.Cluster(SERVER_SETTINGS, keep=args.keep)
+    import procstat
+    busy, top = procstat.busy_processes(1.0)
+    res["machine_load"] = {"busy_pct": busy, "top": top}
+    if busy > 10:
+        log("WARNING: the machine is busy before the benchmark (%.0f%% of all CPUs): %s"
+            % (busy, "; ".join("%s %d%%" % (cmd[:60], pct) for _, pct, cmd in top)))
+    settings = dict(SERVER_SETTINGS)
+    for kv in args.set:
+        k, v = kv.split("=", 1)
+        settings[k] = v
+    server_env = dict(kv.split("=", 1) for kv in args.server_env)
+    res["server_env"] = server_env
+    cluster = pgcluster.Cluster(settings, keep=args.keep, env=server_env)
     fake = None
     admin = None
     conn = None
@@ -320,8 +364,8 @@ def main(argv=None):
         systems.setup_database(ctx)
         version = ctx.sql("SHOW server_version")[0][0]
         shown = {}
-        for k in ("shared_buffers", "max_wal_size", "checkpoint_timeout", "fsync", "synchronous_commit",
-                  "full_page_writes", "wal_level", "max_worker_processes"):
+        for k in ["shared_buffers", "max_wal_size", "checkpoint_timeout", "fsync", "synchronous_commit",
+                  "full_page_writes", "wal_level", "max_worker_processes"] + [kv.split("=", 1)[0] for kv in args.set]:
             shown[k] = ctx.sql("SHOW %s" % k)[0][0]
         res["postgres"] = {"version": "PostgreSQL " + version, "settings": shown, "data_dir": cluster.dir}
 
@@ -332,6 +376,7 @@ def main(argv=None):
 
         def add(run, label):
             run["label"] = label
+            run["cpu_us_per_record"] = round(cpu_per_record_us(run), 1)
             runs.append(run)
             log("%-40s %8.2f s  %10s records/s  %s" % (label, run["seconds"], fmt_int(run["records_per_s"]),
                                                        "ok" if run["check"]["ok"] else "CHECK FAILED"))
@@ -367,6 +412,12 @@ def main(argv=None):
             ratios["sequin_sync / external batched"] = main_run["records_per_s"] / ext_b["records_per_s"]
             ratios["sequin_sync / external per-record"] = main_run["records_per_s"] / ext_r["records_per_s"]
         res["ratios"] = {k: round(v, 2) for k, v in ratios.items()}
+        # CPU per record relative to sequin_sync: robust when other processes share the machine.
+        cpu_ratios = {"ceiling": ceiling["cpu_us_per_record"] / main_run["cpu_us_per_record"]}
+        if ext_b:
+            cpu_ratios["external batched"] = ext_b["cpu_us_per_record"] / main_run["cpu_us_per_record"]
+            cpu_ratios["external per-record"] = ext_r["cpu_us_per_record"] / main_run["cpu_us_per_record"]
+        res["cpu_cost_relative_to_sequin_sync"] = {k: round(v, 2) for k, v in cpu_ratios.items()}
         if not args.skip_scaling:
             res["scaling"] = {
                 "workers": {str(r["workers"]): r["records_per_s"] for r in runs

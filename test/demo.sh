@@ -17,7 +17,7 @@ demo="$repo/demo"
 bindir=$(pg_config --bindir)
 user=sequin_test
 consumer=demo
-token=demo-token
+token="demo-token"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -52,7 +52,7 @@ stop_demo() {
 		if fake_alive "$pid"; then
 			kill "$pid" 2>/dev/null || true
 			for _ in $(seq 50); do fake_alive "$pid" || break; sleep 0.1; done
-			fake_alive "$pid" && kill -9 "$pid" 2>/dev/null || true
+			if fake_alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
 		fi
 	fi
 	if [ -f "$demo/socket_dir" ]; then

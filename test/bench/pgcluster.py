@@ -51,9 +51,10 @@ def as_tester(cmd):
 class Cluster:
     """initdb + pg_ctl start in a temporary directory; connect() gives psycopg2 connections."""
 
-    def __init__(self, settings, keep=False):
+    def __init__(self, settings, keep=False, env=None):
         self.settings = settings          # dict of postgresql.conf settings (strings)
         self.keep = keep
+        self.env = env or {}              # extra environment of the server (e.g. GLIBC_TUNABLES)
         self.bindir = pg_config("--bindir")
         self.dir = None
         self.port = None
@@ -90,8 +91,9 @@ class Cluster:
             f.write("\n# sequin_sync benchmark\n")
             for k, v in conf.items():
                 f.write("%s = %s\n" % (k, v))
-        r = subprocess.run(as_tester([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
-                                      "-w", "-t", "60", "start"]),
+        env_prefix = ["env"] + ["%s=%s" % kv for kv in sorted(self.env.items())] if self.env else []
+        r = subprocess.run(as_tester(env_prefix + [os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-l",
+                                                   self.logfile, "-w", "-t", "60", "start"]),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if r.returncode != 0:
             raise RuntimeError("the server did not start: %s\n%s" % (r.stderr.strip(), self.log_tail()))

@@ -7,6 +7,7 @@ the cores went during a run.
 """
 
 import os
+import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -26,6 +27,14 @@ def cpu_seconds(pid):
     except (OSError, ValueError):
         return 0.0
     return (int(f[11]) + int(f[12])) / CLK_TCK
+
+
+def minor_faults(pid):
+    """Minor page faults of a process so far (0 when it is gone)."""
+    try:
+        return int(_stat_fields(pid)[7])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def ppid(pid):
@@ -94,9 +103,9 @@ def status_kb(pid, keys=("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM")):
 
 class CpuSnapshot:
     def __init__(self, postmaster_pid, fake_pid):
-        self.procs = {}                       # pid -> (role, cpu seconds)
+        self.procs = {}                       # pid -> (role, cpu seconds, minor faults)
         for pid in children(postmaster_pid):
-            self.procs[pid] = (postgres_role(cmdline(pid)), cpu_seconds(pid))
+            self.procs[pid] = (postgres_role(cmdline(pid)), cpu_seconds(pid), minor_faults(pid))
         self.fake = cpu_seconds(fake_pid) if fake_pid else 0.0
         t = os.times()
         self.me = t.user + t.system
@@ -105,16 +114,49 @@ class CpuSnapshot:
     def diff(self, before, wall, ncpu):
         """CPU seconds per role between `before` and this snapshot, plus the machine's busy share."""
         roles = {}
-        for pid, (role, sec) in self.procs.items():
-            base = before.procs.get(pid, (role, 0.0))[1]
+        faults = {}
+        for pid, (role, sec, flt) in self.procs.items():
+            _, base, base_flt = before.procs.get(pid, (role, 0.0, 0))
             roles[role] = roles.get(role, 0.0) + max(sec - base, 0.0)
+            faults[role] = faults.get(role, 0) + max(flt - base_flt, 0)
         busy = self.busy - before.busy
         total = self.total - before.total
+        ours = sum(roles.values()) + (self.fake - before.fake) + (self.me - before.me)
         return {
             "postgres": {k: round(v, 2) for k, v in sorted(roles.items())},
+            "postgres_minor_faults": dict(sorted(faults.items())),
             "fake_consumer": round(self.fake - before.fake, 2),
             "bench_python": round(self.me - before.me, 2),
             "machine_busy_pct": round(100.0 * busy / total, 1) if total else None,
+            # CPU used by processes outside the benchmark (other work on the machine).
+            "others": round(max(busy / CLK_TCK - ours, 0.0), 2),
             "wall": round(wall, 3),
             "ncpu": ncpu,
         }
+
+
+def all_cpu():
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            out[int(name)] = cpu_seconds(int(name))
+    return out
+
+
+def busy_processes(interval=1.0, exclude=(), top=5):
+    """Processes that used CPU during `interval` seconds: (machine busy %, [(pid, % of one core,
+    command), ...]) - to warn when the machine is not idle before a benchmark."""
+    b0, t0 = machine_jiffies()
+    c0 = all_cpu()
+    time.sleep(interval)
+    b1, t1 = machine_jiffies()
+    c1 = all_cpu()
+    procs = []
+    for pid, sec in c1.items():
+        if pid in exclude or pid == os.getpid():
+            continue
+        d = sec - c0.get(pid, sec)
+        if d > 0.02 * interval:
+            procs.append((pid, round(100 * d / interval), cmdline(pid)[:100]))
+    procs.sort(key=lambda p: -p[1])
+    return (round(100.0 * (b1 - b0) / (t1 - t0), 1) if t1 > t0 else 0.0), procs[:top]

@@ -212,6 +212,23 @@ Client(const std::string &scenario, const HttpSettings &settings = HttpSettings(
 /* ---- tests ---- */
 
 void
+TestEndpointHostAllowed()
+{
+	CHECK(EndpointHostAllowed("https://api.sequin.io/v1/http-consumers/a", ""));
+	CHECK(EndpointHostAllowed("https://API.Sequin.io/v1/http-consumers/a", "api.sequin.io"));
+	CHECK(EndpointHostAllowed("http://localhost:9/x", "127.0.0.1, localhost"));
+	CHECK(!EndpointHostAllowed("http://evil.example/x", "127.0.0.1, localhost"));
+	CHECK(EndpointHostAllowed("https://eu.api.sequin.io/x", "*.sequin.io"));
+	CHECK(EndpointHostAllowed("https://eu.api.sequin.io/x", ".sequin.io"));
+	CHECK(!EndpointHostAllowed("https://sequin.io/x", "*.sequin.io"));
+	CHECK(!EndpointHostAllowed("https://notsequin.io/x", "*.sequin.io"));
+	CHECK(!EndpointHostAllowed("https://sequin.io.evil.example/x", "sequin.io"));
+	CHECK(EndpointHostAllowed("http://[::1]:8/x", "[::1]"));
+	CHECK(EndpointHostAllowed("http://10.0.0.1/x", " , "));
+	CHECK(!EndpointHostAllowed("not a url", "localhost"));
+}
+
+void
 TestValidateEndpoint()
 {
 	struct Good {
@@ -775,6 +792,7 @@ main(int argc, char **argv)
 	}
 
 	TestValidateEndpoint();
+	TestEndpointHostAllowed();
 	TestOutcomeNames();
 
 	if (argc == 3 && strcmp(argv[1], "--port") == 0)
