@@ -70,6 +70,14 @@ SELECT sequin_sync.map_collection('c', 'stripe:invoice', 'accounts');
 SELECT sequin_sync.retry_dead_letters('c');
 SELECT id FROM accounts ORDER BY id;
 
+-- the same bad record parked again (a duplicate, a redelivery) keeps one row and counts attempts
+DELETE FROM sequin_sync.dead_letters;
+SELECT * FROM sequin_sync.apply('c', '[{"id": "twice", "collection_id": "items", "updated_idx": "x"},
+	{"id": "twice", "collection_id": "items", "updated_idx": "x"}]');
+SELECT * FROM sequin_sync.apply('c', '[{"id": "twice", "collection_id": "items", "updated_idx": "x"}]');
+SELECT record->>'id' AS id, attempts FROM sequin_sync.dead_letters;
+DELETE FROM sequin_sync.dead_letters;
+
 -- a mapping whose table is dropped parks its records instead of failing the batch
 CREATE TABLE doomed (id text PRIMARY KEY, updated_idx bigint, deleted boolean);
 SELECT sequin_sync.map_collection('c', 'doomed', 'doomed');

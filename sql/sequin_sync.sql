@@ -75,12 +75,15 @@ CREATE TABLE sequin_sync.dead_letters (
 	collection      text,
 	record          jsonb,
 	record_text     text,
+	record_hash     text        NOT NULL,
 	error           text        NOT NULL,
 	sqlstate        text        NOT NULL,
 	attempts        integer     NOT NULL DEFAULT 1,
 	first_failed_at timestamptz NOT NULL DEFAULT now(),
 	failed_at       timestamptz NOT NULL DEFAULT now(),
-	CHECK (record IS NOT NULL OR record_text IS NOT NULL)
+	CHECK (record IS NOT NULL OR record_text IS NOT NULL),
+	-- the same record parked again (a redelivery) updates its row instead of adding one
+	UNIQUE (consumer, record_hash)
 );
 CREATE INDEX ON sequin_sync.dead_letters (consumer, id);
 

@@ -54,7 +54,7 @@ CREATE FUNCTION worker_pids(consumer text) RETURNS SETOF integer LANGUAGE sql AS
 $$;
 
 SELECT fake('consumer w w-secret-token 2000') ->> 'id' AS fake_consumer;
-CREATE TABLE customers (id text PRIMARY KEY, updated_idx bigint, deleted boolean, email text);
+CREATE TABLE customers (id text PRIMARY KEY, updated_idx bigint, deleted boolean, email text, data jsonb);
 SELECT sequin_sync.create_consumer('w', endpoint('w'), 'w-secret-token', batch_size => 50, wait_for => '1 second');
 SELECT sequin_sync.map_collection('w', 'stripe:customer', 'customers');
 
@@ -115,6 +115,15 @@ SELECT publish('w', jsonb_build_array(rec('h', 1, 'fine'),
 SELECT wait_until($$(SELECT count(*) FROM sequin_sync.dead_letters) = 2 AND (fake('stats w') ->> 'outstanding')::int = 0$$);
 SELECT collection, error FROM sequin_sync.dead_letters ORDER BY id;
 SELECT wait_until($$(SELECT dead_lettered FROM sequin_sync.status) = 2$$);
+
+-- hostile records, byte for byte as a server could send them: each is parked or stored exactly
+DELETE FROM sequin_sync.dead_letters;
+SELECT fake('publish-file w ' || current_setting('sequin_sync_test.dir') || '/test/fixtures/hostile_records.json') ->> 'published' AS published;
+SELECT wait_until($$(SELECT count(*) FROM sequin_sync.dead_letters) = 6 AND (fake('stats w') ->> 'outstanding')::int = 0$$);
+SELECT COALESCE(record ->> 'id', record_text) AS record, record IS NULL AS kept_as_text, error
+FROM sequin_sync.dead_letters ORDER BY id;
+SELECT id, email, data ->> 'big' AS big, data ->> 'tiny' AS tiny FROM customers
+WHERE id IN ('duplicate-keys', 'big-numbers', 'unicode') ORDER BY id;
 
 -- SIGTERM ends a worker within a second, even in the middle of a long poll
 SELECT sequin_sync.alter_consumer('w', wait_for => '5 minutes');

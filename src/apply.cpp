@@ -777,11 +777,17 @@ DeadLetterStep(void *p)
 	if (r->collection == nullptr)
 		nulls[1] = 'n';
 	SpiExecCached(a->as_jsonb
-				? "INSERT INTO sequin_sync.dead_letters (consumer, collection, record, error, sqlstate) "
-				  "VALUES ($1, $2, $3::pg_catalog.jsonb, $4, $5)"
-				: "INSERT INTO sequin_sync.dead_letters (consumer, collection, record_text, error, sqlstate) "
-				  "VALUES ($1, $2, $3, $4, $5)",
-			5, argtypes, values, nulls, false, 0);
+					  ? "INSERT INTO sequin_sync.dead_letters AS d (consumer, collection, record, record_hash, error, sqlstate) "
+						"VALUES ($1, $2, $3::pg_catalog.jsonb, pg_catalog.md5($3), $4, $5) "
+						"ON CONFLICT (consumer, record_hash) DO UPDATE SET collection = EXCLUDED.collection, "
+						"error = EXCLUDED.error, sqlstate = EXCLUDED.sqlstate, attempts = d.attempts + 1, "
+						"failed_at = pg_catalog.now()"
+					  : "INSERT INTO sequin_sync.dead_letters AS d (consumer, collection, record_text, record_hash, error, sqlstate) "
+						"VALUES ($1, $2, $3, pg_catalog.md5($3), $4, $5) "
+						"ON CONFLICT (consumer, record_hash) DO UPDATE SET collection = EXCLUDED.collection, "
+						"error = EXCLUDED.error, sqlstate = EXCLUDED.sqlstate, attempts = d.attempts + 1, "
+						"failed_at = pg_catalog.now()",
+				  5, argtypes, values, nulls, false, 0);
 }
 
 } /* namespace */

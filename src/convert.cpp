@@ -23,6 +23,8 @@ extern "C" {
 #include "utils/float.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
+#include "miscadmin.h"
 #include "utils/timestamp.h"
 }
 
@@ -93,6 +95,100 @@ EpochValue(const MappedColumn *col, const json::Node *value)
 	if (col->is_domain)
 		domain_check(ts, false, col->type, nullptr, nullptr);
 	return ts;
+}
+
+/* A JSON string as a jsonb string value: no NUL (jsonb cannot hold one), server encoding. */
+void
+JsonbString(const char *str, uint32 len, JsonbValue *v)
+{
+	if (memchr(str, '\0', len) != nullptr)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
+				 errmsg("unsupported Unicode escape sequence"),
+				 errdetail("\\u0000 cannot be converted to text.")));
+	char *s = const_cast<char *>(str);
+	if (GetDatabaseEncoding() != PG_UTF8) {
+		s = pg_any_to_server(pnstrdup(str, len), (int) len, PG_UTF8);
+		len = (uint32) strlen(s);
+	}
+	v->type = jbvString;
+	v->val.string.val = s;
+	v->val.string.len = (int) len;
+}
+
+void
+JsonbScalar(const json::Node *n, JsonbValue *v)
+{
+	switch (n->kind) {
+		case json::Kind::Null:
+			v->type = jbvNull;
+			break;
+		case json::Kind::True:
+		case json::Kind::False:
+			v->type = jbvBool;
+			v->val.boolean = n->kind == json::Kind::True;
+			break;
+		case json::Kind::Number:
+			v->type = jbvNumeric;
+			v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(pnstrdup(n->str, n->len)),
+																 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+			break;
+		case json::Kind::String:
+			JsonbString(n->str, n->len, v);
+			break;
+		default:
+			elog(ERROR, "not a JSON scalar");
+	}
+}
+
+/*
+ * A JSON object or array straight into jsonb, from the parsed document: no text round trip and
+ * no second parse (what jsonb_in would do with the serialized text).  Iterative, like the
+ * decoder; jsonb's own limits (nesting depth, sizes) still apply when it is flattened.
+ */
+Datum
+JsonbFromNode(json::Document *doc, const json::Node *root)
+{
+	struct Frame {
+		const json::Node *container;
+		const json::Node *child;
+	};
+	int cap = 32, depth = 0;
+	Frame *frames = (Frame *) palloc(sizeof(Frame) * cap);
+	JsonbParseState *state = nullptr;
+	JsonbValue *result = pushJsonbValue(&state, root->IsObject() ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, nullptr);
+	frames[depth++] = {root, doc->First(root)};
+	while (depth > 0) {
+		Frame *f = &frames[depth - 1];
+		const json::Node *c = f->child;
+		bool in_object = f->container->IsObject();
+		if (c == nullptr) {
+			result = pushJsonbValue(&state, in_object ? WJB_END_OBJECT : WJB_END_ARRAY, nullptr);
+			depth--;
+			continue;
+		}
+		f->child = doc->Next(c);
+		if (in_object) {
+			JsonbValue key;
+			JsonbString(c->key, c->key_len, &key);
+			(void) pushJsonbValue(&state, WJB_KEY, &key);
+		}
+		if (c->IsObject() || c->IsArray()) {
+			check_stack_depth();
+			(void) pushJsonbValue(&state, c->IsObject() ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, nullptr);
+			if (depth == cap) {
+				cap *= 2;
+				frames = (Frame *) repalloc(frames, sizeof(Frame) * cap);
+			}
+			frames[depth++] = {c, doc->First(c)};
+		} else {
+			JsonbValue v;
+			JsonbScalar(c, &v);
+			(void) pushJsonbValue(&state, in_object ? WJB_VALUE : WJB_ELEM, &v);
+		}
+	}
+	pfree(frames);
+	return JsonbPGetDatum(JsonbValueToJsonb(result));
 }
 
 /*
@@ -200,6 +296,12 @@ ConvertValue(const MappedColumn *col, json::Document *doc, const json::Node *val
 			break;
 		case json::Kind::Array:
 		case json::Kind::Object:
+			if (col->convert == ConvertKind::Json && col->base_type == JSONBOID && !col->pass_as_text) {
+				Datum d = JsonbFromNode(doc, value);
+				if (col->is_domain)
+					domain_check(d, false, col->type, nullptr, nullptr);
+				return d;
+			}
 			if (col->convert == ConvertKind::Array && value->IsArray() && col->json_elements) {
 				text = JsonArrayLiteral(doc, value);
 				text_len = strlen(text);

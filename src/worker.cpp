@@ -25,6 +25,7 @@ extern "C" {
 #include "port/atomics.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -110,13 +111,20 @@ SetError(WorkerState state, const char *message)
 	SetSlotState(my_slot, state, message);
 }
 
-/* A batch waits at most sequin_sync.lock_timeout for a lock (a locked target is retried later). */
+/*
+ * Session settings of a worker.  A batch waits at most sequin_sync.lock_timeout for a lock (a
+ * locked target is retried later).  And its commit must be durable before the ack: with
+ * synchronous_commit = off, a crash after the ack would lose a batch that Sequin will never send
+ * again, so the worker turns "off" into "on" (any other setting is kept).
+ */
 void
-SetLockTimeout()
+SetSessionSettings()
 {
 	char value[32];
 	snprintf(value, sizeof(value), "%d", apply_lock_timeout_ms);
 	SetConfigOption("lock_timeout", value, PGC_SUSET, PGC_S_OVERRIDE);
+	if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 /* Loads the consumer's row in a short transaction. */
@@ -334,7 +342,7 @@ sequin_sync_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(database_name, nullptr, 0);
-	SetLockTimeout();
+	SetSessionSettings();
 	/* The PGPROC's latch: in shared memory, so backends can set it. */
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	WorkerSlot *slot = &shared->slots[my_slot];
@@ -372,7 +380,7 @@ sequin_sync_worker_main(Datum arg)
 		if (ConfigReloadPending) {
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			SetLockTimeout();
+			SetSessionSettings();
 			delete session;
 			session = nullptr;
 		}

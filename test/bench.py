@@ -131,6 +131,57 @@ def machine_info():
             "kernel": platform.release(), "python": platform.python_version(), "git_commit": commit}
 
 
+def set_autogroup_nice(pid, nice):
+    """With the scheduler's autogroups (one per session), a process's niceness only counts inside
+    its session: the session's group gets the same niceness (best effort)."""
+    try:
+        with open("/proc/%d/autogroup" % pid, "w") as f:
+            f.write(str(nice))
+    except OSError:
+        pass
+
+
+class AutogroupShield:
+    """Keeps every process of the benchmark at a given autogroup niceness: postgres starts each
+    child in a new session (so in a new scheduler autogroup), including the sequin_sync workers,
+    which come and go; a thread re-applies the niceness to new children every 50 ms."""
+
+    def __init__(self, postmaster_pid, nice):
+        import threading
+        self.pm = postmaster_pid
+        self.nice = nice
+        self.done = set()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        import procstat
+        while not self.stop_event.is_set():
+            for pid in procstat.children(self.pm):
+                if pid not in self.done:
+                    try:
+                        os.setpriority(os.PRIO_PROCESS, pid, self.nice)
+                    except OSError:
+                        pass
+                    set_autogroup_nice(pid, self.nice)
+                    self.done.add(pid)
+            self.stop_event.wait(0.05)
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join(5)
+
+
+def so_info(path):
+    """Which build was measured: the installed library may differ from the checked-out commit."""
+    import hashlib
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    mtime = dt.datetime.fromtimestamp(os.path.getmtime(path), dt.timezone.utc)
+    return {"library": path, "sha256": digest[:16], "installed_at": mtime.strftime("%Y-%m-%d %H:%M:%S UTC")}
+
+
 SERVER_SETTINGS = {
     "shared_preload_libraries": "'sequin_sync'",
     "sequin_sync.database": "'postgres'",
@@ -181,7 +232,12 @@ def render(res):
     out.append("sequin_sync benchmark  (%s)" % res["started_at"])
     out.append("machine:   nproc %d, %s, %.1f GiB RAM, Linux %s; %s" % (
         m["nproc"], m["cpu_model"], m["mem_gib"], m["kernel"], res["postgres"]["version"]))
+    ext = res.get("extension") or {}
+    out.append("build:     %s (sha256 %s, installed %s), checkout %s" % (
+        ext.get("library"), ext.get("sha256"), ext.get("installed_at"), (m.get("git_commit") or "?")[:12]))
     out.append("server:    " + ", ".join("%s=%s" % (k, v) for k, v in res["postgres"]["settings"].items()))
+    if res["options"].get("nice") is not None:
+        out.append("priority:  everything ran at niceness %d" % res["options"]["nice"])
     if res.get("server_env"):
         out.append("server env: " + " ".join("%s=%s" % kv for kv in res["server_env"].items()))
     out.append("workload:  %s records = %s ids x 2 versions (%s inserts, then %s updates), %s, ~%d B/record JSON, "
@@ -209,9 +265,9 @@ def render(res):
                    "are distorted; see the 'others' column." % (load["busy_pct"], "; ".join(
                        "%s (%d%% of a core)" % (cmd or pid, pct) for pid, pct, cmd in load["top"]) or "?"))
     out.append("")
-    hdr = ("%-44s %7s %5s %9s %8s %9s %6s %8s  %5s %6s %4s %6s %6s %4s %7s  %s" %
+    hdr = ("%-32s %7s %5s %9s %8s %9s %6s %8s  %5s %6s %4s %6s %6s %4s %7s %7s %7s  %s" %
            ("system", "workers", "batch", "records", "seconds", "records/s", "x ceil", "CPU us/r", "apply", "oth.pg",
-            "fake", "python", "others", "busy", "flt/rec", "check"))
+            "fake", "python", "others", "busy", "flt/rec", "WAL B/r", "temp MB", "check"))
     out.append(hdr)
     out.append("-" * len(hdr))
     ceiling = next((r for r in res["runs"] if r["name"] == "ceiling"), None)
@@ -222,9 +278,10 @@ def render(res):
             chk += ", content differs from ceiling"
         elif ceiling and r is not ceiling:
             chk += ", same content as ceiling"
-        out.append("%-44s %7d %5d %9s %8.2f %9s %6s %8.0f  %5s %6s %4s %6s %6s %4s %7s  %s" % (
+        out.append("%-32s %7d %5d %9s %8.2f %9s %6s %8.0f  %5s %6s %4s %6s %6s %4s %7s %7s %7s  %s" % (
             (r["label"], r["workers"], r["batch_size"], fmt_int(r["records"]), r["seconds"],
-             fmt_int(r["records_per_s"]), ratio, cpu_per_record_us(r)) + cpu_cols(r) + (chk,)))
+             fmt_int(r["records_per_s"]), ratio, cpu_per_record_us(r)) + cpu_cols(r) +
+            (fmt_int(r.get("wal_bytes", 0) / max(r["records"], 1)), "%.1f" % (r.get("temp_bytes", 0) / 1e6), chk)))
     out.append("  CPU us/r = CPU microseconds per record on our side (all postgres processes + this script, which is "
                "the external worker; not the fake, which stands for Sequin): independent of other load.")
     out.append("  apply = CPU of the process(es) doing the upserts (sequin_sync workers, or the client backend), "
@@ -232,7 +289,8 @@ def render(res):
     out.append("  fake = fake consumer process, python = this script (the external worker runs in it), others = processes "
                "outside the benchmark, busy = whole machine;")
     out.append("  CPU as %% of one core, busy as %% of all %d cores; flt/rec = minor page faults of the apply "
-               "process(es) per record." % m["nproc"])
+               "process(es) per record;" % m["nproc"])
+    out.append("  WAL B/r = WAL bytes written per record; temp MB = temporary files written (work_mem spills).")
     rt = res.get("ratios") or {}
     if rt:
         out.append("")
@@ -295,6 +353,9 @@ def parse_args(argv):
                          "GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="extra postgresql.conf setting (repeatable)")
+    ap.add_argument("--nice", type=int, metavar="N",
+                    help="run the benchmark (this script, the server, the fake) at this niceness; a negative "
+                         "value (root only) shields it from unrelated load on a shared machine")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
     args = ap.parse_args(argv)
@@ -315,7 +376,11 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
     ensure_psycopg2()
-    check_installed()
+    so_path = check_installed()
+    if args.nice is not None:
+        # Inherited by everything started from here: pg_ctl, the postmaster and its children, the fake.
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+        set_autogroup_nice(os.getpid(), args.nice)
 
     import pgcluster
     import systems
@@ -327,7 +392,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_term)
 
     res = {"schema": 1, "started_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-           "machine": machine_info(), "options": {k: v for k, v in vars(args).items() if k != "json"}}
+           "machine": machine_info(), "options": {k: v for k, v in vars(args).items() if k != "json"},
+           "extension": so_info(so_path)}
     batch = 1000
 
     log("generating %s records" % fmt_int(args.records))
@@ -350,12 +416,16 @@ def main(argv=None):
     server_env = dict(kv.split("=", 1) for kv in args.server_env)
     res["server_env"] = server_env
     cluster = pgcluster.Cluster(settings, keep=args.keep, env=server_env)
+    shield = None
     fake = None
     admin = None
     conn = None
     try:
         log("starting the cluster")
         cluster.start()
+        if args.nice is not None:
+            set_autogroup_nice(cluster.postmaster_pid(), args.nice)   # the postmaster has its own session
+            shield = AutogroupShield(cluster.postmaster_pid(), args.nice)
         fake = pgcluster.FakeSequin(os.path.join(HERE, "fake_sequin.py"), cluster.dir)
         fake.start()
         admin = FakeAdmin(fake.port)
@@ -384,7 +454,7 @@ def main(argv=None):
 
         log("ceiling")
         ceiling = add(systems.run_ceiling(ctx, records, expected, batch),
-                      "ceiling: INSERT..SELECT jsonb_array_elements")
+                      "ceiling (INSERT..SELECT jsonb)")
         log("sequin_sync")
         main_run = add(systems.run_sequin_sync(ctx, records, expected, batch, 1, name="sequin_sync",
                                                perf_file=args.perf), "sequin_sync")
@@ -392,19 +462,19 @@ def main(argv=None):
         if not args.skip_external:
             log("external worker, batched")
             ext_b = add(systems.run_external(ctx, records, expected, "batched", batch),
-                        "external python: batched (execute_values)")
+                        "external: batched execute_values")
             log("external worker, per record")
             ext_r = add(systems.run_external(ctx, records, expected, "per-record", batch),
-                        "external python: per-record INSERT")
+                        "external: per-record INSERT")
         if not args.skip_scaling:
             for workers in (2, 4):
                 log("sequin_sync, %d workers" % workers)
                 add(systems.run_sequin_sync(ctx, records, expected, batch, workers),
-                    "sequin_sync scaling: workers %d" % workers)
+                    "sequin_sync: workers %d" % workers)
             for bs in (100, 5000):
                 log("sequin_sync, batch %d" % bs)
                 add(systems.run_sequin_sync(ctx, records, expected, bs, 1),
-                    "sequin_sync scaling: batch %d" % bs)
+                    "sequin_sync: batch %d" % bs)
         res["runs"] = runs
 
         ratios = {"sequin_sync / ceiling": main_run["records_per_s"] / ceiling["records_per_s"]}
@@ -441,6 +511,8 @@ def main(argv=None):
         print("benchmark failed: %s" % e, file=sys.stderr)
         return 1
     finally:
+        if shield is not None:
+            shield.stop()
         if conn is not None:
             try:
                 conn.close()

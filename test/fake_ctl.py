@@ -5,6 +5,7 @@ fake_ctl.py - drives test/fake_sequin.py's admin API from a shell or from SQL
 
   fake_ctl.py --port N consumer ID TOKEN [ACK_WAIT_MS]   create or update a consumer
   fake_ctl.py --port N publish ID                         publish the JSON array read from stdin
+  fake_ctl.py --port N publish-file ID PATH               publish a JSON array file, byte for byte
   fake_ctl.py --port N stats ID                           the consumer's counters
   fake_ctl.py --port N faults ID JSON                     set fault injection ({} clears)
 """
@@ -33,6 +34,9 @@ def main(argv):
     elif cmd == "publish":
         body = sys.stdin.buffer.read().strip()
         out = call(port, "POST", f"/admin/consumers/{args[0]}/publish", body)
+    elif cmd == "publish-file":
+        with open(args[1], "rb") as f:
+            out = call(port, "POST", f"/admin/consumers/{args[0]}/publish", f.read())
     elif cmd == "stats":
         out = call(port, "GET", f"/admin/consumers/{args[0]}/stats")
     elif cmd == "faults":

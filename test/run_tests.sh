@@ -130,6 +130,7 @@ suite "unit tests (http client)" http_client_test
 suite "pg_regress" regress
 suite "isolation" isolation
 suite "python tests (fake consumer)" python_tests
+suite "fault test (faults, kills, crash restarts)" python3 "$repo/test/fault_test.py"
 
 echo
 if [ $failed -eq 0 ]; then

@@ -102,6 +102,28 @@ def check_table(ctx, expected, table=TABLE):
     return {"rows": rows, "ok": ok, "fingerprint": fp}
 
 
+def wal_lsn(ctx):
+    return ctx.sql("SELECT pg_current_wal_insert_lsn()::text")[0][0]
+
+
+def wal_bytes_since(ctx, lsn):
+    return int(ctx.sql("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)", (lsn,))[0][0])
+
+
+def temp_usage(ctx):
+    """(temp files, temp bytes) of the database so far.  Backends report these when they end a
+    transaction (at most once a second) or exit: read after the run's processes are gone."""
+    time.sleep(0.3)
+    ctx.sql("SELECT pg_stat_clear_snapshot()")
+    return tuple(int(x) for x in ctx.sql("SELECT temp_files, temp_bytes FROM pg_stat_database "
+                                         "WHERE datname = current_database()")[0])
+
+
+def _io(ctx, lsn, temp0):
+    temp1 = temp_usage(ctx)
+    return {"temp_files": temp1[0] - temp0[0], "temp_bytes": temp1[1] - temp0[1]}
+
+
 def _rate(n, seconds):
     return round(n / seconds, 1) if seconds > 0 else None
 
@@ -144,16 +166,19 @@ def run_ceiling(ctx, records, expected, batch_size=1000):
         for b in workload.batches(records, batch_size):
             body = b"[" + b",".join(r.line for r in workload.reduce_newest(b)) + b"]"
             stmts.append(cur.mogrify(sql, (body.decode("utf-8"),)))
+        temp0 = temp_usage(ctx)
+        lsn = wal_lsn(ctx)
         cpu0 = ctx.snapshot()
         t0 = time.perf_counter()
         for s in stmts:
             cur.execute(s)      # autocommit: one transaction per batch, as the worker does
         seconds = time.perf_counter() - t0
         cpu = ctx.snapshot().diff(cpu0, seconds, ctx.ncpu)
+        wal = wal_bytes_since(ctx, lsn)
     finally:
         conn.close()
     return _result("ceiling", "ceiling", len(records), seconds, batch_size, 1, cpu, check_table(ctx, expected),
-                   statements=len(stmts))
+                   statements=len(stmts), wal_bytes=wal, **_io(ctx, lsn, temp0))
 
 
 # ------------------------------------------------------------------------------------------
@@ -258,6 +283,8 @@ def run_sequin_sync(ctx, records, expected, batch_size=1000, workers=1, name=Non
     if n != len(records):
         raise BenchError("published %d of %d records" % (n, len(records)))
     try:
+        temp0 = temp_usage(ctx)
+        lsn = wal_lsn(ctx)
         with Perf(perf_file):
             cpu0 = ctx.snapshot()
             t0 = time.perf_counter()
@@ -265,6 +292,7 @@ def run_sequin_sync(ctx, records, expected, batch_size=1000, workers=1, name=Non
             t1, st = wait_all_acked(ctx, consumer, n, name, consumer)
             seconds = t1 - t0
             cpu = ctx.snapshot().diff(cpu0, seconds, ctx.ncpu)
+        wal = wal_bytes_since(ctx, lsn)
         pids = worker_pids(ctx, consumer)
         rss = {pid: procstat.status_kb(pid) for pid in pids}
         status = status_row(ctx, consumer)
@@ -277,7 +305,8 @@ def run_sequin_sync(ctx, records, expected, batch_size=1000, workers=1, name=Non
                    status={k: v for k, v in status.items()} if status else None,
                    fake_stats={k: st[k] for k in ("delivered", "redelivered", "acked", "next_requests",
                                                   "ack_requests", "expired")},
-                   worker_rss_kb=list(rss.values()), publish_seconds=round(publish_s, 2))
+                   worker_rss_kb=list(rss.values()), publish_seconds=round(publish_s, 2), wal_bytes=wal,
+                   **_io(ctx, lsn, temp0))
 
 
 # ------------------------------------------------------------------------------------------
@@ -320,6 +349,8 @@ def run_external(ctx, records, expected, mode, batch_size=1000):
     many = EXT_MANY.format(table=TABLE, cols=EXT_COLUMNS, set=EXT_SET)
     try:
         cur = conn.cursor()
+        temp0 = temp_usage(ctx)
+        lsn = wal_lsn(ctx)
         cpu0 = ctx.snapshot()
         t0 = time.perf_counter()
         acked = 0
@@ -350,6 +381,7 @@ def run_external(ctx, records, expected, mode, batch_size=1000):
             acked += len(items)
         seconds = time.perf_counter() - t0
         cpu = ctx.snapshot().diff(cpu0, seconds, ctx.ncpu)
+        wal = wal_bytes_since(ctx, lsn)
     finally:
         client.close()
         conn.close()
@@ -357,7 +389,8 @@ def run_external(ctx, records, expected, mode, batch_size=1000):
             ctx.admin.delete_consumer(cid)
         except RuntimeError:
             pass
-    return _result(name, "external", n, seconds, batch_size, 1, cpu, check_table(ctx, expected))
+    return _result(name, "external", n, seconds, batch_size, 1, cpu, check_table(ctx, expected), wal_bytes=wal,
+                   **_io(ctx, lsn, temp0))
 
 
 # ------------------------------------------------------------------------------------------
