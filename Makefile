@@ -63,7 +63,7 @@ all: $(EXTENSION)--$(EXTVERSION).sql
 $(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
-.PHONY: test unit-test demo deps
+.PHONY: test demo deps fuzz bench
 
 deps:
 	@bash test/ensure_deps.sh
@@ -78,3 +78,13 @@ demo: deps
 	$(MAKE) all
 	bash test/install.sh
 	bash test/demo.sh
+
+# libFuzzer on the reply decoder (clang from Debian's packages); new inputs go to test/unit/bin/.
+# Add any input that crashes to test/unit/corpus/json_doc/: `make test` replays that corpus.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v clang++ >/dev/null || { echo "make fuzz needs clang (apt-get install clang)" >&2; exit 1; }
+	mkdir -p test/unit/bin/corpus
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc src/json_doc.cpp src/next_reply.cpp \
+		test/unit/fuzz_json_doc.cpp -o test/unit/bin/fuzz_json_doc
+	test/unit/bin/fuzz_json_doc -max_total_time=$(FUZZ_SECONDS) test/unit/bin/corpus test/unit/corpus/json_doc

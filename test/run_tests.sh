@@ -51,7 +51,11 @@ unit_tests() {
 	mkdir -p "$out"
 	g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/next_reply.cpp" \
 		"$repo/test/unit/json_doc_test.cpp" -o "$out/json_doc_test" &&
-		(cd "$repo/test/unit" && "$out/json_doc_test")
+		(cd "$repo/test/unit" && "$out/json_doc_test") &&
+		echo "replaying the fuzz corpus:" &&
+		g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/next_reply.cpp" \
+			"$repo/test/unit/fuzz_json_doc.cpp" "$repo/test/unit/fuzz_replay.cpp" -o "$out/fuzz_replay" &&
+		"$out/fuzz_replay" "$repo/test/unit/corpus/json_doc" "$repo/test/unit/fixtures"
 }
 
 http_client_test() {

@@ -53,6 +53,11 @@ def cmdline(pid):
 
 
 def children(parent):
+    try:
+        with open("/proc/%d/task/%d/children" % (parent, parent)) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        pass
     out = []
     for name in os.listdir("/proc"):
         if name.isdigit():
