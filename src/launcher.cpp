@@ -42,8 +42,6 @@ PGDLLEXPORT void sequin_sync_launcher_main(Datum arg);
 
 namespace sequin_sync {
 
-namespace {
-
 volatile sig_atomic_t got_sigterm = false;
 
 void
@@ -54,6 +52,8 @@ HandleSigterm(SIGNAL_ARGS)
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
+
+namespace {
 
 /* What should run: one entry per (consumer, worker number). */
 struct Desired {

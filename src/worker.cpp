@@ -48,6 +48,7 @@ PGDLLEXPORT void sequin_sync_worker_main(Datum arg);
 }
 
 #include "apply.hpp"
+#include "bgworkers.hpp"
 #include "catalog.hpp"
 #include "settings.hpp"
 #include "shmem.hpp"
@@ -56,7 +57,6 @@ namespace sequin_sync {
 
 namespace {
 
-volatile sig_atomic_t got_sigterm = false;
 int my_slot = -1;
 char consumer_name[NAMEDATALEN];
 uint64 seen_generation = 0;
@@ -70,15 +70,6 @@ struct ConsumerConfig {
 	int			wait_for_ms;
 };
 ConsumerConfig config;
-
-void
-HandleSigterm(SIGNAL_ARGS)
-{
-	int save_errno = errno;
-	got_sigterm = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
 
 /*
  * Asked by the HTTP client every 100 ms during transfers: stop for SIGTERM, a configuration
