@@ -573,7 +573,40 @@ COMMIT;
     verify(env, checks, figures, soft_newest, hard_newest, poison, published)
     if not args.skip_durability:
         durability_phase(env, checks, figures, args, soft_newest, hard_newest)
+    dump_restore_phase(env, checks)
     check_log(env, checks)
+
+
+CONFIG_SNAPSHOT = """
+SELECT json_build_object(
+  'consumers', (SELECT json_agg(json_build_object('name', name, 'endpoint', endpoint, 'token', token,
+                 'batch_size', batch_size, 'workers', workers, 'paused', paused, 'owner', owner::text) ORDER BY name)
+                FROM sequin_sync.consumers),
+  'mappings', (SELECT json_agg(json_build_object('consumer', consumer, 'collection', collection,
+                'target', target::text, 'delete_mode', delete_mode, 'columns', columns) ORDER BY collection)
+               FROM sequin_sync.mappings),
+  'dead_letters', (SELECT count(*) FROM sequin_sync.dead_letters),
+  'tombstones', (SELECT count(*) FROM sequin_sync.tombstones),
+  'rows', (SELECT count(*) FROM customers_soft) + (SELECT count(*) FROM contacts_hard))
+"""
+
+
+def dump_restore_phase(env, checks):
+    """pg_dump keeps the configuration: dump the database, drop the extension and the tables,
+    restore, and compare consumers, mappings, dead letters and tombstones."""
+    log("phase 3: pg_dump and pg_restore keep the configuration")
+    before = json.loads(env.scalar(CONFIG_SNAPSHOT))
+    dump = os.path.join(env.tmp, "dump.custom")
+    env.run([os.path.join(env.bindir, "pg_dump"), "-Fc", "-h", env.tmp, "-p", str(env.port),
+             "-U", "postgres", "-d", "postgres", "-f", dump])
+    env.psql("SELECT sequin_sync.pause(name) FROM sequin_sync.consumers;")
+    env.psql("DROP EXTENSION sequin_sync CASCADE; DROP TABLE customers_soft, contacts_hard;")
+    env.run([os.path.join(env.bindir, "pg_restore"), "-h", env.tmp, "-p", str(env.port),
+             "-U", "postgres", "-d", "postgres", "--exit-on-error", dump])
+    after = json.loads(env.scalar(CONFIG_SNAPSHOT))
+    checks.check(after == before, "pg_dump/pg_restore: consumers (token included), mappings, dead letters, "
+                                  "tombstones and rows come back as they were",
+                 f"before {json.dumps(before)[:400]}\nafter  {json.dumps(after)[:400]}")
 
 
 def drain_and_settle(env, checks, t_start):
