@@ -90,6 +90,22 @@ RESET search_path;
 SELECT id, name FROM alice_items ORDER BY id;
 DROP SCHEMA evil CASCADE;
 
+-- dropping the role that made a mapping parks its records with a clear error; mapping again fixes it
+CREATE ROLE regress_carol IN ROLE sequin_sync_admin;
+CREATE TABLE carol_items (id text PRIMARY KEY, updated_idx bigint, deleted boolean);
+ALTER TABLE carol_items OWNER TO regress_carol;
+SET ROLE regress_carol;
+SELECT sequin_sync.create_consumer('carol', 'http://127.0.0.1:9/v1/http-consumers/c', 't');
+SELECT sequin_sync.map_collection('carol', 'items', 'carol_items');
+RESET ROLE;
+ALTER TABLE carol_items OWNER TO regress_alice;
+DROP ROLE regress_carol;
+SELECT * FROM sequin_sync.apply('carol', '[{"id": "c1", "collection_id": "items", "updated_idx": 1}]');
+SELECT regexp_replace(error, 'OID \d+', 'OID n') AS error FROM sequin_sync.dead_letters WHERE consumer = 'carol';
+SELECT sequin_sync.map_collection('carol', 'items', 'carol_items');
+SELECT sequin_sync.retry_dead_letters('carol');
+SELECT id FROM carol_items;
+
 DROP EXTENSION sequin_sync;
-DROP TABLE alice_items, bob_items, shared_items;
+DROP TABLE alice_items, bob_items, shared_items, carol_items;
 DROP ROLE regress_alice, regress_bob, regress_mallory;

@@ -256,6 +256,13 @@ ResolveConversion(MappedColumn *col)
 ResolvedMapping *
 ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 {
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the role that mapped this collection no longer exists"),
+				 errdetail("Records are applied with the privileges of the mapping's owner (role OID %u), which was dropped.", owner),
+				 errhint("Map the collection again as an existing role, then run sequin_sync.retry_dead_letters().")));
+
 	ResolvedMapping *m = (ResolvedMapping *) palloc0(sizeof(ResolvedMapping));
 	m->relid = relid;
 	m->owner = owner;
