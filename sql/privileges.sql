@@ -22,8 +22,9 @@ SELECT sequin_sync.create_consumer('alice', 'http://127.0.0.1:9/v1/http-consumer
 SELECT sequin_sync.map_collection('alice', 'items', 'alice_items');
 -- she cannot map a table she could not write herself
 SELECT sequin_sync.map_collection('alice', 'bob', 'bob_items');
--- she sees her consumer, never its token
+-- she sees her consumer, never its token, and its status
 SELECT name, owner FROM sequin_sync.consumers;
+SELECT consumer, received FROM sequin_sync.status;
 SELECT token FROM sequin_sync.consumers;
 SELECT * FROM sequin_sync.consumers;
 -- and cannot write the configuration tables around the functions
@@ -37,6 +38,7 @@ RESET ROLE;
 SET ROLE regress_bob;
 SELECT name FROM sequin_sync.consumers;
 SELECT collection FROM sequin_sync.mappings;
+SELECT consumer FROM sequin_sync.status;
 SELECT sequin_sync.alter_consumer('alice', batch_size => 1);
 SELECT sequin_sync.pause('alice');
 SELECT sequin_sync.drop_consumer('alice');

@@ -189,6 +189,7 @@ SERVER_SETTINGS = {
     "max_worker_processes": "32",
     # No checkpoint in the middle of a run: each run starts with an explicit CHECKPOINT.
     "max_wal_size": "'8GB'",
+    "min_wal_size": "'4GB'",      # WAL segments are recycled, not created and zero-filled, in later runs
     "checkpoint_timeout": "'30min'",
     # Durability as shipped: fsync, synchronous_commit and full_page_writes keep their defaults.
     "log_min_messages": "warning",
@@ -240,6 +241,8 @@ def render(res):
         out.append("priority:  everything ran at niceness %d" % res["options"]["nice"])
     if res.get("server_env"):
         out.append("server env: " + " ".join("%s=%s" % kv for kv in res["server_env"].items()))
+    if res["options"].get("repeat", 1) > 1:
+        out.append("repeat:    every throughput run %d times, interleaved; rows show the fastest" % res["options"]["repeat"])
     out.append("workload:  %s records = %s ids x 2 versions (%s inserts, then %s updates), %s, ~%d B/record JSON, "
                "13-column table; batches of %d" % (
                    fmt_int(w["records"]), fmt_int(w["ids"]), fmt_int(w["ids"]), fmt_int(w["records"] - w["ids"]),
@@ -273,6 +276,7 @@ def render(res):
     ceiling = next((r for r in res["runs"] if r["name"] == "ceiling"), None)
     for r in res["runs"]:
         ratio = ("%.2f" % (r["records_per_s"] / ceiling["records_per_s"])) if ceiling else "-"
+        reps = r.get("repetitions") or []
         chk = "ok" if r["check"]["ok"] else "FAILED (rows %d)" % r["check"]["rows"]
         if ceiling and r is not ceiling and r["check"]["fingerprint"] != ceiling["check"]["fingerprint"]:
             chk += ", content differs from ceiling"
@@ -282,8 +286,12 @@ def render(res):
             (r["label"], r["workers"], r["batch_size"], fmt_int(r["records"]), r["seconds"],
              fmt_int(r["records_per_s"]), ratio, cpu_per_record_us(r)) + cpu_cols(r) +
             (fmt_int(r.get("wal_bytes", 0) / max(r["records"], 1)), "%.1f" % (r.get("temp_bytes", 0) / 1e6), chk)))
+        if len(reps) > 1:
+            out.append("%-32s %s" % ("", "repetitions: " + ", ".join(
+                "%.2f s (%s/s, %.0f us/r)" % (x["seconds"], fmt_int(x["records_per_s"]), x["cpu_us_per_record"])
+                for x in reps)))
     out.append("  CPU us/r = CPU microseconds per record on our side (all postgres processes + this script, which is "
-               "the external worker; not the fake, which stands for Sequin): independent of other load.")
+               "the external worker; not the fake, which stands for Sequin): less sensitive to other load than seconds.")
     out.append("  apply = CPU of the process(es) doing the upserts (sequin_sync workers, or the client backend), "
                "oth.pg = other postgres processes (walwriter, checkpointer, ...),")
     out.append("  fake = fake consumer process, python = this script (the external worker runs in it), others = processes "
@@ -339,6 +347,8 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true",
                     help="fewer records, fewer latency samples, no million-record memory phase")
     ap.add_argument("--skip-external", action="store_true", help="do not run the external Python worker")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run the throughput measurements N times (interleaved) and report the fastest of each")
     ap.add_argument("--skip-scaling", action="store_true", help="do not run the workers/batch-size scaling points")
     ap.add_argument("--skip-latency", action="store_true", help="do not measure latency")
     ap.add_argument("--skip-memory", action="store_true", help="do not run the memory phase")
@@ -367,6 +377,8 @@ def parse_args(argv):
         args.skip_memory = True
     if args.records < 2:
         ap.error("--records must be at least 2")
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     for kv in args.server_env + args.set:
         if "=" not in kv:
             ap.error("expected NAME=VALUE, got %r" % kv)
@@ -442,40 +454,63 @@ def main(argv=None):
         log("probing the fake consumer")
         res["fake_probe"] = systems.probe_fake(ctx, records, batch)
 
-        runs = []
-
-        def add(run, label):
-            run["label"] = label
-            run["cpu_us_per_record"] = round(cpu_per_record_us(run), 1)
-            runs.append(run)
-            log("%-40s %8.2f s  %10s records/s  %s" % (label, run["seconds"], fmt_int(run["records_per_s"]),
-                                                       "ok" if run["check"]["ok"] else "CHECK FAILED"))
-            return run
-
-        log("ceiling")
-        ceiling = add(systems.run_ceiling(ctx, records, expected, batch),
-                      "ceiling (INSERT..SELECT jsonb)")
-        log("sequin_sync")
-        main_run = add(systems.run_sequin_sync(ctx, records, expected, batch, 1, name="sequin_sync",
-                                               perf_file=args.perf), "sequin_sync")
-        ext_b = ext_r = None
+        # The measured runs, in this order; with --repeat N the whole sequence runs N times
+        # (interleaved, so slow phases of a shared machine hit every system alike) and each row
+        # reports the fastest repetition, with all of them in the JSON.
+        jobs = [("ceiling (INSERT..SELECT jsonb)", lambda: systems.run_ceiling(ctx, records, expected, batch)),
+                ("sequin_sync", lambda: systems.run_sequin_sync(ctx, records, expected, batch, 1, name="sequin_sync",
+                                                                 perf_file=perf_once()))]
         if not args.skip_external:
-            log("external worker, batched")
-            ext_b = add(systems.run_external(ctx, records, expected, "batched", batch),
-                        "external: batched execute_values")
-            log("external worker, per record")
-            ext_r = add(systems.run_external(ctx, records, expected, "per-record", batch),
-                        "external: per-record INSERT")
+            jobs += [("external: batched execute_values",
+                      lambda: systems.run_external(ctx, records, expected, "batched", batch)),
+                     ("external: per-record INSERT",
+                      lambda: systems.run_external(ctx, records, expected, "per-record", batch))]
         if not args.skip_scaling:
             for workers in (2, 4):
-                log("sequin_sync, %d workers" % workers)
-                add(systems.run_sequin_sync(ctx, records, expected, batch, workers),
-                    "sequin_sync: workers %d" % workers)
+                jobs.append(("sequin_sync: workers %d" % workers,
+                             lambda w=workers: systems.run_sequin_sync(ctx, records, expected, batch, w)))
             for bs in (100, 5000):
-                log("sequin_sync, batch %d" % bs)
-                add(systems.run_sequin_sync(ctx, records, expected, bs, 1),
-                    "sequin_sync: batch %d" % bs)
+                jobs.append(("sequin_sync: batch %d" % bs,
+                             lambda b=bs: systems.run_sequin_sync(ctx, records, expected, b, 1)))
+
+        perf_pending = [args.perf]
+
+        def perf_once():
+            path, perf_pending[0] = perf_pending[0], None
+            return path
+
+        # Untimed warm-up: creates the WAL segments that later runs recycle (a new segment is
+        # zero-filled by whoever needs it), warms the caches and the fake consumer.
+        warm = records[:min(len(records), 20000)]
+        warm_expected = workload.expected_state(warm)
+        log("warm-up (%s records, not measured)" % fmt_int(len(warm)))
+        systems.run_ceiling(ctx, warm, warm_expected, batch)
+        systems.run_sequin_sync(ctx, warm, warm_expected, batch, 1)
+
+        samples = {label: [] for label, _ in jobs}
+        for rep in range(args.repeat):
+            for label, fn in jobs:
+                log("%s%s" % (label, " (repetition %d of %d)" % (rep + 1, args.repeat) if args.repeat > 1 else ""))
+                run = fn()
+                run["label"] = label
+                run["cpu_us_per_record"] = round(cpu_per_record_us(run), 1)
+                samples[label].append(run)
+                log("%-40s %8.2f s  %10s records/s  %s" % (label, run["seconds"], fmt_int(run["records_per_s"]),
+                                                           "ok" if run["check"]["ok"] else "CHECK FAILED"))
+        runs = []
+        for label, _ in jobs:
+            reps = samples[label]
+            best = dict(min(reps, key=lambda r: r["seconds"]))
+            best["repetitions"] = [{"seconds": r["seconds"], "records_per_s": r["records_per_s"],
+                                    "cpu_us_per_record": r["cpu_us_per_record"]} for r in reps]
+            best["check"] = dict(best["check"], ok=all(r["check"]["ok"] for r in reps))
+            runs.append(best)
         res["runs"] = runs
+        by_label = {r["label"]: r for r in runs}
+        ceiling = by_label["ceiling (INSERT..SELECT jsonb)"]
+        main_run = by_label["sequin_sync"]
+        ext_b = by_label.get("external: batched execute_values")
+        ext_r = by_label.get("external: per-record INSERT")
 
         ratios = {"sequin_sync / ceiling": main_run["records_per_s"] / ceiling["records_per_s"]}
         if ext_b:
