@@ -79,6 +79,14 @@ demo: deps
 	bash test/install.sh
 	bash test/demo.sh
 
+# The benchmark: sequin_sync against Postgres' own set-based upsert and an external Python
+# worker, on the same records, in one run (see README, Performance).  BENCH_ARGS=--quick for a
+# short run.
+bench: deps
+	$(MAKE) all
+	bash test/install.sh
+	python3 test/bench.py $(BENCH_ARGS)
+
 # libFuzzer on the reply decoder (clang from Debian's packages); new inputs go to test/unit/bin/.
 # Add any input that crashes to test/unit/corpus/json_doc/: `make test` replays that corpus.
 FUZZ_SECONDS ?= 60
