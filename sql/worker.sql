@@ -124,6 +124,8 @@ SELECT COALESCE(record ->> 'id', record_text) AS record, record IS NULL AS kept_
 FROM sequin_sync.dead_letters ORDER BY id;
 SELECT id, email, data ->> 'big' AS big, data ->> 'tiny' AS tiny FROM customers
 WHERE id IN ('duplicate-keys', 'big-numbers', 'unicode') ORDER BY id;
+SELECT (data -> 'big')::numeric = 1e400 AS big_exact, (data -> 'tiny')::numeric = -2.5e-999 AS tiny_exact
+FROM customers WHERE id = 'beyond-double';
 
 -- SIGTERM ends a worker within a second, even in the middle of a long poll
 SELECT sequin_sync.alter_consumer('w', wait_for => '5 minutes');
@@ -147,6 +149,7 @@ SELECT pg_sleep(0.2);
 SHOW sequin_sync.allowed_hosts;
 SELECT sequin_sync.create_consumer('elsewhere', 'http://10.1.2.3/v1/http-consumers/x', 't');
 SELECT sequin_sync.alter_consumer('w', endpoint => 'http://169.254.169.254/latest');
+SELECT sequin_sync.alter_consumer('w', batch_size => 50);  -- the worker re-checks on reload and on any change
 SELECT wait_until($$(SELECT state = 'error' AND last_error LIKE '%allowed_hosts%' FROM sequin_sync.status)$$);
 SELECT last_error FROM sequin_sync.status;
 ALTER SYSTEM RESET sequin_sync.allowed_hosts;

@@ -222,6 +222,13 @@ public:
 		/* in-situ parsing never copies; a copy would live in the reader's stack and die */
 		if (copy)
 			return Fail("internal error: copied number", nullptr);
+		/* A number set aside before parsing (too big for RapidJSON): its original text. */
+		auto &big = doc_.big_numbers_;
+		size_t &next = doc_.next_big_number_;
+		if (next < big.size() && big[next].first == static_cast<size_t>(str - base_)) {
+			const std::string &text = big[next++].second;
+			return Add(Kind::Number, text.data(), static_cast<uint32_t>(text.size()));
+		}
 		return Add(Kind::Number, str, len);
 	}
 
@@ -529,6 +536,103 @@ Document::SetError(const char *message, size_t offset) noexcept
 }
 
 /*
+ * One lexical pass over the input, outside strings: a number token of 300 characters or more,
+ * or with an exponent of 300 or more, is copied aside and replaced in the buffer by "0" and
+ * spaces (same length, still valid JSON).  RawNumber then hands out the original text.  RapidJSON
+ * computes a double even in numbers-as-strings mode and fails the whole document on overflow;
+ * Postgres' numeric takes such values, and a float column parks the record with a range error.
+ * Offsets are from `buf` (the base DocumentBuilder measures from).
+ */
+namespace {
+
+/* The JSON number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? over the whole text. */
+bool
+ValidJsonNumber(const char *p, size_t n)
+{
+	size_t i = 0;
+	auto digit = [&](size_t k) { return k < n && p[k] >= '0' && p[k] <= '9'; };
+	if (i < n && p[i] == '-')
+		i++;
+	if (!digit(i))
+		return false;
+	if (p[i] == '0')
+		i++;
+	else
+		while (digit(i))
+			i++;
+	if (i < n && p[i] == '.') {
+		i++;
+		if (!digit(i))
+			return false;
+		while (digit(i))
+			i++;
+	}
+	if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+		i++;
+		if (i < n && (p[i] == '+' || p[i] == '-'))
+			i++;
+		if (!digit(i))
+			return false;
+		while (digit(i))
+			i++;
+	}
+	return i == n;
+}
+
+} /* namespace */
+
+void
+Document::SetAsideBigNumbers(char *begin, size_t len)
+{
+	big_numbers_.clear();
+	next_big_number_ = 0;
+	bool in_string = false;
+	for (size_t i = 0; i < len; i++) {
+		char c = begin[i];
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+			continue;
+		}
+		if (c == '"') {
+			in_string = true;
+			continue;
+		}
+		if (c != '-' && (c < '0' || c > '9'))
+			continue;
+		size_t end = i;
+		size_t exp_at = 0;
+		while (end < len) {
+			char d = begin[end];
+			if ((d >= '0' && d <= '9') || d == '-' || d == '+' || d == '.')
+				end++;
+			else if (d == 'e' || d == 'E') {
+				exp_at = end;
+				end++;
+			} else
+				break;
+		}
+		bool big = end - i >= 300;
+		if (!big && exp_at) {
+			size_t j = exp_at + 1;
+			if (j < end && (begin[j] == '+' || begin[j] == '-'))
+				j++;
+			while (j < end && begin[j] == '0')
+				j++;
+			big = end - j > 3 || (end - j == 3 && std::strncmp(begin + j, "300", 3) >= 0);
+		}
+		if (big && ValidJsonNumber(begin + i, end - i)) {
+			big_numbers_.emplace_back(static_cast<size_t>(begin + i - base_for_offsets_), std::string(begin + i, end - i));
+			begin[i] = '0';
+			std::memset(begin + i + 1, ' ', end - i - 1);
+		}
+		i = end - 1;
+	}
+}
+
+/*
  * Parse with RapidJSON's iterative reader straight into the arena.  Everything that can go
  * wrong (syntax, bad UTF-8, out of memory, a RapidJSON assertion) ends as false + message.
  */
@@ -571,6 +675,9 @@ Document::Parse(char *buf, size_t len) noexcept
 		 * vector grows geometrically, and a re-used Document keeps its capacity.
 		 */
 		nodes_.reserve(std::min<size_t>(parse_len / 20 + 16, size_t(1) << 16));
+
+		base_for_offsets_ = buf;
+		SetAsideBigNumbers(begin, parse_len);
 
 		rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>, ParserStackTag> reader(nullptr, 256);
 		BoundedInsituStream stream(begin, begin + parse_len);

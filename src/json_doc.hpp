@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,9 +77,10 @@ public:
 	 *
 	 * The buffer needs no NUL terminator (nothing at buf[len] is read or written); a raw NUL
 	 * byte inside it is an error, as is a \u escape that decodes to a lone UTF-16 surrogate
-	 * (Postgres rejects both).  RapidJSON 1.1 still computes a double while it scans a number,
-	 * so a number it cannot represent (an integer part of about 309 digits or more, an exponent
-	 * above about 308) is rejected with "number too big" even though we keep the raw text.
+	 * (Postgres rejects both).  RapidJSON 1.1 still computes a double while it scans a number
+	 * and rejects one it cannot represent, even with numbers kept as text; such numbers (300+
+	 * characters, or an exponent of 300 or more) are set aside before parsing and keep their
+	 * exact text, so one of them cannot make a whole reply unparseable.
 	 */
 	bool Parse(char *buf, size_t len) noexcept;
 
@@ -134,6 +136,16 @@ private:
 	size_t error_offset_ = 0;
 	/* explicit stacks (node indices) so that nothing here recurses; kept to reuse capacity */
 	std::vector<uint32_t> build_stack_; /* Parse: (open container, its last child) pairs */
+	/*
+	 * Numbers RapidJSON would reject as too big for a double (300+ characters, or an exponent
+	 * of 300 or more): their text is kept here and they are blanked to "0" in the buffer before
+	 * parsing, so one such value in a record cannot make the whole reply unparseable.  A deque:
+	 * the strings never move, so nodes may point into them.
+	 */
+	std::deque<std::pair<size_t, std::string>> big_numbers_;
+	size_t next_big_number_ = 0;
+	const char *base_for_offsets_ = nullptr;
+	void SetAsideBigNumbers(char *begin, size_t len);
 	std::vector<uint32_t> walk_stack_;  /* Serialize: open containers */
 	std::vector<uint32_t> array_stack_; /* ArrayLiteral: open (sub-)arrays */
 };

@@ -201,9 +201,10 @@ UpdateStats(const ApplyCounts *c, int64 received, int64 acked)
 						Int64GetDatum(received), Int64GetDatum(c->inserted), Int64GetDatum(c->updated),
 						Int64GetDatum(c->deleted), Int64GetDatum(c->skipped), Int64GetDatum(c->dead_lettered),
 						Int64GetDatum(acked), Int64GetDatum(0)};
+	/* WHERE EXISTS: a consumer dropped meanwhile has no counters to keep (and no FK to violate). */
 	SpiExecCached("INSERT INTO sequin_sync.consumer_stats AS s (consumer, worker, received, inserted, updated, deleted, "
-			"skipped, dead_lettered, acked, batches) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-			"CASE WHEN $3 > 0 THEN 1 ELSE 0 END) "
+			"skipped, dead_lettered, acked, batches) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, "
+			"CASE WHEN $3 > 0 THEN 1 ELSE 0 END WHERE EXISTS (SELECT FROM sequin_sync.consumers WHERE name = $1) "
 			"ON CONFLICT (consumer, worker) DO UPDATE SET received = s.received + EXCLUDED.received, "
 			"inserted = s.inserted + EXCLUDED.inserted, updated = s.updated + EXCLUDED.updated, "
 			"deleted = s.deleted + EXCLUDED.deleted, skipped = s.skipped + EXCLUDED.skipped, "

@@ -333,6 +333,10 @@ def render(res):
                        (mem["growth_after_warmup_kb"] or {}).get("RssAnon", 0) / 1024.0,
                        (mem["rss_anon_max_kb"] or 0) / 1024.0, mem["end_kb"].get("VmHWM", 0) / 1024.0,
                        "yes" if mem["same_worker_throughout"] else "NO (it restarted)"))
+        if mem.get("rss_anon_peak_first_quarter_kb") and mem.get("rss_anon_peak_last_quarter_kb"):
+            out.append("  leak check: peak RssAnon %.1f MB in the first quarter of the stream, %.1f MB in the last quarter "
+                       "(sampled every 0.5 s; RssAnon swings from batch to batch as freed memory returns to the kernel)" % (
+                           mem["rss_anon_peak_first_quarter_kb"] / 1024.0, mem["rss_anon_peak_last_quarter_kb"] / 1024.0))
         out.append("  (VmRSS includes the shared buffers the worker touched; RssAnon is its private memory.)")
     return "\n".join(out)
 

@@ -574,6 +574,10 @@ def run_memory(ctx, records, total=1000000, chunk=50000, backlog=200000):
     finally:
         drop_consumer(ctx, consumer)
     anon = [s[3] for s in samples if s[3] is not None]
+    # RssAnon swings by several MB from batch to batch (freed memory goes back to the kernel),
+    # so a leak shows as a higher peak late in the stream than early, not in one sample.
+    early = [s[3] for s in samples if s[3] is not None and s[1] <= total // 4]
+    late = [s[3] for s in samples if s[3] is not None and s[1] >= total * 3 // 4]
     return {"records": total, "seconds": round(seconds, 2), "records_per_s": _rate(total, seconds),
             "worker_pid": pid, "same_worker_throughout": still_same,
             "start_kb": start, "after_100k_kb": warm, "end_kb": end,
@@ -581,5 +585,7 @@ def run_memory(ctx, records, total=1000000, chunk=50000, backlog=200000):
             "growth_after_warmup_kb": ({k: end.get(k, 0) - warm.get(k, 0) for k in ("VmRSS", "RssAnon")}
                                        if warm else None),
             "rss_anon_max_kb": max(anon) if anon else None,
+            "rss_anon_peak_first_quarter_kb": max(early) if early else None,
+            "rss_anon_peak_last_quarter_kb": max(late) if late else None,
             "samples": samples[::max(1, len(samples) // 40)],
             "status": status}
