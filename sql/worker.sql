@@ -108,6 +108,20 @@ SELECT sequin_sync.alter_consumer('w', token => 'w-secret-token');
 SELECT wait_until($$EXISTS (SELECT FROM customers WHERE id = 'g')$$, '5 seconds');
 SELECT wait_until($$(SELECT state IN ('running', 'idle') FROM sequin_sync.status)$$);
 
+-- sequin_sync.allowed_hosts: endpoints elsewhere are refused, at create/alter time and before connecting
+ALTER SYSTEM SET sequin_sync.allowed_hosts = 'localhost, *.sequin.io';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.2);
+SHOW sequin_sync.allowed_hosts;
+SELECT sequin_sync.create_consumer('elsewhere', 'http://10.1.2.3/v1/http-consumers/x', 't');
+SELECT sequin_sync.alter_consumer('w', endpoint => 'http://169.254.169.254/latest');
+SELECT wait_until($$(SELECT state = 'error' AND last_error LIKE '%allowed_hosts%' FROM sequin_sync.status)$$);
+SELECT state, workers, last_error FROM sequin_sync.status;
+ALTER SYSTEM RESET sequin_sync.allowed_hosts;
+SELECT pg_reload_conf();
+SELECT publish('w', jsonb_build_array(rec('i', 1, 'allowed again')));
+SELECT wait_until($$EXISTS (SELECT FROM customers WHERE id = 'i')$$);
+
 -- records that cannot be applied are parked, and acked with their batch
 SELECT publish('w', jsonb_build_array(rec('h', 1, 'fine'),
 	jsonb_build_object('id', 'no-version', 'collection_id', 'stripe:customer'),
@@ -141,21 +155,6 @@ SELECT position('w-secret-token' IN pg_read_file(current_setting('sequin_sync_te
 SELECT count(*) AS token_leaks FROM pg_stat_activity
 WHERE pid <> pg_backend_pid() AND (query LIKE '%' || 'w-secret' || '%' OR application_name LIKE '%' || 'w-secret' || '%');
 SELECT count(*) AS token_leaks FROM sequin_sync.status s WHERE s::text LIKE '%' || 'w-secret' || '%';
-
--- sequin_sync.allowed_hosts: endpoints elsewhere are refused, at create/alter time and before connecting
-ALTER SYSTEM SET sequin_sync.allowed_hosts = 'localhost, *.sequin.io';
-SELECT pg_reload_conf();
-SELECT pg_sleep(0.2);
-SHOW sequin_sync.allowed_hosts;
-SELECT sequin_sync.create_consumer('elsewhere', 'http://10.1.2.3/v1/http-consumers/x', 't');
-SELECT sequin_sync.alter_consumer('w', endpoint => 'http://169.254.169.254/latest');
-SELECT sequin_sync.alter_consumer('w', batch_size => 50);  -- the worker re-checks on reload and on any change
-SELECT wait_until($$(SELECT state = 'error' AND last_error LIKE '%allowed_hosts%' FROM sequin_sync.status)$$);
-SELECT last_error FROM sequin_sync.status;
-ALTER SYSTEM RESET sequin_sync.allowed_hosts;
-SELECT pg_reload_conf();
-SELECT publish('w', jsonb_build_array(rec('i', 1, 'allowed again')));
-SELECT wait_until($$EXISTS (SELECT FROM customers WHERE id = 'i')$$);
 
 -- drop: the workers stop
 SELECT sequin_sync.drop_consumer('w');

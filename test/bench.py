@@ -23,6 +23,13 @@ root, since postgres refuses root) with sequin_sync preloaded, and the fake Sequ
 Default workload: 200,000 Stripe-customer records = 100,000 ids x 2 versions (inserts, then
 updates of the same ids), into a 13-column table; each system starts from an empty table.
 
+Every system starts from an empty table (TRUNCATE + CHECKPOINT) after an untimed warm-up, and
+every result is checked: row count, sum of updated_idx, and a content fingerprint that must equal
+the ceiling's.  Beside records/s, each run reports the CPU each process used (so the cost per
+record can be compared even when other work shares the machine), page faults, WAL and temp-file
+bytes.  On a shared, noisy machine use --repeat 3 (best of three, interleaved) and, as root,
+--nice -15 (also renices the postgres children's scheduler autogroups).
+
 Prints a table and writes the results as JSON (bench-results.json in the repository root by
 default).  Options: --records N, --quick, --skip-external, --json PATH; see --help for the rest.
 Needs the extension installed (make install) and python3-psycopg2 (installed with apt-get when

@@ -82,7 +82,9 @@ start_fake() {
 }
 
 stop_fake() {
-	[ -n "${fake_pid:-}" ] && kill "$fake_pid" 2>/dev/null && wait "$fake_pid" 2>/dev/null
+	# runuser does not pass the signal on: stop the fake itself, found by its path.
+	pkill -f "$work/test/fake_sequin.py" 2>/dev/null
+	[ -n "${fake_pid:-}" ] && wait "$fake_pid" 2>/dev/null
 	fake_pid=
 }
 
