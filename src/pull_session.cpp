@@ -20,6 +20,26 @@ CopyError(const std::string &text, char *error, size_t errlen) noexcept
 	error[n] = '\0';
 }
 
+PullStatus
+StatusOf(HttpOutcome outcome) noexcept
+{
+	switch (outcome) {
+		case HttpOutcome::Ok:
+			return PullStatus::Ok;
+		case HttpOutcome::HttpError:
+			return PullStatus::HttpError;
+		case HttpOutcome::NetworkError:
+			return PullStatus::NetworkError;
+		case HttpOutcome::Timeout:
+			return PullStatus::Timeout;
+		case HttpOutcome::TooLarge:
+			return PullStatus::TooLarge;
+		case HttpOutcome::Aborted:
+			return PullStatus::Aborted;
+	}
+	return PullStatus::NetworkError;
+}
+
 } /* namespace */
 
 PullSession *
@@ -86,24 +106,9 @@ PullSession::Pull(int batch_size, int wait_for_ms) noexcept
 	last_status_ = 0;
 	last_retry_after_ = -1;
 	result_ = client_->Receive(batch_size, wait_for_ms);
-	switch (result_.outcome) {
-		case HttpOutcome::Ok:
-			break;
-		case HttpOutcome::HttpError:
-			Fail(result_, "receive failed");
-			return PullStatus::HttpError;
-		case HttpOutcome::NetworkError:
-			Fail(result_, "receive failed");
-			return PullStatus::NetworkError;
-		case HttpOutcome::Timeout:
-			Fail(result_, "receive failed");
-			return PullStatus::Timeout;
-		case HttpOutcome::TooLarge:
-			Fail(result_, "receive failed");
-			return PullStatus::TooLarge;
-		case HttpOutcome::Aborted:
-			Fail(result_, "receive failed");
-			return PullStatus::Aborted;
+	if (!result_.Ok()) {
+		Fail(result_, "receive failed");
+		return StatusOf(result_.outcome);
 	}
 	last_status_ = result_.http_status;
 	try {
