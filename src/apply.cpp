@@ -62,6 +62,7 @@ struct Rec {
 	Datum	   *values;			/* per mapped column, after conversion */
 	bool	   *nulls;
 	char	   *key_text;		/* hard deletes: the key as the id column prints it */
+	const json::Node *data;		/* the record's "data" object, nullptr when absent or null */
 };
 
 /* All records of one mapping. */
@@ -244,6 +245,7 @@ ValidateRecord(Engine *e, int i)
 		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record field \"data\" must be an object");
 		return;
 	}
+	r->data = data != nullptr && data->IsObject() ? data : nullptr;
 
 	if (coll == nullptr || coll->IsNull()) {
 		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record has no \"collection_id\" or \"collection_slug\"");
@@ -353,7 +355,7 @@ ConvertStep(void *p)
 					domain_check(r->values[a->col], false, col->type, nullptr, nullptr);
 				continue;
 			}
-			const json::Node *src = FindColumnSource(doc, r->node, col);
+			const json::Node *src = FindColumnSource(doc, r->node, r->data, col);
 			r->values[a->col] = ConvertValue(col, doc, src, &r->nulls[a->col]);
 		}
 		if (m->hard_delete) {

@@ -227,7 +227,8 @@ JsonArrayLiteral(json::Document *doc, const json::Node *array)
 } /* namespace */
 
 const json::Node *
-FindColumnSource(const json::Document *doc, const json::Node *record, const MappedColumn *col)
+FindColumnSource(const json::Document *doc, const json::Node *record, const json::Node *data,
+				 const MappedColumn *col)
 {
 	switch (col->source) {
 		case SourceKind::Path: {
@@ -237,8 +238,7 @@ FindColumnSource(const json::Document *doc, const json::Node *record, const Mapp
 			return v;
 		}
 		case SourceKind::DataField: {
-			const json::Node *data = doc->Find(record, "data");
-			if (data == nullptr || !data->IsObject())
+			if (data == nullptr)
 				return nullptr;
 			std::string_view name(col->name);
 			const json::Node *v = doc->Find(data, name);

@@ -10,9 +10,12 @@
 
 namespace sequin_sync {
 
-/* The JSON value a column takes from a record; nullptr when the record has none. */
+/*
+ * The JSON value a column takes from a record; nullptr when the record has none.  data is the
+ * record's "data" object (looked up once per record by the caller), nullptr when it has none.
+ */
 const json::Node *FindColumnSource(const json::Document *doc, const json::Node *record,
-								   const MappedColumn *col);
+								   const json::Node *data, const MappedColumn *col);
 
 /*
  * Converts a JSON value (nullptr = absent) for a column.  For columns passed as text
