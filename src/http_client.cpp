@@ -569,9 +569,28 @@ AppendJsonString(std::string *out, std::string_view text)
 
 /* ---- HttpConnection ---- */
 
+/*
+ * What a request in flight needs between Start and Finish: libcurl keeps pointers to the URL,
+ * the body (CURLOPT_POSTFIELDS does not copy) and the transfer state.
+ */
+struct HttpConnection::InFlight {
+	Transfer transfer;
+	std::string url;
+	std::string body;
+	HttpResult *result = nullptr;
+	bool added = false;     /* the easy handle is in the multi handle */
+	bool done = false;      /* the transfer ended; rc holds libcurl's result */
+	int rc = CURLE_OK;      /* CURLcode */
+	HttpOutcome early = HttpOutcome::Ok; /* failed before the transfer began, with early_error */
+	const char *early_error = nullptr;
+};
+
 HttpConnection::~HttpConnection()
 {
-	/* The easy handle is never left in the multi handle (Perform removes it), so either order. */
+	/* An unfinished request is dropped: removing it closes its connection. */
+	if (in_flight_ && in_flight_->added)
+		curl_multi_remove_handle(static_cast<CURLM *>(multi_), static_cast<CURL *>(curl_));
+	in_flight_.reset();
 	if (curl_ != nullptr)
 		curl_easy_cleanup(static_cast<CURL *>(curl_));
 	if (multi_ != nullptr)
@@ -648,6 +667,10 @@ HttpConnection::UpdateSettings(const HttpSettings &settings, std::string *error)
 	try {
 		if (curl_ == nullptr) {
 			*error = "the HTTP client is not initialized";
+			return false;
+		}
+		if (Busy()) {
+			*error = "a request is in flight";
 			return false;
 		}
 		settings_ = settings;
@@ -745,28 +768,107 @@ HttpConnection::Scrub(std::string *text) const
 HttpResult
 HttpConnection::Post(const std::string &url, const std::string &body, long extra_time_ms) noexcept
 {
-	if (curl_ == nullptr)
-		return ErrorResult(HttpOutcome::NetworkError, "the HTTP client is not initialized");
+	if (Busy())
+		return ErrorResult(HttpOutcome::NetworkError, "a request is already in flight");
 	HttpResult result;
-	try {
-		/* Already stopping: do not even open a connection. */
-		Transfer check;
-		check.should_abort = should_abort_;
-		check.should_abort_arg = should_abort_arg_;
-		if (AskAbort(&check))
-			return ErrorResult(HttpOutcome::Aborted, "the request was aborted");
-		Perform(url, body, extra_time_ms, &result);
-		Scrub(&result.error);
-		Scrub(&result.summary);
-	} catch (...) {
-		/* Only std::bad_alloc can get here; a partial body is worthless. */
-		result = ErrorResult(HttpOutcome::NetworkError, "out of memory");
-	}
+	Start(url, body, extra_time_ms, &result);
+	Finish();
 	return result;
 }
 
+
 /*
- * Runs the transfer set up on the easy handle and returns libcurl's result for it.
+ * Starts a request and returns once it is on the wire (the whole request body was sent) or has
+ * ended; the reply is read by Finish.  Between the two the caller may do other work: the
+ * server's answer waits in the socket.  Any failure here is reported by Finish.
+ */
+void
+HttpConnection::Start(const std::string &url, const std::string &body, long extra_time_ms,
+					  HttpResult *result) noexcept
+{
+	*result = HttpResult();
+	if (in_flight_) {
+		/* A caller bug; never two transfers on one handle. */
+		*result = ErrorResult(HttpOutcome::NetworkError, "a request is already in flight");
+		return;
+	}
+	try {
+		in_flight_.reset(new InFlight());
+		InFlight *f = in_flight_.get();
+		f->result = result;
+		if (curl_ == nullptr) {
+			f->early = HttpOutcome::NetworkError;
+			f->early_error = "the HTTP client is not initialized";
+			return;
+		}
+		f->transfer.should_abort = should_abort_;
+		f->transfer.should_abort_arg = should_abort_arg_;
+		/* Already stopping: do not even open a connection. */
+		if (AskAbort(&f->transfer)) {
+			f->early = HttpOutcome::Aborted;
+			f->early_error = "the request was aborted";
+			return;
+		}
+		f->url = url;
+		f->body = body;
+		Begin(f, extra_time_ms);
+		if (f->early == HttpOutcome::Ok && !f->done)
+			Drive(f, true);
+	} catch (...) {
+		/* Only std::bad_alloc can get here. */
+		if (in_flight_) {
+			in_flight_->early = HttpOutcome::NetworkError;
+			in_flight_->early_error = "out of memory";
+		} else
+			*result = ErrorResult(HttpOutcome::NetworkError, "out of memory");
+	}
+}
+
+/* Waits for the reply of the request Start began and fills its HttpResult. */
+void
+HttpConnection::Finish() noexcept
+{
+	if (!in_flight_)
+		return;
+	InFlight *f = in_flight_.get();
+	HttpResult *result = f->result;
+	try {
+		if (f->early != HttpOutcome::Ok)
+			*result = ErrorResult(f->early, f->early_error);
+		else {
+			if (!f->done)
+				Drive(f, false);
+			Classify(f);
+			Scrub(&result->error);
+			Scrub(&result->summary);
+		}
+	} catch (...) {
+		/* A partial body is worthless. */
+		*result = ErrorResult(HttpOutcome::NetworkError, "out of memory");
+	}
+	if (f->added)
+		curl_multi_remove_handle(static_cast<CURLM *>(multi_), static_cast<CURL *>(curl_));
+	in_flight_.reset();
+}
+
+/*
+ * Finishes a request in flight, asking grace_check instead of the usual abort check: used when
+ * a worker stops but a reply that is already on its way should still be read (and its
+ * messages given back) rather than left to time out at the server.
+ */
+void
+HttpConnection::FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept
+{
+	if (!in_flight_)
+		return;
+	in_flight_->transfer.should_abort = grace_check;
+	in_flight_->transfer.should_abort_arg = arg;
+	in_flight_->transfer.aborted = false;
+	Finish();
+}
+
+/*
+ * Sets the per-request options and hands the easy handle to the multi handle.
  *
  * Why not curl_easy_perform: while nothing arrives (a long poll) it sleeps up to a second
  * between calls of the progress callback, so a SIGTERM could wait more than a second.  Driving
@@ -774,68 +876,14 @@ HttpConnection::Post(const std::string &url, const std::string &body, long extra
  * should_abort.  The multi handle lives as long as the connection object and owns libcurl's
  * connection cache, so keep-alive works exactly as with curl_easy_perform.
  */
-int
-HttpConnection::Run(void *transfer_arg)
-{
-	Transfer *transfer = static_cast<Transfer *>(transfer_arg);
-	CURL *curl = static_cast<CURL *>(curl_);
-	CURLM *multi = static_cast<CURLM *>(multi_);
-	CURLMcode mc = curl_multi_add_handle(multi, curl);
-	if (mc != CURLM_OK) {
-		transfer->run_error = curl_multi_strerror(mc);
-		return CURLE_FAILED_INIT;
-	}
-	CURLcode rc = CURLE_OK;
-	bool done = false;
-	while (!done) {
-		int running = 0;
-		mc = curl_multi_perform(multi, &running);
-		int left = 0;
-		for (CURLMsg *msg; (msg = curl_multi_info_read(multi, &left)) != nullptr;)
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl) {
-				rc = msg->data.result;
-				done = true;
-			}
-		if (done)
-			break;
-		if (mc != CURLM_OK || running == 0) {
-			/* A broken multi handle; should not happen, and must not loop forever. */
-			transfer->run_error = mc != CURLM_OK ? curl_multi_strerror(mc)
-												 : "the transfer ended without a result";
-			rc = CURLE_FAILED_INIT;
-			break;
-		}
-		if (AskAbort(transfer)) {
-			rc = CURLE_ABORTED_BY_CALLBACK;
-			break;
-		}
-		mc = curl_multi_poll(multi, nullptr, 0, kAbortPollMs, nullptr);
-		if (mc != CURLM_OK) {
-			transfer->run_error = curl_multi_strerror(mc);
-			rc = CURLE_FAILED_INIT;
-			break;
-		}
-	}
-	/* Removing an unfinished transfer closes its connection; a finished one stays cached. */
-	curl_multi_remove_handle(multi, curl);
-	return rc;
-}
-
-/*
- * One request: sets the per-request options, runs it and classifies the outcome.  The body
- * stays owned by the caller (CURLOPT_POSTFIELDS does not copy) until Run returns.
- */
 void
-HttpConnection::Perform(const std::string &url, const std::string &body, long extra_time_ms,
-						HttpResult *result)
+HttpConnection::Begin(InFlight *f, long extra_time_ms)
 {
 	CURL *curl = static_cast<CURL *>(curl_);
-	Transfer transfer;
+	Transfer &transfer = f->transfer;
 	transfer.curl = curl;
-	transfer.result = result;
+	transfer.result = f->result;
 	transfer.max_size = settings_.max_response_size;
-	transfer.should_abort = should_abort_;
-	transfer.should_abort_arg = should_abort_arg_;
 
 	long long total_ms = std::max<long long>(extra_time_ms, 0) +
 						 std::max<long long>(settings_.poll_margin_ms, 0);
@@ -853,9 +901,9 @@ HttpConnection::Perform(const std::string &url, const std::string &body, long ex
 		if (rc == CURLE_OK)
 			rc = r;
 	};
-	set(curl_easy_setopt(curl, CURLOPT_URL, url.c_str()));
-	set(curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data()));
-	set(curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size())));
+	set(curl_easy_setopt(curl, CURLOPT_URL, f->url.c_str()));
+	set(curl_easy_setopt(curl, CURLOPT_POSTFIELDS, f->body.data()));
+	set(curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(f->body.size())));
 	set(curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms));
 	set(curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L));
 	set(curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, low_speed_time));
@@ -863,12 +911,78 @@ HttpConnection::Perform(const std::string &url, const std::string &body, long ex
 	set(curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer));
 	set(curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &transfer));
 	if (rc != CURLE_OK) {
-		result->outcome = HttpOutcome::NetworkError;
-		result->error = "could not set libcurl options: " + CurlMessage(nullptr, rc);
+		f->done = true;
+		f->rc = rc;
 		return;
 	}
+	CURLMcode mc = curl_multi_add_handle(static_cast<CURLM *>(multi_), curl);
+	if (mc != CURLM_OK) {
+		transfer.run_error = curl_multi_strerror(mc);
+		f->done = true;
+		f->rc = CURLE_FAILED_INIT;
+		return;
+	}
+	f->added = true;
+}
 
-	rc = static_cast<CURLcode>(Run(&transfer));
+/*
+ * Runs the transfer until it ends, or with until_sent only until the whole request is on the
+ * wire.  Asks the abort check every kAbortPollMs while it waits.
+ */
+void
+HttpConnection::Drive(InFlight *f, bool until_sent)
+{
+	Transfer *transfer = &f->transfer;
+	CURL *curl = static_cast<CURL *>(curl_);
+	CURLM *multi = static_cast<CURLM *>(multi_);
+	const curl_off_t body_size = static_cast<curl_off_t>(f->body.size());
+	for (;;) {
+		int running = 0;
+		CURLMcode mc = curl_multi_perform(multi, &running);
+		int left = 0;
+		for (CURLMsg *msg; (msg = curl_multi_info_read(multi, &left)) != nullptr;)
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl) {
+				f->rc = msg->data.result;
+				f->done = true;
+			}
+		if (f->done)
+			return;
+		if (mc != CURLM_OK || running == 0) {
+			/* A broken multi handle; should not happen, and must not loop forever. */
+			transfer->run_error = mc != CURLM_OK ? curl_multi_strerror(mc)
+												 : "the transfer ended without a result";
+			f->rc = CURLE_FAILED_INIT;
+			f->done = true;
+			return;
+		}
+		if (until_sent) {
+			curl_off_t sent = 0;
+			if (curl_easy_getinfo(curl, CURLINFO_SIZE_UPLOAD_T, &sent) == CURLE_OK && sent >= body_size)
+				return;
+		}
+		if (AskAbort(transfer)) {
+			f->rc = CURLE_ABORTED_BY_CALLBACK;
+			f->done = true;
+			return;
+		}
+		mc = curl_multi_poll(multi, nullptr, 0, until_sent ? 5 : kAbortPollMs, nullptr);
+		if (mc != CURLM_OK) {
+			transfer->run_error = curl_multi_strerror(mc);
+			f->rc = CURLE_FAILED_INIT;
+			f->done = true;
+			return;
+		}
+	}
+}
+
+/* Classifies the ended transfer into its HttpResult. */
+void
+HttpConnection::Classify(InFlight *f)
+{
+	CURL *curl = static_cast<CURL *>(curl_);
+	Transfer &transfer = f->transfer;
+	HttpResult *result = f->result;
+	CURLcode rc = static_cast<CURLcode>(f->rc);
 
 	long status = 0;
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
@@ -952,7 +1066,8 @@ V1Client::Create(std::string_view endpoint, std::string_view token, const HttpSe
 			return nullptr;
 		}
 		client->endpoint_ = std::move(normalized);
-		if (!client->connection_.Init(token, settings, error))
+		if (!client->connection_.Init(token, settings, error) ||
+			!client->ack_connection_.Init(token, settings, error))
 			return nullptr;
 		return client;
 	} catch (...) {
@@ -964,41 +1079,92 @@ V1Client::Create(std::string_view endpoint, std::string_view token, const HttpSe
 	}
 }
 
+std::string
+V1Client::NextBody(int batch_size, int wait_for_ms)
+{
+	batch_size = std::max(batch_size, 1);
+	wait_for_ms = std::max(wait_for_ms, 0);
+	return "{\"batch_size\":" + std::to_string(batch_size) + ",\"wait_for\":" + std::to_string(wait_for_ms) + "}";
+}
+
 HttpResult
 V1Client::Receive(int batch_size, int wait_for_ms) noexcept
 {
 	try {
-		batch_size = std::max(batch_size, 1);
-		wait_for_ms = std::max(wait_for_ms, 0);
-		std::string body = "{\"batch_size\":" + std::to_string(batch_size) +
-						   ",\"wait_for\":" + std::to_string(wait_for_ms) + "}";
-		return connection_.Post(endpoint_ + "/next", body, wait_for_ms);
+		return connection_.Post(endpoint_ + "/next", NextBody(batch_size, wait_for_ms), std::max(wait_for_ms, 0));
 	} catch (...) {
 		return ErrorResult(HttpOutcome::NetworkError, "out of memory");
 	}
 }
 
+void
+V1Client::StartReceive(int batch_size, int wait_for_ms, HttpResult *out) noexcept
+{
+	try {
+		connection_.Start(endpoint_ + "/next", NextBody(batch_size, wait_for_ms), std::max(wait_for_ms, 0), out);
+	} catch (...) {
+		*out = ErrorResult(HttpOutcome::NetworkError, "out of memory");
+	}
+}
+
+void
+V1Client::FinishReceive() noexcept
+{
+	connection_.Finish();
+}
+
 HttpResult
 V1Client::Ack(const std::vector<std::string_view> &tokens) noexcept
 {
-	return SendTokens("/ack", tokens);
+	HttpResult r;
+	StartTokens("/ack", tokens, &r);
+	ack_connection_.Finish();
+	return r;
 }
 
 HttpResult
 V1Client::Nack(const std::vector<std::string_view> &tokens) noexcept
 {
-	return SendTokens("/nack", tokens);
+	HttpResult r;
+	StartTokens("/nack", tokens, &r);
+	ack_connection_.Finish();
+	return r;
 }
 
-/* {"ack_tokens": [...]} to /ack or /nack; the API wants a non-empty array, so none = no call. */
-HttpResult
-V1Client::SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept
+void
+V1Client::StartAck(const std::vector<std::string_view> &tokens, HttpResult *out) noexcept
 {
+	StartTokens("/ack", tokens, out);
+}
+
+void
+V1Client::FinishAck() noexcept
+{
+	ack_connection_.Finish();
+}
+
+void
+V1Client::FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept
+{
+	ack_connection_.FinishWithin(grace_check, arg);
+	connection_.FinishWithin(grace_check, arg);
+}
+
+/*
+ * {"ack_tokens": [...]} to /ack or /nack on the second connection, so acknowledgements never
+ * wait behind a receive in flight.  The API wants a non-empty array, so none = no call.  The
+ * body is built (and the tokens read) before this returns.  A request still in flight on that
+ * connection is finished first.
+ */
+void
+V1Client::StartTokens(const char *path, const std::vector<std::string_view> &tokens, HttpResult *out) noexcept
+{
+	ack_connection_.Finish();
 	try {
 		if (tokens.empty()) {
-			HttpResult ok;
-			ok.outcome = HttpOutcome::Ok;
-			return ok;
+			*out = HttpResult();
+			out->outcome = HttpOutcome::Ok;
+			return;
 		}
 		std::string body = "{\"ack_tokens\":[";
 		size_t size = body.size() + 2;
@@ -1011,9 +1177,9 @@ V1Client::SendTokens(const char *path, const std::vector<std::string_view> &toke
 			AppendJsonString(&body, tokens[i]);
 		}
 		body += "]}";
-		return connection_.Post(endpoint_ + path, body, 0);
+		ack_connection_.Start(endpoint_ + path, body, 0, out);
 	} catch (...) {
-		return ErrorResult(HttpOutcome::NetworkError, "out of memory");
+		*out = ErrorResult(HttpOutcome::NetworkError, "out of memory");
 	}
 }
 
@@ -1021,12 +1187,13 @@ void
 V1Client::SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept
 {
 	connection_.SetAbortCheck(should_abort, arg);
+	ack_connection_.SetAbortCheck(should_abort, arg);
 }
 
 bool
 V1Client::UpdateSettings(const HttpSettings &settings, std::string *error) noexcept
 {
-	return connection_.UpdateSettings(settings, error);
+	return connection_.UpdateSettings(settings, error) && ack_connection_.UpdateSettings(settings, error);
 }
 
 } /* namespace sequin_sync */

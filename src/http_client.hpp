@@ -18,7 +18,8 @@
  *    every 100 ms during a transfer, so SIGTERM ends even a long poll at once;
  *  - the API token never appears in an error message.
  *
- * A client is not thread-safe; one client per worker (it reuses one connection, keep-alive).
+ * A client is not thread-safe; one client per worker.  It keeps two connections open (keep-alive):
+ * one for /next, one for /ack and /nack, so an acknowledgement never waits behind a long poll.
  */
 #ifndef SEQUIN_SYNC_HTTP_CLIENT_HPP
 #define SEQUIN_SYNC_HTTP_CLIENT_HPP
@@ -101,6 +102,19 @@ public:
 	virtual HttpResult Ack(const std::vector<std::string_view> &tokens) noexcept = 0;
 	virtual HttpResult Nack(const std::vector<std::string_view> &tokens) noexcept = 0;
 
+	/*
+	 * The overlapped forms (see HttpConnection::Start): a Receive and an Ack can each be in
+	 * flight at once, on two connections, while the caller applies a batch.  *out must stay
+	 * valid until the matching Finish; the tokens are read before StartAck returns.  Ack and
+	 * Nack finish an Ack in flight first.
+	 */
+	virtual void StartReceive(int batch_size, int wait_for_ms, HttpResult *out) noexcept = 0;
+	virtual void FinishReceive() noexcept = 0;
+	virtual void StartAck(const std::vector<std::string_view> &tokens, HttpResult *out) noexcept = 0;
+	virtual void FinishAck() noexcept = 0;
+	/* Finishes whatever is in flight, asking grace_check instead of the abort check. */
+	virtual void FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept = 0;
+
 	/* Asked before and during every transfer (every 100 ms while waiting); nullptr = never. */
 	virtual void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept = 0;
 	/* New timeouts, limits, CA file (e.g. after SIGHUP).  Takes effect on the next request. */
@@ -128,11 +142,24 @@ public:
 	/* POST body to url; the total timeout is extra_time_ms + settings.poll_margin_ms. */
 	HttpResult Post(const std::string &url, const std::string &body, long extra_time_ms) noexcept;
 
+	/*
+	 * The same request in two halves, so a caller can work while the server answers: Start
+	 * returns once the request is on the wire (or failed), Finish reads the reply into *result,
+	 * which must stay valid until then.  One request at a time; Start while Busy fails.
+	 */
+	void Start(const std::string &url, const std::string &body, long extra_time_ms,
+			   HttpResult *result) noexcept;
+	void Finish() noexcept;
+	/* Finish, asking grace_check instead of the abort check (a stopping worker's last read). */
+	void FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept;
+	bool Busy() const noexcept { return in_flight_ != nullptr; }
+
 private:
+	struct InFlight;
 	bool ApplySettings(std::string *error);
-	void Perform(const std::string &url, const std::string &body, long extra_time_ms,
-				 HttpResult *result);
-	int Run(void *transfer); /* CURLcode */
+	void Begin(InFlight *f, long extra_time_ms);
+	void Drive(InFlight *f, bool until_sent);
+	void Classify(InFlight *f);
 	void Scrub(std::string *text) const;
 
 	void *curl_ = nullptr;           /* CURL *, kept opaque so curl.h stays out of this header */
@@ -143,6 +170,7 @@ private:
 	HttpSettings settings_;
 	ShouldAbortFn should_abort_ = nullptr;
 	void *should_abort_arg_ = nullptr;
+	std::unique_ptr<InFlight> in_flight_;
 };
 
 /*
@@ -159,16 +187,23 @@ public:
 	HttpResult Receive(int batch_size, int wait_for_ms) noexcept override;
 	HttpResult Ack(const std::vector<std::string_view> &tokens) noexcept override;
 	HttpResult Nack(const std::vector<std::string_view> &tokens) noexcept override;
+	void StartReceive(int batch_size, int wait_for_ms, HttpResult *out) noexcept override;
+	void FinishReceive() noexcept override;
+	void StartAck(const std::vector<std::string_view> &tokens, HttpResult *out) noexcept override;
+	void FinishAck() noexcept override;
+	void FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept override;
 	void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept override;
 	bool UpdateSettings(const HttpSettings &settings, std::string *error) noexcept override;
 	const char *ProtocolName() const noexcept override { return "v1"; }
 
 private:
 	V1Client() noexcept = default;
-	HttpResult SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept;
+	static std::string NextBody(int batch_size, int wait_for_ms);
+	void StartTokens(const char *path, const std::vector<std::string_view> &tokens, HttpResult *out) noexcept;
 
-	std::string endpoint_; /* normalized, no trailing '/' */
-	HttpConnection connection_;
+	std::string endpoint_;          /* normalized, no trailing '/' */
+	HttpConnection connection_;     /* /next */
+	HttpConnection ack_connection_; /* /ack and /nack */
 };
 
 /*

@@ -3,6 +3,7 @@
  */
 #include "pull_session.hpp"
 
+#include <chrono>
 #include <cstring>
 #include <new>
 
@@ -71,6 +72,8 @@ PullSession::~PullSession() = default;
 void
 PullSession::SetAbortCheck(ShouldAbortFn fn, void *arg) noexcept
 {
+	abort_fn_ = fn;
+	abort_arg_ = arg;
 	client_->SetAbortCheck(fn, arg);
 }
 
@@ -96,73 +99,204 @@ PullSession::Fail(const HttpResult &r, const char *what) noexcept
 	}
 }
 
-PullStatus
-PullSession::Pull(int batch_size, int wait_for_ms) noexcept
+void
+PullSession::Clear(Batch *b) noexcept
 {
-	records_.clear();
-	tokens_.clear();
-	reply_.items.clear();
-	reply_.has_pending = false;
-	last_status_ = 0;
-	last_retry_after_ = -1;
-	result_ = client_->Receive(batch_size, wait_for_ms);
-	if (!result_.Ok()) {
-		Fail(result_, "receive failed");
-		return StatusOf(result_.outcome);
+	b->records.clear();
+	b->tokens.clear();
+	b->reply.items.clear();
+	b->reply.has_pending = false;
+	b->reply.num_pending = 0;
+}
+
+/* Checks the received reply and decodes it, in place, into its batch. */
+PullStatus
+PullSession::Decode(Batch *b) noexcept
+{
+	if (!b->result.Ok()) {
+		Fail(b->result, "receive failed");
+		return StatusOf(b->result.outcome);
 	}
-	last_status_ = result_.http_status;
+	last_status_ = b->result.http_status;
 	try {
-		if (result_.body.empty()) {
+		if (b->result.body.empty()) {
 			last_error_ = "bad reply: the body is empty";
 			return PullStatus::BadReply;
 		}
-		if (!doc_.Parse(&result_.body[0], result_.body.size())) {
-			last_error_ = std::string("bad reply: invalid JSON at byte ") + std::to_string(doc_.ErrorOffset()) +
-						  ": " + doc_.ErrorMessage();
+		if (!b->doc.Parse(&b->result.body[0], b->result.body.size())) {
+			last_error_ = std::string("bad reply: invalid JSON at byte ") + std::to_string(b->doc.ErrorOffset()) +
+						  ": " + b->doc.ErrorMessage();
 			return PullStatus::BadReply;
 		}
 		std::string err;
-		if (!DecodeNextReply(doc_, &reply_, &err)) {
+		if (!DecodeNextReply(b->doc, &b->reply, &err)) {
 			last_error_ = "bad reply: " + err;
+			b->reply.items.clear();
 			return PullStatus::BadReply;
 		}
-		records_.reserve(reply_.items.size());
-		tokens_.reserve(reply_.items.size());
-		for (const NextReplyItem &item : reply_.items) {
-			records_.push_back(item.record);
-			tokens_.push_back(item.ack_token);
+		b->records.reserve(b->reply.items.size());
+		b->tokens.reserve(b->reply.items.size());
+		for (const NextReplyItem &item : b->reply.items) {
+			b->records.push_back(item.record);
+			b->tokens.push_back(item.ack_token);
 		}
 	} catch (...) {
-		records_.clear();
-		tokens_.clear();
+		b->records.clear();
+		b->tokens.clear();
 		last_error_ = "bad reply: out of memory";
 		return PullStatus::BadReply;
 	}
 	return PullStatus::Ok;
 }
 
-bool
-PullSession::Send(bool ack) noexcept
+PullStatus
+PullSession::TakePrefetched() noexcept
 {
-	if (tokens_.empty())
-		return true; /* never an empty ack */
-	HttpResult r = ack ? client_->Ack(tokens_) : client_->Nack(tokens_);
-	if (r.Ok())
-		return true;
-	Fail(r, ack ? "ack failed" : "nack failed");
-	return false;
+	client_->FinishReceive();
+	prefetching_ = false;
+	cur_ ^= 1;
+	return Decode(&cur());
+}
+
+PullStatus
+PullSession::Pull(int batch_size, int wait_for_ms) noexcept
+{
+	last_status_ = 0;
+	last_retry_after_ = -1;
+	if (prefetching_)
+		return TakePrefetched();
+	Batch &b = cur();
+	Clear(&b);
+	b.result = client_->Receive(batch_size, wait_for_ms);
+	return Decode(&b);
 }
 
 bool
-PullSession::AckAll() noexcept
+PullSession::MoreWaiting(int batch_size) const noexcept
 {
-	return Send(true);
+	return Count() >= batch_size || (HasPending() && Pending() > 0);
+}
+
+void
+PullSession::Prefetch(int batch_size) noexcept
+{
+	if (prefetching_)
+		return;
+	/* The other buffer is free: its batch was applied and its tokens are in the ack's body. */
+	Batch &next = batches_[cur_ ^ 1];
+	Clear(&next);
+	client_->StartReceive(batch_size, 0, &next.result);
+	prefetching_ = true;
+}
+
+void
+PullSession::CollectAck() noexcept
+{
+	if (!ack_in_flight_)
+		return;
+	client_->FinishAck();
+	ack_in_flight_ = false;
+	if (ack_result_.Ok())
+		acked_ += ack_count_;
+	else {
+		Fail(ack_result_, "ack failed");
+		try {
+			ack_error_ = last_error_;
+		} catch (...) {
+			ack_error_.clear();
+		}
+		ack_failed_ = true;
+	}
+	ack_count_ = 0;
+}
+
+bool
+PullSession::StartAck() noexcept
+{
+	CollectAck();
+	Batch &b = cur();
+	if (b.tokens.empty())
+		return true; /* never an empty ack */
+	client_->StartAck(b.tokens, &ack_result_);
+	ack_in_flight_ = true;
+	ack_count_ = (int64_t) b.tokens.size();
+	return true;
+}
+
+int64_t
+PullSession::TakeAcked() noexcept
+{
+	int64_t n = acked_;
+	acked_ = 0;
+	return n;
+}
+
+const char *
+PullSession::TakeAckError() noexcept
+{
+	if (!ack_failed_)
+		return nullptr;
+	ack_failed_ = false;
+	return ack_error_.c_str();
 }
 
 bool
 PullSession::NackAll() noexcept
 {
-	return Send(false);
+	CollectAck();
+	bool ok = true;
+	if (!cur().tokens.empty()) {
+		HttpResult r = client_->Nack(cur().tokens);
+		if (!r.Ok()) {
+			Fail(r, "nack failed");
+			ok = false;
+		}
+	}
+	/* A prefetched batch was not applied either: give it back too. */
+	if (prefetching_ && TakePrefetched() == PullStatus::Ok && !cur().tokens.empty()) {
+		HttpResult r = client_->Nack(cur().tokens);
+		if (!r.Ok() && ok) {
+			Fail(r, "nack failed");
+			ok = false;
+		}
+	}
+	Clear(&cur());
+	return ok;
+}
+
+namespace {
+
+struct Grace {
+	std::chrono::steady_clock::time_point until;
+};
+
+bool
+GraceOver(void *arg)
+{
+	return std::chrono::steady_clock::now() >= static_cast<Grace *>(arg)->until;
+}
+
+} /* namespace */
+
+void
+PullSession::Drain(long grace_ms) noexcept
+{
+	Grace grace{std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms)};
+	client_->FinishWithin(GraceOver, &grace);
+	if (ack_in_flight_)
+		CollectAck();
+	if (prefetching_) {
+		prefetching_ = false;
+		cur_ ^= 1;
+		if (Decode(&cur()) == PullStatus::Ok && !cur().tokens.empty()) {
+			client_->SetAbortCheck(GraceOver, &grace);
+			HttpResult r = client_->Nack(cur().tokens);
+			client_->SetAbortCheck(abort_fn_, abort_arg_);
+			if (!r.Ok())
+				Fail(r, "nack failed");
+		}
+		Clear(&cur());
+	}
 }
 
 } /* namespace sequin_sync */

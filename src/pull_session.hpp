@@ -44,6 +44,12 @@ enum class PullStatus {
 	BadReply,	/* not JSON, cut short, or not the documented shape: not acked, not applied */
 };
 
+/*
+ * Overlap.  While a batch is applied, the next one can already be on its way (Prefetch), and
+ * an acknowledgement travels on a second connection while the loop goes on (StartAck): the
+ * loop never waits for the server between two full batches.  Nothing is acknowledged before
+ * the caller says so, i.e. after its commit.  Two batch buffers take turns.
+ */
 class PullSession {
 public:
 	/* nullptr on failure, with the reason copied into error (size errlen). */
@@ -52,19 +58,44 @@ public:
 
 	void SetAbortCheck(ShouldAbortFn fn, void *arg) noexcept;
 
-	/* Long-polls for up to batch_size messages. */
+	/* Long-polls for up to batch_size messages; takes the prefetched reply instead if one is on
+	 * its way. */
 	PullStatus Pull(int batch_size, int wait_for_ms) noexcept;
 
-	/* The last batch: its records and its document (valid until the next Pull). */
-	int Count() const noexcept { return (int) records_.size(); }
-	const json::Node **Records() noexcept { return records_.data(); }
-	json::Document *Doc() noexcept { return &doc_; }
-	bool HasPending() const noexcept { return reply_.has_pending; }
-	int64_t Pending() const noexcept { return reply_.num_pending; }
+	/* Whether the consumer has more right now: the last batch was full, or it says so. */
+	bool MoreWaiting(int batch_size) const noexcept;
+	/* Sends the next /next (without a long poll) now; Pull reads its reply. */
+	void Prefetch(int batch_size) noexcept;
 
-	/* Acknowledges / gives back every message of the last batch.  False + LastError on failure. */
-	bool AckAll() noexcept;
+	/* The current batch: its records and its document (valid until the Pull after next). */
+	int Count() const noexcept { return (int) cur().records.size(); }
+	const json::Node **Records() noexcept { return cur().records.data(); }
+	json::Document *Doc() noexcept { return &cur().doc; }
+	bool HasPending() const noexcept { return cur().reply.has_pending; }
+	int64_t Pending() const noexcept { return cur().reply.num_pending; }
+
+	/*
+	 * Acknowledges every message of the current batch without waiting for the answer.  An
+	 * earlier acknowledgement still in flight is collected first.  False + LastError when the
+	 * request could not even be sent (then the messages are simply delivered again).
+	 */
+	bool StartAck() noexcept;
+	/* Waits for the acknowledgement in flight, if any, and records its outcome. */
+	void CollectAck() noexcept;
+	/* Messages whose acknowledgement the server confirmed since the last call. */
+	int64_t TakeAcked() noexcept;
+	/* The error of an acknowledgement that failed since the last call, or nullptr. */
+	const char *TakeAckError() noexcept;
+
+	/* Gives back every message of the current batch, and of a prefetched one. */
 	bool NackAll() noexcept;
+
+	/*
+	 * Before the session is deleted: finishes what is in flight within grace_ms, ignoring the
+	 * abort check, and gives back the messages of a prefetched reply, so they come again at
+	 * once instead of after the consumer's visibility timeout.
+	 */
+	void Drain(long grace_ms) noexcept;
 
 	/* Details of the last failed call. */
 	long HttpStatus() const noexcept { return last_status_; }
@@ -72,16 +103,35 @@ public:
 	const char *LastError() const noexcept { return last_error_.c_str(); }
 
 private:
+	struct Batch {
+		HttpResult result;
+		json::Document doc;
+		NextReply reply;
+		std::vector<const json::Node *> records;
+		std::vector<std::string_view> tokens;
+	};
+
 	PullSession() noexcept = default;
-	bool Send(bool ack) noexcept;
+	Batch &cur() noexcept { return batches_[cur_]; }
+	const Batch &cur() const noexcept { return batches_[cur_]; }
+	PullStatus Decode(Batch *b) noexcept;
+	static void Clear(Batch *b) noexcept;
 	void Fail(const HttpResult &r, const char *what) noexcept;
+	/* Reads the prefetched reply into the other buffer, which becomes the current one. */
+	PullStatus TakePrefetched() noexcept;
 
 	std::unique_ptr<ConsumerClient> client_;
-	HttpResult result_;
-	json::Document doc_;
-	NextReply reply_;
-	std::vector<const json::Node *> records_;
-	std::vector<std::string_view> tokens_;
+	ShouldAbortFn abort_fn_ = nullptr;
+	void *abort_arg_ = nullptr;
+	Batch batches_[2];
+	int cur_ = 0;
+	bool prefetching_ = false;
+	bool ack_in_flight_ = false;
+	int64_t ack_count_ = 0;         /* messages in the acknowledgement in flight */
+	HttpResult ack_result_;
+	int64_t acked_ = 0;
+	bool ack_failed_ = false;
+	std::string ack_error_;
 	std::string last_error_;
 	long last_status_ = 0;
 	long last_retry_after_ = -1;

@@ -309,6 +309,40 @@ FlushAcked(int64 *acked)
 	*acked = 0;
 }
 
+/* Counts acknowledgements the server has confirmed, and reports one that failed. */
+void
+CollectAcks(PullSession *session, int64 *acked_pending)
+{
+	int64 n = session->TakeAcked();
+	if (n > 0) {
+		*acked_pending += n;
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		shared->slots[my_slot].acked_unflushed += n;
+		LWLockRelease(shared->lock);
+	}
+	const char *error = session->TakeAckError();
+	if (error != nullptr) {
+		SetError(WorkerState::Running, error);
+		ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, error),
+					  errdetail("The batch was committed; its records will be delivered again and skipped.")));
+	}
+}
+
+/*
+ * Ends a session: what is in flight gets two seconds to finish (an acknowledgement of a
+ * committed batch, a prefetched batch to give back), then the connections close.
+ */
+void
+EndSession(PullSession **session, int64 *acked_pending)
+{
+	if (*session == nullptr)
+		return;
+	(*session)->Drain(2000);
+	CollectAcks(*session, acked_pending);
+	delete *session;
+	*session = nullptr;
+}
+
 PullSession *
 NewSession(char *error, size_t errlen)
 {
@@ -386,12 +420,10 @@ sequin_sync_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			SetSessionSettings();
-			delete session;
-			session = nullptr;
+			EndSession(&session, &acked_pending);
 		}
 		if (session == nullptr || pg_atomic_read_u64(&shared->config_generation) != seen_generation) {
-			delete session;
-			session = nullptr;
+			EndSession(&session, &acked_pending);
 			LoadConfig();
 			if (!config.found) {
 				/* Paused, dropped or fewer workers: the launcher stops this worker. */
@@ -433,6 +465,8 @@ sequin_sync_worker_main(Datum arg)
 			failures++;
 			SetError(config_error || status == PullStatus::BadReply ? WorkerState::Error : WorkerState::Backoff,
 					 session->LastError());
+			session->CollectAck();
+			CollectAcks(session, &acked_pending);
 			ereport(LOG,
 					(errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError()),
 					 errdetail("Retrying in %ld ms.", wait_ms)));
@@ -446,17 +480,24 @@ sequin_sync_worker_main(Datum arg)
 		LWLockRelease(shared->lock);
 		if (session->Count() == 0) {
 			failures = 0;
+			session->CollectAck();
+			CollectAcks(session, &acked_pending);
 			FlushAcked(&acked_pending);
 			SetSlotState(my_slot, WorkerState::Idle, nullptr);
 			continue;
 		}
 
 		SetSlotState(my_slot, WorkerState::Running, nullptr);
+		/* More is waiting: ask for it now, so it arrives while this batch is applied. */
+		if (session->MoreWaiting(config.batch_size))
+			session->Prefetch(config.batch_size);
 		BatchOutcome outcome;
 		ApplyBatchInTransaction(session, batch_cxt, acked_pending, &outcome);
 		if (!outcome.ok) {
+			/* The batch, and a prefetched one, go back to the consumer at once. */
 			if (!session->NackAll())
 				ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError())));
+			CollectAcks(session, &acked_pending);
 			failures++;
 			SetError(WorkerState::Backoff, outcome.error);
 			Sleep(BackoffMs(failures));
@@ -468,21 +509,17 @@ sequin_sync_worker_main(Datum arg)
 		slot->last_applied_at = GetCurrentTimestamp();
 		LWLockRelease(shared->lock);
 
-		/* Committed: now, and only now, acknowledge.  A lost ack only means a redelivery. */
-		if (session->AckAll()) {
-			acked_pending += session->Count();
-			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-			slot->acked_unflushed += session->Count();
-			LWLockRelease(shared->lock);
-		} else {
-			SetError(WorkerState::Running, session->LastError());
-			ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError()),
-						  errdetail("The batch was committed; its records will be delivered again and skipped.")));
-		}
+		/*
+		 * Committed: now, and only now, acknowledge.  The ack travels while the loop goes on;
+		 * its answer is collected with the next one.  A lost ack only means a redelivery.
+		 */
+		if (!session->StartAck())
+			ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError())));
+		CollectAcks(session, &acked_pending);
 		failures = 0;
 	}
 
+	EndSession(&session, &acked_pending);
 	FlushAcked(&acked_pending);
-	delete session;
 	proc_exit(0);
 }

@@ -414,11 +414,34 @@ TestKeepAlive()
 		CHECK(Track(client->Receive(10, 0)).Ok());
 		CHECK(Track(client->Ack({"t"})).Ok());
 	}
+	/* Two connections, each kept: one for /next, one for /ack and /nack. */
 	Stats s = GetStats();
 	CHECK(s.requests == 10);
-	CHECK(s.connections == 1);
-	if (s.connections != 1)
+	CHECK(s.connections == 2);
+	if (s.connections != 2)
 		fprintf(stderr, "    connections=%d requests=%d\n", s.connections, s.requests);
+
+	/* Overlapped: an ack travels while a receive is in flight, on the same two connections. */
+	Reset();
+	for (int i = 0; i < 3; i++) {
+		HttpResult next, ack;
+		client->StartReceive(10, 0, &next);
+		client->StartAck({"t1", "t2"}, &ack);
+		client->FinishAck();
+		client->FinishReceive();
+		CHECK(Track(next).Ok());
+		CHECK(Track(ack).Ok());
+		CHECK(next.body.find("\"data\"") != std::string::npos);
+	}
+	/* Finishing twice, or with nothing in flight, is harmless. */
+	client->FinishReceive();
+	client->FinishAck();
+	/* (connections counts those not seen before the reset: both were kept) */
+	s = GetStats();
+	CHECK(s.requests == 6);
+	CHECK(s.connections == 0);
+	if (s.connections != 0)
+		fprintf(stderr, "    overlapped: connections=%d requests=%d\n", s.connections, s.requests);
 
 	/* An error reply with a complete body keeps the connection too. */
 	Reset();
