@@ -24,6 +24,7 @@
 #include <string_view>
 
 #include "json_doc.hpp"
+#include "record.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -135,38 +136,6 @@ LoadMappings(Engine *e)
 	}
 }
 
-/* A JSON integer that fits int64; false for fractions, exponents and overflow. */
-bool
-ParseInt64(const json::Node *n, int64 *out)
-{
-	if (n == nullptr || !n->IsNumber() || !n->IsIntegerText() || n->len > 20)
-		return false;
-	const char *p = n->str;
-	const char *end = n->str + n->len;
-	bool neg = false;
-	if (*p == '-') {
-		neg = true;
-		p++;
-	}
-	uint64 v = 0;
-	for (; p < end; p++) {
-		uint64 digit = (uint64) (*p - '0');
-		if (v > (PG_UINT64_MAX - digit) / 10)
-			return false;
-		v = v * 10 + digit;
-	}
-	if (neg) {
-		if (v > (uint64) PG_INT64_MAX + 1)
-			return false;
-		*out = (int64) (0 - v);
-	} else {
-		if (v > (uint64) PG_INT64_MAX)
-			return false;
-		*out = (int64) v;
-	}
-	return true;
-}
-
 Group *
 FindGroup(Engine *e, const char *collection, uint32 len)
 {
@@ -187,75 +156,33 @@ AddToGroup(Group *g, Rec *r)
 	g->recs[g->nrecs++] = r;
 }
 
-/* Checks the standard fields every record needs and files it under its mapping. */
+/* Checks the standard fields every record needs (record.cpp) and files it under its mapping. */
 void
 ValidateRecord(Engine *e, int i)
 {
-	json::Document *doc = e->batch->doc;
 	Rec *r = &e->recs[i];
 	r->index = i;
 	r->node = e->batch->records[i];
-	const json::Node *rec = r->node;
 
-	if (rec == nullptr || !rec->IsObject()) {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record is not a JSON object");
+	record::Fields f;
+	record::FieldError err = record::ValidateFields(*e->batch->doc, r->node, &f);
+	if (f.collection != nullptr) {
+		char *coll = (char *) MemoryContextAlloc(e->batch->cxt, f.collection_len + 1);
+		memcpy(coll, f.collection, f.collection_len);
+		coll[f.collection_len] = '\0';
+		e->batch->results[i].collection = coll;
+	}
+	if (err != record::FieldError::None) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, record::FieldErrorMessage(err));
 		return;
 	}
-	const json::Node *coll = doc->Find(rec, "collection_id");
-	if (coll == nullptr || coll->IsNull())
-		coll = doc->Find(rec, "collection_slug");
-	if (coll != nullptr && coll->IsString() && coll->len > 0 && memchr(coll->str, '\0', coll->len) == nullptr)
-		e->batch->results[i].collection = MemoryContextStrdup(e->batch->cxt, pnstrdup(coll->str, coll->len));
+	r->id = f.id;
+	r->id_len = f.id_len;
+	r->idx = f.updated_idx;
+	r->deleted = f.deleted;
+	r->data = f.data;
 
-	const json::Node *id = doc->Find(rec, "id");
-	if (id == nullptr || id->IsNull()) {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record has no \"id\"");
-		return;
-	}
-	if (!id->IsString() || id->len == 0 || memchr(id->str, '\0', id->len) != nullptr) {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record field \"id\" must be a non-empty string");
-		return;
-	}
-	r->id = id->str;
-	r->id_len = id->len;
-
-	const json::Node *idx = doc->Find(rec, "updated_idx");
-	if (idx == nullptr || idx->IsNull()) {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record has no \"updated_idx\"");
-		return;
-	}
-	if (!ParseInt64(idx, &r->idx)) {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE,
-			 "record field \"updated_idx\" must be an integer between -9223372036854775808 and 9223372036854775807");
-		return;
-	}
-
-	const json::Node *deleted = doc->Find(rec, "deleted");
-	if (deleted == nullptr || deleted->IsNull())
-		r->deleted = false;
-	else if (deleted->IsBool())
-		r->deleted = deleted->kind == json::Kind::True;
-	else {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record field \"deleted\" must be a boolean");
-		return;
-	}
-
-	const json::Node *data = doc->Find(rec, "data");
-	if (data != nullptr && !data->IsNull() && !data->IsObject()) {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record field \"data\" must be an object");
-		return;
-	}
-	r->data = data != nullptr && data->IsObject() ? data : nullptr;
-
-	if (coll == nullptr || coll->IsNull()) {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record has no \"collection_id\" or \"collection_slug\"");
-		return;
-	}
-	if (!coll->IsString() || e->batch->results[i].collection == nullptr) {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "record field \"collection_id\" must be a non-empty string");
-		return;
-	}
-	Group *g = FindGroup(e, coll->str, coll->len);
+	Group *g = FindGroup(e, f.collection, f.collection_len);
 	if (g == nullptr) {
 		Fail(e, i, ERRCODE_UNDEFINED_OBJECT,
 			 psprintf("collection \"%s\" is not mapped for consumer \"%s\"",

@@ -7,9 +7,9 @@
  * record that failed.
  */
 #include <new>
-#include <string_view>
 
 #include "json_doc.hpp"
+#include "record.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -35,27 +35,6 @@ namespace sequin_sync {
 
 namespace {
 
-const char *
-KindName(json::Kind kind)
-{
-	switch (kind) {
-		case json::Kind::Null:
-			return "null";
-		case json::Kind::True:
-		case json::Kind::False:
-			return "boolean";
-		case json::Kind::Number:
-			return "number";
-		case json::Kind::String:
-			return "string";
-		case json::Kind::Array:
-			return "array";
-		case json::Kind::Object:
-			return "object";
-	}
-	return "value";
-}
-
 /*
  * A NUL-terminated copy of JSON text in the server encoding.  A NUL byte (\u0000) cannot be
  * stored in any Postgres text value: that is the record's error.
@@ -63,7 +42,7 @@ KindName(json::Kind kind)
 char *
 ServerString(const char *str, size_t len)
 {
-	if (memchr(str, '\0', len) != nullptr)
+	if (record::HasNul(str, len))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
 				 errmsg("unsupported Unicode escape sequence"),
@@ -101,7 +80,7 @@ EpochValue(const MappedColumn *col, const json::Node *value)
 void
 JsonbString(const char *str, uint32 len, JsonbValue *v)
 {
-	if (memchr(str, '\0', len) != nullptr)
+	if (record::HasNul(str, len))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
 				 errmsg("unsupported Unicode escape sequence"),
@@ -227,29 +206,14 @@ JsonArrayLiteral(json::Document *doc, const json::Node *array)
 } /* namespace */
 
 const json::Node *
-FindColumnSource(const json::Document *doc, const json::Node *record, const json::Node *data,
+FindColumnSource(const json::Document *doc, const json::Node *rec, const json::Node *data,
 				 const MappedColumn *col)
 {
 	switch (col->source) {
-		case SourceKind::Path: {
-			const json::Node *v = doc->FindPath(record, col->path);
-			if ((v == nullptr || v->IsNull()) && col->alt_path != nullptr)
-				v = doc->FindPath(record, col->alt_path);
-			return v;
-		}
-		case SourceKind::DataField: {
-			if (data == nullptr)
-				return nullptr;
-			std::string_view name(col->name);
-			const json::Node *v = doc->Find(data, name);
-			if (v != nullptr)
-				return v;
-			const json::Node *match = nullptr;
-			for (const json::Node *m = doc->First(data); m != nullptr; m = doc->Next(m))
-				if (json::NormalizedEquals(m->Key(), name))
-					match = m;
-			return match;
-		}
+		case SourceKind::Path:
+			return record::FindPathSource(*doc, rec, col->path, col->alt_path);
+		case SourceKind::DataField:
+			return record::FindDataField(*doc, data, col->name);
 		case SourceKind::Deleted:
 			return nullptr; /* filled by the engine from the validated flag */
 	}
@@ -259,68 +223,50 @@ FindColumnSource(const json::Document *doc, const json::Node *record, const json
 Datum
 ConvertValue(const MappedColumn *col, json::Document *doc, const json::Node *value, bool *isnull)
 {
-	*isnull = false;
-	if (value == nullptr || value->IsNull()) {
-		*isnull = true;
-		if (col->is_domain)
-			(void) Input(col, nullptr);
-		return (Datum) 0;
-	}
+	record::Target target;
+	target.convert = col->convert;
+	target.jsonb_tree = col->base_type == JSONBOID && !col->pass_as_text;
+	target.json_elements = col->json_elements;
+	target.string_like = col->string_like;
+	record::ValuePlan plan = record::PlanValue(value, target);
 
-	const char *text = nullptr;
-	size_t text_len = 0;
-	switch (value->kind) {
-		case json::Kind::String:
-			if (col->convert == ConvertKind::Json) {
-				if (!doc->Serialize(value, &text, &text_len))
-					ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-			} else {
-				text = value->str;
-				text_len = value->len;
-			}
+	*isnull = false;
+	const char *text = plan.text;
+	size_t text_len = plan.text_len;
+	switch (plan.plan) {
+		case record::Plan::Null:
+			*isnull = true;
+			if (col->is_domain)
+				(void) Input(col, nullptr);
+			return (Datum) 0;
+		case record::Plan::Text:
 			break;
-		case json::Kind::Number:
-			if (col->convert == ConvertKind::Timestamptz || col->convert == ConvertKind::Timestamp ||
-				col->convert == ConvertKind::Date)
-				return EpochValue(col, value);
-			text = value->str;
-			text_len = value->len;
+		case record::Plan::Serialize:
+			if (!doc->Serialize(value, &text, &text_len))
+				ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 			break;
-		case json::Kind::True:
-			text = "true";
-			text_len = 4;
+		case record::Plan::Epoch:
+			return EpochValue(col, value);
+		case record::Plan::JsonbTree: {
+			Datum d = JsonbFromNode(doc, value);
+			if (col->is_domain)
+				domain_check(d, false, col->type, nullptr, nullptr);
+			return d;
+		}
+		case record::Plan::JsonElements:
+			text = JsonArrayLiteral(doc, value);
+			text_len = strlen(text);
 			break;
-		case json::Kind::False:
-			text = "false";
-			text_len = 5;
+		case record::Plan::ArrayLiteral:
+			if (!doc->ArrayLiteral(value, &text, &text_len))
+				ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 			break;
-		case json::Kind::Array:
-		case json::Kind::Object:
-			if (col->convert == ConvertKind::Json && col->base_type == JSONBOID && !col->pass_as_text) {
-				Datum d = JsonbFromNode(doc, value);
-				if (col->is_domain)
-					domain_check(d, false, col->type, nullptr, nullptr);
-				return d;
-			}
-			if (col->convert == ConvertKind::Array && value->IsArray() && col->json_elements) {
-				text = JsonArrayLiteral(doc, value);
-				text_len = strlen(text);
-			} else if (col->convert == ConvertKind::Array && value->IsArray()) {
-				if (!doc->ArrayLiteral(value, &text, &text_len))
-					ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-			} else if (col->convert == ConvertKind::Json || col->string_like) {
-				if (!doc->Serialize(value, &text, &text_len))
-					ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-			} else {
-				ereport(ERROR,
-						(errcode(ERRCODE_DATATYPE_MISMATCH),
-						 errmsg("cannot store a JSON %s in a column of type %s", KindName(value->kind),
-								format_type_be(col->type)),
-						 errhint("Use a json, jsonb, text or array column, or map a field inside it with columns.")));
-			}
-			break;
-		case json::Kind::Null:
-			break;
+		case record::Plan::Mismatch:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("cannot store a JSON %s in a column of type %s", record::KindName(value->kind),
+							format_type_be(col->type)),
+					 errhint("Use a json, jsonb, text or array column, or map a field inside it with columns.")));
 	}
 
 	char *str = ServerString(text, text_len);

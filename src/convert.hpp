@@ -11,10 +11,11 @@
 namespace sequin_sync {
 
 /*
- * The JSON value a column takes from a record; nullptr when the record has none.  data is the
- * record's "data" object (looked up once per record by the caller), nullptr when it has none.
+ * The JSON value a column takes from a record (found by record.hpp); nullptr when the record has
+ * none.  data is the record's "data" object (looked up once per record by the caller), nullptr
+ * when it has none.
  */
-const json::Node *FindColumnSource(const json::Document *doc, const json::Node *record,
+const json::Node *FindColumnSource(const json::Document *doc, const json::Node *rec,
 								   const json::Node *data, const MappedColumn *col);
 
 /*

@@ -11,6 +11,8 @@
 #ifndef SEQUIN_SYNC_MAPPING_HPP
 #define SEQUIN_SYNC_MAPPING_HPP
 
+#include "convert_kind.hpp"
+
 namespace sequin_sync {
 
 /* Where a column's value comes from. */
@@ -18,16 +20,6 @@ enum class SourceKind {
 	Path,		/* a dotted path from the record root (path, else alt_path) */
 	DataField,	/* data.<column name>, exactly or else ignoring case and underscores */
 	Deleted,	/* the record's validated deleted flag (false when absent) */
-};
-
-/* How a JSON value becomes the column's Datum. */
-enum class ConvertKind {
-	Scalar,		/* the type's input function on the JSON scalar's text */
-	Json,		/* json/jsonb: any JSON value, serialized */
-	Array,		/* an array type: JSON arrays become array literals */
-	Timestamptz,/* JSON numbers are Unix epoch seconds */
-	Timestamp,	/* JSON numbers are Unix epoch seconds, as UTC wall time */
-	Date,		/* JSON numbers are Unix epoch seconds, the UTC date */
 };
 
 struct MappedColumn {

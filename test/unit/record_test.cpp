@@ -1,0 +1,346 @@
+/*
+ * record_test.cpp - unit tests for the Postgres-free record-to-row layer (record.cpp): the
+ * standard fields and their dead-letter messages, finding a column's value, and the plan for
+ * each value and column.  No framework and no Postgres: build and run with
+ *
+ *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/json_doc.cpp src/record.cpp \
+ *       test/unit/record_test.cpp -o /tmp/record_test && /tmp/record_test
+ *
+ * (add -fsanitize=address,undefined to check memory too).  Prints each failed check, then
+ * "N passed, M failed"; exits non-zero on any failure.
+ */
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "json_doc.hpp"
+#include "record.hpp"
+
+using namespace sequin_sync;
+using json::Document;
+using json::Kind;
+using json::Node;
+using record::FieldError;
+using record::Plan;
+
+namespace {
+
+int passed = 0;
+int failed = 0;
+
+void
+Check(bool ok, const char *what, int line)
+{
+	if (ok) {
+		passed++;
+		return;
+	}
+	failed++;
+	std::printf("FAILED line %d: %s\n", line, what);
+}
+
+void
+CheckEq(std::string_view got, std::string_view want, const char *what, int line)
+{
+	if (got == want) {
+		passed++;
+		return;
+	}
+	failed++;
+	std::printf("FAILED line %d: %s\n    got:  %.*s\n    want: %.*s\n", line, what, (int) got.size(), got.data(),
+				(int) want.size(), want.data());
+}
+
+#define CHECK(cond) Check((cond), #cond, __LINE__)
+#define CHECK_EQ(got, want) CheckEq((got), (want), #got " == " #want, __LINE__)
+
+/* A document parsed from an exact-size copy of `text`. */
+class Parsed {
+public:
+	explicit Parsed(std::string_view text) : buf_(new char[text.size() + 1])
+	{
+		std::memcpy(buf_.get(), text.data(), text.size());
+		ok = doc.Parse(buf_.get(), text.size());
+	}
+	const Node *Root() const { return doc.Root(); }
+
+	std::unique_ptr<char[]> buf_;
+	Document doc;
+	bool ok = false;
+};
+
+/* The message ValidateFields gives a record ("" when it is valid). */
+std::string
+MessageOf(std::string_view text)
+{
+	Parsed p(text);
+	if (!p.ok)
+		return "<does not parse>";
+	record::Fields f;
+	return record::FieldErrorMessage(record::ValidateFields(p.doc, p.Root(), &f));
+}
+
+void
+TestValidFields()
+{
+	Parsed p(R"({"id":"evt_1","updated_idx":-42,"deleted":true,"collection_id":"c1","collection_slug":"s",)"
+			 R"("data":{"a":1}})");
+	CHECK(p.ok);
+	record::Fields f;
+	CHECK(record::ValidateFields(p.doc, p.Root(), &f) == FieldError::None);
+	CHECK_EQ(std::string_view(f.id, f.id_len), "evt_1");
+	CHECK(f.updated_idx == -42);
+	CHECK(f.deleted);
+	CHECK(f.data != nullptr && f.data->IsObject() && f.data == p.doc.Find(p.Root(), "data"));
+	CHECK_EQ(std::string_view(f.collection, f.collection_len), "c1");
+	CHECK_EQ(record::FieldErrorMessage(FieldError::None), "");
+
+	/* the pointers point into the document: nothing is copied */
+	CHECK(f.id == p.doc.Find(p.Root(), "id")->str);
+
+	/* optional fields: deleted and data absent or null */
+	Parsed q(R"({"id":"x","updated_idx":0,"deleted":null,"data":null,"collection_slug":"s"})");
+	CHECK(record::ValidateFields(q.doc, q.Root(), &f) == FieldError::None);
+	CHECK(!f.deleted && f.data == nullptr);
+	CHECK_EQ(std::string_view(f.collection, f.collection_len), "s");
+	Parsed r(R"({"id":"x","updated_idx":0,"collection_id":null,"collection_slug":"s","deleted":false})");
+	CHECK(record::ValidateFields(r.doc, r.Root(), &f) == FieldError::None);
+	CHECK(!f.deleted);
+	CHECK_EQ(std::string_view(f.collection, f.collection_len), "s");
+	/* duplicate keys: the last one wins, as in jsonb */
+	Parsed d(R"({"id":"a","id":"b","updated_idx":1,"updated_idx":2,"collection_id":"c"})");
+	CHECK(record::ValidateFields(d.doc, d.Root(), &f) == FieldError::None);
+	CHECK_EQ(std::string_view(f.id, f.id_len), "b");
+	CHECK(f.updated_idx == 2);
+}
+
+/* The dead letters' messages are part of the interface (regression outputs show them). */
+void
+TestFieldMessages()
+{
+	CHECK_EQ(MessageOf("[1]"), "record is not a JSON object");
+	CHECK_EQ(MessageOf("\"x\""), "record is not a JSON object");
+	CHECK_EQ(MessageOf("null"), "record is not a JSON object");
+	CHECK_EQ(MessageOf(R"({"updated_idx":1,"collection_id":"c"})"), "record has no \"id\"");
+	CHECK_EQ(MessageOf(R"({"id":null,"updated_idx":1,"collection_id":"c"})"), "record has no \"id\"");
+	CHECK_EQ(MessageOf(R"({"id":1,"updated_idx":1,"collection_id":"c"})"),
+			 "record field \"id\" must be a non-empty string");
+	CHECK_EQ(MessageOf(R"({"id":"","updated_idx":1,"collection_id":"c"})"),
+			 "record field \"id\" must be a non-empty string");
+	CHECK_EQ(MessageOf(R"({"id":"a\u0000","updated_idx":1,"collection_id":"c"})"),
+			 "record field \"id\" must be a non-empty string");
+	CHECK_EQ(MessageOf(R"({"id":"a","collection_id":"c"})"), "record has no \"updated_idx\"");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":null,"collection_id":"c"})"), "record has no \"updated_idx\"");
+	const char *idx_range =
+		"record field \"updated_idx\" must be an integer between -9223372036854775808 and 9223372036854775807";
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":"1","collection_id":"c"})"), idx_range);
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1.5,"collection_id":"c"})"), idx_range);
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":9223372036854775808,"collection_id":"c"})"), idx_range);
+	CHECK_EQ(MessageOf(R"({"id":"a","deleted":1,"updated_idx":1,"collection_id":"c"})"),
+			 "record field \"deleted\" must be a boolean");
+	CHECK_EQ(MessageOf(R"({"id":"a","data":[],"updated_idx":1,"collection_id":"c"})"),
+			 "record field \"data\" must be an object");
+	CHECK_EQ(MessageOf(R"({"id":"a","data":"x","updated_idx":1,"collection_id":"c"})"),
+			 "record field \"data\" must be an object");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1})"), "record has no \"collection_id\" or \"collection_slug\"");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":null,"collection_slug":null})"),
+			 "record has no \"collection_id\" or \"collection_slug\"");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":5})"),
+			 "record field \"collection_id\" must be a non-empty string");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_slug":""})"),
+			 "record field \"collection_id\" must be a non-empty string");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":"c\u0000"})"),
+			 "record field \"collection_id\" must be a non-empty string");
+	/* a present but unusable collection_id hides collection_slug */
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":5,"collection_slug":"s"})"),
+			 "record field \"collection_id\" must be a non-empty string");
+	/* order: the id is checked before updated_idx, updated_idx before deleted, ... */
+	CHECK_EQ(MessageOf(R"({"id":1,"updated_idx":"x","deleted":1,"data":1})"),
+			 "record field \"id\" must be a non-empty string");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":"x","deleted":1,"data":1})"), idx_range);
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"deleted":1,"data":1})"),
+			 "record field \"deleted\" must be a boolean");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"data":1})"), "record field \"data\" must be an object");
+}
+
+/* A record that fails still names its collection (the dead letter shows it). */
+void
+TestCollectionKeptOnError()
+{
+	Parsed p(R"({"id":7,"updated_idx":1,"collection_id":"orders"})");
+	record::Fields f;
+	CHECK(record::ValidateFields(p.doc, p.Root(), &f) == FieldError::BadId);
+	CHECK(f.collection != nullptr);
+	CHECK_EQ(std::string_view(f.collection, f.collection_len), "orders");
+	Parsed q(R"({"id":"a","updated_idx":1,"collection_id":""})");
+	CHECK(record::ValidateFields(q.doc, q.Root(), &f) == FieldError::BadCollection);
+	CHECK(f.collection == nullptr);
+	/* not an object: nothing, and a null record is safe */
+	CHECK(record::ValidateFields(q.doc, nullptr, &f) == FieldError::NotObject);
+	CHECK(f.collection == nullptr && f.id == nullptr);
+}
+
+int64_t
+Int64Of(std::string_view text, bool *ok)
+{
+	Parsed p(text);
+	int64_t v = 12345;
+	*ok = p.ok && record::ParseInt64(p.Root(), &v);
+	return v;
+}
+
+void
+TestParseInt64()
+{
+	bool ok;
+	CHECK(Int64Of("0", &ok) == 0 && ok);
+	CHECK(Int64Of("-0", &ok) == 0 && ok);
+	CHECK(Int64Of("17", &ok) == 17 && ok);
+	CHECK(Int64Of("-17", &ok) == -17 && ok);
+	CHECK(Int64Of("9223372036854775807", &ok) == INT64_MAX && ok);
+	CHECK(Int64Of("-9223372036854775808", &ok) == INT64_MIN && ok);
+	(void) Int64Of("9223372036854775808", &ok);
+	CHECK(!ok);
+	(void) Int64Of("-9223372036854775809", &ok);
+	CHECK(!ok);
+	(void) Int64Of("18446744073709551615", &ok);
+	CHECK(!ok);
+	(void) Int64Of("18446744073709551616", &ok);
+	CHECK(!ok);
+	(void) Int64Of("184467440737095516160", &ok);
+	CHECK(!ok);
+	(void) Int64Of(std::string(400, '9'), &ok);
+	CHECK(!ok);
+	(void) Int64Of("1.0", &ok);
+	CHECK(!ok);
+	(void) Int64Of("1e2", &ok);
+	CHECK(!ok);
+	(void) Int64Of("\"1\"", &ok);
+	CHECK(!ok);
+	(void) Int64Of("true", &ok);
+	CHECK(!ok);
+	int64_t v = 5;
+	CHECK(!record::ParseInt64(nullptr, &v) && v == 5);
+}
+
+void
+TestFindPathSource()
+{
+	Parsed p(R"({"id":"a","sync":{"id":"s1","metadata":null},"sync_id":"s2","sync_metadata":{"k":1},)"
+			 R"("collection_id":null,"collection_slug":"slug","data":{"a":{"b":3}}})");
+	const Node *rec = p.Root();
+	const Node *v = record::FindPathSource(p.doc, rec, "sync.id", "sync_id");
+	CHECK(v != nullptr && v->Str() == "s1");
+	/* null at the first path: the alternative */
+	v = record::FindPathSource(p.doc, rec, "sync.metadata", "sync_metadata");
+	CHECK(v != nullptr && v->IsObject());
+	v = record::FindPathSource(p.doc, rec, "collection_id", "collection_slug");
+	CHECK(v != nullptr && v->Str() == "slug");
+	/* null with no alternative stays null; absent stays absent */
+	v = record::FindPathSource(p.doc, rec, "collection_id", nullptr);
+	CHECK(v != nullptr && v->IsNull());
+	CHECK(record::FindPathSource(p.doc, rec, "nope", nullptr) == nullptr);
+	CHECK(record::FindPathSource(p.doc, rec, "nope", "also.nope") == nullptr);
+	v = record::FindPathSource(p.doc, rec, "data.a.b", nullptr);
+	CHECK(v != nullptr && v->Str() == "3");
+	CHECK(record::FindPathSource(p.doc, rec, "data..a", nullptr) == nullptr);
+	CHECK(record::FindPathSource(p.doc, rec, "", "id") != nullptr);
+	CHECK(record::FindPathSource(p.doc, nullptr, "id", "id") == nullptr);
+}
+
+void
+TestFindDataField()
+{
+	Parsed p(R"({"first_name":"exact","FirstName":"camel","AMOUNT":1,"amount_":2,"x":null})");
+	const Node *data = p.Root();
+	const Node *v = record::FindDataField(p.doc, data, "first_name");
+	CHECK(v != nullptr && v->Str() == "exact");
+	v = record::FindDataField(p.doc, data, "firstname");
+	CHECK(v != nullptr && v->Str() == "camel"); /* the last of the normalized matches */
+	v = record::FindDataField(p.doc, data, "amount");
+	CHECK(v != nullptr && v->Str() == "2");
+	v = record::FindDataField(p.doc, data, "x");
+	CHECK(v != nullptr && v->IsNull());
+	CHECK(record::FindDataField(p.doc, data, "y") == nullptr);
+	CHECK(record::FindDataField(p.doc, nullptr, "x") == nullptr);
+}
+
+record::Target
+T(ConvertKind convert, bool jsonb_tree = false, bool json_elements = false, bool string_like = false)
+{
+	record::Target t;
+	t.convert = convert;
+	t.jsonb_tree = jsonb_tree;
+	t.json_elements = json_elements;
+	t.string_like = string_like;
+	return t;
+}
+
+void
+TestPlanValue()
+{
+	Parsed p(R"({"s":"a\u0000b","n":-1.50e3,"t":true,"f":false,"z":null,"a":[1],"o":{"k":1}})");
+	const Node *r = p.Root();
+	auto at = [&](const char *k) { return p.doc.Find(r, k); };
+
+	record::ValuePlan v = record::PlanValue(nullptr, T(ConvertKind::Scalar));
+	CHECK(v.plan == Plan::Null);
+	CHECK(record::PlanValue(at("z"), T(ConvertKind::Json)).plan == Plan::Null);
+
+	v = record::PlanValue(at("s"), T(ConvertKind::Scalar));
+	CHECK(v.plan == Plan::Text && v.text == at("s")->str && v.text_len == 3);
+	CHECK(record::HasNul(v.text, v.text_len));
+	CHECK(record::PlanValue(at("s"), T(ConvertKind::Json)).plan == Plan::Serialize);
+	CHECK(record::PlanValue(at("s"), T(ConvertKind::Timestamptz)).plan == Plan::Text);
+
+	v = record::PlanValue(at("n"), T(ConvertKind::Scalar));
+	CHECK(v.plan == Plan::Text);
+	CHECK_EQ(std::string_view(v.text, v.text_len), "-1.50e3");
+	CHECK(record::PlanValue(at("n"), T(ConvertKind::Json)).plan == Plan::Text);
+	CHECK(record::PlanValue(at("n"), T(ConvertKind::Timestamptz)).plan == Plan::Epoch);
+	CHECK(record::PlanValue(at("n"), T(ConvertKind::Timestamp)).plan == Plan::Epoch);
+	CHECK(record::PlanValue(at("n"), T(ConvertKind::Date)).plan == Plan::Epoch);
+
+	v = record::PlanValue(at("t"), T(ConvertKind::Scalar));
+	CHECK_EQ(std::string_view(v.text, v.text_len), "true");
+	v = record::PlanValue(at("f"), T(ConvertKind::Json));
+	CHECK_EQ(std::string_view(v.text, v.text_len), "false");
+
+	for (const char *k : {"a", "o"}) {
+		CHECK(record::PlanValue(at(k), T(ConvertKind::Json, true)).plan == Plan::JsonbTree);
+		CHECK(record::PlanValue(at(k), T(ConvertKind::Json, false)).plan == Plan::Serialize);
+		CHECK(record::PlanValue(at(k), T(ConvertKind::Scalar, false, false, true)).plan == Plan::Serialize);
+		CHECK(record::PlanValue(at(k), T(ConvertKind::Scalar)).plan == Plan::Mismatch);
+		CHECK(record::PlanValue(at(k), T(ConvertKind::Timestamptz)).plan == Plan::Mismatch);
+	}
+	CHECK(record::PlanValue(at("a"), T(ConvertKind::Array)).plan == Plan::ArrayLiteral);
+	CHECK(record::PlanValue(at("a"), T(ConvertKind::Array, false, true)).plan == Plan::JsonElements);
+	/* an object for an array column: text[] is category A, so it is the mismatch */
+	CHECK(record::PlanValue(at("o"), T(ConvertKind::Array)).plan == Plan::Mismatch);
+	CHECK(record::PlanValue(at("o"), T(ConvertKind::Array, false, true)).plan == Plan::Mismatch);
+
+	CHECK_EQ(record::KindName(Kind::Array), "array");
+	CHECK_EQ(record::KindName(Kind::Object), "object");
+	CHECK_EQ(record::KindName(Kind::True), "boolean");
+	CHECK(!record::HasNul(nullptr, 0));
+	CHECK(!record::HasNul("abc", 3));
+	CHECK(record::HasNul("a\0c", 3));
+}
+
+} /* namespace */
+
+int
+main()
+{
+	TestValidFields();
+	TestFieldMessages();
+	TestCollectionKeptOnError();
+	TestParseInt64();
+	TestFindPathSource();
+	TestFindDataField();
+	TestPlanValue();
+	std::printf("%d passed, %d failed\n", passed, failed);
+	return failed == 0 ? 0 : 1;
+}
