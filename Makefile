@@ -24,7 +24,9 @@ OBJS = \
 	src/http_client.o \
 	src/pull_session.o
 
-DATA         = $(EXTENSION)--$(EXTVERSION).sql $(wildcard sql/$(EXTENSION)--*--*.sql)
+# The current install script, every upgrade script, and the first released version's install
+# script (frozen), so the upgrade path from it can be tested (sql/upgrade.sql).
+DATA         = $(EXTENSION)--$(EXTVERSION).sql $(wildcard sql/$(EXTENSION)--*--*.sql) sql/$(EXTENSION)--0.1.0.sql
 EXTRA_CLEAN  = $(EXTENSION)--$(EXTVERSION).sql
 
 TESTS        = $(wildcard sql/*.sql)
@@ -40,6 +42,13 @@ PG_CPPFLAGS  = -I$(srcdir)/src -DSEQUIN_SYNC_VERSION='"$(EXTVERSION)"'
 PG_CXXFLAGS  = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
                -Wno-register -Werror
 SHLIB_LINK   = -lcurl -lstdc++
+
+# `make SANITIZE=1`: AddressSanitizer + UndefinedBehaviorSanitizer (what `make test-sanitize` uses;
+# the server then needs the ASan runtime preloaded, see test/run_tests.sh).
+ifdef SANITIZE
+PG_CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+SHLIB_LINK  += -fsanitize=address,undefined
+endif
 
 # No LLVM bitcode: the JIT gains nothing from this code, and it would need clang at build time.
 override with_llvm = no
@@ -73,6 +82,32 @@ test: deps
 	$(MAKE) all
 	bash test/install.sh
 	bash test/run_tests.sh
+
+# The whole suite again with the extension built with ASan + UBSan and the server running with
+# the sanitizer runtime preloaded; any sanitizer report fails it.  Then the static checks.  It
+# leaves the normal build installed.
+test-sanitize:
+	@bash test/ensure_deps.sh sanitize
+	$(MAKE) clean
+	$(MAKE) all SANITIZE=1
+	bash test/install.sh
+	SANITIZE=1 bash test/run_tests.sh; rc=$$?; \
+		$(MAKE) clean && $(MAKE) all && bash test/install.sh && exit $$rc
+	$(MAKE) lint
+
+# Static checks, both clean: clang-tidy with the checks in .clang-tidy, cppcheck with the
+# suppressions in .cppcheck-suppressions.  Postgres-side files are checked against the server
+# headers, the others without them.
+LINT_PG_SIDE = $(PG_SIDE_OBJS:.o=.cpp)
+LINT_FREE    = $(filter-out $(LINT_PG_SIDE),$(OBJS:.o=.cpp))
+lint:
+	@command -v clang-tidy >/dev/null && command -v cppcheck >/dev/null || \
+		{ echo "make lint needs clang-tidy and cppcheck (apt-get install clang-tidy cppcheck)" >&2; exit 1; }
+	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability --std=c++17 \
+		--language=c++ --inline-suppr --suppressions-list=.cppcheck-suppressions -Isrc $(OBJS:.o=.cpp)
+	clang-tidy --quiet $(LINT_FREE) -- -std=c++17 -Isrc
+	clang-tidy --quiet $(LINT_PG_SIDE) -- -std=c++17 -Wno-register -fno-exceptions -D_GNU_SOURCE -Isrc \
+		-I$(shell $(PG_CONFIG) --includedir-server)
 
 demo: deps
 	$(MAKE) all

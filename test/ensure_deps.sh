@@ -9,10 +9,16 @@ if command -v pg_config >/dev/null 2>&1; then
 fi
 pgver=${pgver:-15}
 
+# `ensure_deps.sh sanitize` (make test-sanitize) also wants the static checkers.
+extra=()
+if [ "${1:-}" = sanitize ]; then
+	extra=(clang-tidy cppcheck)
+fi
+
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for pkg in "postgresql-$pgver" "postgresql-server-dev-$pgver" libcurl4-openssl-dev rapidjson-dev \
-	g++ make python3 ca-certificates; do
+	g++ make python3 ca-certificates "${extra[@]}"; do
 	have_pkg "$pkg" || need+=("$pkg")
 done
 

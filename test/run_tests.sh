@@ -31,6 +31,35 @@ if [ "$(id -u)" -eq 0 ]; then
 	chown -R sequin_test "$work"
 fi
 
+# SANITIZE=1 (make test-sanitize): the extension was built with ASan + UBSan; every process of
+# the suites gets the ASan runtime preloaded (the server must load it before the extension) and
+# writes any report under $work/sanitizer, which the last suite requires to stay empty.
+# Leak detection is off: Postgres frees by memory context reset and process exit, on purpose.
+sanitizer_dir="$work/sanitizer"
+if [ -n "${SANITIZE:-}" ]; then
+	mkdir -p "$sanitizer_dir"
+	chmod 777 "$sanitizer_dir"
+	LD_PRELOAD=$(g++ -print-file-name=libasan.so)
+	[ -f "$LD_PRELOAD" ] || { echo "libasan.so not found (apt-get install g++)" >&2; exit 1; }
+	export LD_PRELOAD
+	export ASAN_OPTIONS="detect_leaks=0:log_path=$sanitizer_dir/asan:handle_segv=1:allow_user_segv_handler=1"
+	export UBSAN_OPTIONS="print_stacktrace=1:log_path=$sanitizer_dir/ubsan"
+fi
+
+sanitizer_reports() {
+	local reports
+	reports=$(find "$sanitizer_dir" -type f 2>/dev/null)
+	if [ -n "$reports" ]; then
+		echo "sanitizer reports:"
+		for r in $reports; do
+			echo "--- $r"
+			head -60 "$r"
+		done
+		return 1
+	fi
+	echo "no sanitizer reports"
+}
+
 passed=0
 failed=0
 failures=()
@@ -137,6 +166,7 @@ suite "pg_regress" regress
 suite "isolation" isolation
 suite "python tests (fake consumer)" python_tests
 suite "fault test (faults, kills, crash restarts)" python3 "$repo/test/fault_test.py"
+[ -n "${SANITIZE:-}" ] && suite "sanitizer reports" sanitizer_reports
 
 echo
 if [ $failed -eq 0 ]; then
