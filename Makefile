@@ -5,7 +5,8 @@ EXTENSION    = sequin_sync
 EXTVERSION   = $(shell grep default_version $(EXTENSION).control | sed -e "s/default_version[[:space:]]*=[[:space:]]*'\([^']*\)'/\1/")
 MODULE_big   = sequin_sync
 
-# One file per concern; json_doc, next_reply, endpoint and http_client never include Postgres headers.
+# One file per concern; json_doc, next_reply, record, endpoint and http_client never include Postgres
+# headers.
 OBJS = \
 	src/module.o \
 	src/settings.o \
@@ -20,6 +21,7 @@ OBJS = \
 	src/status.o \
 	src/json_doc.o \
 	src/next_reply.o \
+	src/record.o \
 	src/endpoint.o \
 	src/http_client.o \
 	src/pull_session.o
@@ -72,7 +74,7 @@ all: $(EXTENSION)--$(EXTVERSION).sql
 $(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
-.PHONY: test demo deps fuzz bench
+.PHONY: test test-sanitize lint demo deps fuzz bench
 
 deps:
 	@bash test/ensure_deps.sh
@@ -122,12 +124,19 @@ bench: deps
 	bash test/install.sh
 	python3 test/bench.py $(BENCH_ARGS)
 
-# libFuzzer on the reply decoder (clang from Debian's packages); new inputs go to test/unit/bin/.
-# Add any input that crashes to test/unit/corpus/json_doc/: `make test` replays that corpus.
+# libFuzzer (clang from Debian's packages) on the reply decoder (fuzz_json_doc) and on the
+# record-to-row layer (fuzz_record), FUZZ_SECONDS each; new inputs go to test/unit/bin/corpus/,
+# crashing ones to test/unit/bin/crash-*.  Fix the crash, then add its input to
+# test/unit/corpus/json_doc/ or test/unit/corpus/record/: `make test` replays both corpora.
 FUZZ_SECONDS ?= 60
+FUZZ_CXX = clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc
 fuzz:
 	@command -v clang++ >/dev/null || { echo "make fuzz needs clang (apt-get install clang)" >&2; exit 1; }
-	mkdir -p test/unit/bin/corpus
-	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc src/json_doc.cpp src/next_reply.cpp \
-		test/unit/fuzz_json_doc.cpp -o test/unit/bin/fuzz_json_doc
-	test/unit/bin/fuzz_json_doc -max_total_time=$(FUZZ_SECONDS) test/unit/bin/corpus test/unit/corpus/json_doc
+	mkdir -p test/unit/bin/corpus/json_doc test/unit/bin/corpus/record
+	$(FUZZ_CXX) src/json_doc.cpp src/next_reply.cpp test/unit/fuzz_json_doc.cpp -o test/unit/bin/fuzz_json_doc
+	$(FUZZ_CXX) src/json_doc.cpp src/next_reply.cpp src/record.cpp test/unit/fuzz_record.cpp \
+		-o test/unit/bin/fuzz_record
+	test/unit/bin/fuzz_json_doc -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=test/unit/bin/ \
+		test/unit/bin/corpus/json_doc test/unit/corpus/json_doc
+	test/unit/bin/fuzz_record -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=test/unit/bin/ \
+		test/unit/bin/corpus/record test/unit/corpus/record test/unit/corpus/json_doc

@@ -84,7 +84,16 @@ unit_tests() {
 		echo "replaying the fuzz corpus:" &&
 		g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/next_reply.cpp" \
 			"$repo/test/unit/fuzz_json_doc.cpp" "$repo/test/unit/fuzz_replay.cpp" -o "$out/fuzz_replay" &&
-		"$out/fuzz_replay" "$repo/test/unit/corpus/json_doc" "$repo/test/unit/fixtures"
+		"$out/fuzz_replay" "$repo/test/unit/corpus/json_doc" "$repo/test/unit/fixtures" &&
+		echo "record layer:" &&
+		g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/record.cpp" \
+			"$repo/test/unit/record_test.cpp" -o "$out/record_test" &&
+		"$out/record_test" &&
+		echo "replaying the record fuzz corpus:" &&
+		g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/next_reply.cpp" \
+			"$repo/src/record.cpp" "$repo/test/unit/fuzz_record.cpp" "$repo/test/unit/fuzz_replay.cpp" \
+			-o "$out/fuzz_record_replay" &&
+		"$out/fuzz_record_replay" "$repo/test/unit/corpus/record" "$repo/test/unit/corpus/json_doc"
 }
 
 http_client_test() {
