@@ -37,7 +37,7 @@ namespace {
 /* Longest summary or Location kept in a message, in bytes. */
 constexpr size_t kMaxMessageText = 512;
 /* Error bodies larger than this are not searched for a summary. */
-constexpr size_t kMaxSummaryBody = 256 * 1024;
+constexpr size_t kMaxSummaryBody = size_t{256} * 1024;
 /* How often a transfer stops waiting to ask the caller's should_abort, in ms. */
 constexpr int kAbortPollMs = 100;
 /* Upper bound of any total timeout, so wait_for + margin cannot overflow: one day. */
@@ -701,8 +701,9 @@ HttpConnection::ApplySettings(std::string *error)
 {
 	CURL *curl = static_cast<CURL *>(curl_);
 	curl_easy_reset(curl);
-	const std::string &user_agent =
-		settings_.user_agent.empty() ? std::string(HttpDefaultUserAgent()) : settings_.user_agent;
+	/* libcurl copies the string. */
+	const char *user_agent =
+		settings_.user_agent.empty() ? HttpDefaultUserAgent() : settings_.user_agent.c_str();
 	long connect_timeout = std::clamp<long>(settings_.connect_timeout_ms, 1, kMaxTimeoutMs);
 	curl_off_t max_size = static_cast<curl_off_t>(
 		std::min<size_t>(settings_.max_response_size,
@@ -728,7 +729,7 @@ HttpConnection::ApplySettings(std::string *error)
 	set(curl_easy_setopt(curl, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2));
 	if (!settings_.ca_file.empty())
 		set(curl_easy_setopt(curl, CURLOPT_CAINFO, settings_.ca_file.c_str()));
-	set(curl_easy_setopt(curl, CURLOPT_USERAGENT, user_agent.c_str()));
+	set(curl_easy_setopt(curl, CURLOPT_USERAGENT, user_agent));
 	set(curl_easy_setopt(curl, CURLOPT_HTTPHEADER, static_cast<curl_slist *>(headers_)));
 	set(curl_easy_setopt(curl, CURLOPT_POST, 1L));
 	/* gzip/deflate if the server offers it; the size limit applies to the decoded body. */

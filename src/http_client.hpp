@@ -55,7 +55,7 @@ struct HttpSettings {
 	 * wait_for_ms + poll_margin_ms, an Ack or Nack poll_margin_ms. */
 	long poll_margin_ms = 15000;
 	/* Largest response body accepted (after any content decoding); above it: TooLarge. */
-	size_t max_response_size = 64 * 1024 * 1024;
+	size_t max_response_size = size_t{64} * 1024 * 1024;
 	/* CA bundle file for TLS verification; empty = the system default. */
 	std::string ca_file;
 	/* Empty = HttpDefaultUserAgent(). */

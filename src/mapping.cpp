@@ -126,7 +126,7 @@ CheckOverrides(Relation rel, Jsonb *columns, const char *display_name)
 			key = pnstrdup(v.val.string.val, v.val.string.len);
 			continue;
 		}
-		if (tok != WJB_VALUE)
+		if (tok != WJB_VALUE || key == nullptr) /* an object's values always follow a key */
 			continue;
 		if (v.type != jbvString && v.type != jbvNull)
 			ereport(ERROR,
