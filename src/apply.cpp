@@ -139,6 +139,8 @@ LoadMappings(Engine *e)
 Group *
 FindGroup(Engine *e, const char *collection, uint32 len)
 {
+	if (collection == nullptr)
+		return nullptr;
 	for (int i = 0; i < e->ngroups; i++)
 		if (strlen(e->groups[i].collection) == len && memcmp(e->groups[i].collection, collection, len) == 0)
 			return &e->groups[i];
@@ -150,8 +152,8 @@ AddToGroup(Group *g, Rec *r)
 {
 	if (g->nrecs == g->cap) {
 		g->cap = g->cap ? g->cap * 2 : 64;
-		g->recs = g->recs ? (Rec **) repalloc(g->recs, sizeof(Rec *) * g->cap)
-						  : (Rec **) palloc(sizeof(Rec *) * g->cap);
+		g->recs = g->recs ? (Rec **) repalloc(g->recs, sizeof(*g->recs) * g->cap)
+						  : (Rec **) palloc(sizeof(*g->recs) * g->cap);
 	}
 	g->recs[g->nrecs++] = r;
 }
@@ -215,7 +217,7 @@ Reduce(Engine *e, Group *g)
 {
 	if (g->nrecs == 0)
 		return;
-	qsort(g->recs, g->nrecs, sizeof(Rec *), CompareRecs);
+	qsort(g->recs, g->nrecs, sizeof(*g->recs), CompareRecs);
 	int kept = 0;
 	for (int i = 0; i < g->nrecs; i++) {
 		Rec *r = g->recs[i];
@@ -512,7 +514,7 @@ ExecStep(void *p)
 		a->counts.skipped = a->n - (int64) returned;
 		/* Which records were skipped is not needed: they are not parked, only counted. */
 	} else {
-		Rec **effective = (Rec **) palloc(sizeof(Rec *) * Max(a->n, 1));
+		Rec **effective = (Rec **) palloc(sizeof(*effective) * Max(a->n, 1));
 		int neffective = 0;
 		for (uint64 i = 0; i < returned; i++) {
 			bool isnull;
@@ -600,8 +602,8 @@ ApplyGroup(Engine *e, Group *g)
 		return;
 
 	ResolvedMapping *m = g->map;
-	Rec **upserts = (Rec **) palloc(sizeof(Rec *) * g->nrecs);
-	Rec **deletes = (Rec **) palloc(sizeof(Rec *) * g->nrecs);
+	Rec **upserts = (Rec **) palloc(sizeof(*upserts) * g->nrecs);
+	Rec **deletes = (Rec **) palloc(sizeof(*deletes) * g->nrecs);
 	int nupserts = 0, ndeletes = 0;
 
 	if (m->hard_delete) {

@@ -88,7 +88,7 @@ struct BoundedInsituStream {
 			*dst_++ = c;
 	}
 	Ch *PutBegin() { return dst_ = src_; }
-	size_t PutEnd(Ch *begin) { return static_cast<size_t>(dst_ - begin); }
+	size_t PutEnd(const Ch *begin) { return static_cast<size_t>(dst_ - begin); }
 	void Flush() {}
 
 	char *src_;
