@@ -30,6 +30,13 @@ An unauthenticated admin API (JSON in and out) drives it from tests:
                                           nacked, pending, ack_pending, outstanding, bad_tokens..
   POST   /admin/consumers/<cid>/faults    fault injection on /next (and ack_drop on /ack), see
                                           FAULT_DEFAULTS; {} clears them.  GET reads them.
+  POST   /admin/consumers/<cid>/publish_raw  {"records": [{"text": "..."} | {"b64": "..."}, ...]}
+                                          stores each record byte for byte, unvalidated (invalid
+                                          UTF-8, BOMs, duplicate keys, NaN, deep nesting ...)
+  POST   /admin/consumers/<cid>/script    {"steps": [step, ...], "append": false}: scripted raw
+                                          replies for the next /next requests (see SCRIPT_STEP
+                                          below); {"steps": []} clears.  GET: the steps left and
+                                          a log of the steps served (bytes sent, client hang-ups)
   POST   /admin/reset                     forget every consumer
   GET    /admin/health                    200 {"ok": true}
 
@@ -50,6 +57,8 @@ entry per delivered batch.  Nothing ever scans the queue.
 """
 
 import argparse
+import base64
+import binascii
 import heapq
 import itertools
 import json
@@ -96,6 +105,7 @@ FAULT_DEFAULTS = {
     "drop_connection": 0.0,   # probability of closing the socket without a reply
     "truncate": 0.0,          # probability of a 200 whose JSON body is cut in half
     "slow_ms": 0,             # delay before every /next reply
+    "ack_slow_ms": 0,         # delay before every /ack and /nack is processed and answered
     "duplicate": 0.0,         # probability that a batch carries one message twice (two tokens)
     "ack_drop": 0.0,          # probability that an /ack answers 204 but is ignored
     "status_for_next": None,  # force this status (e.g. 401, 403) on every /next
@@ -160,7 +170,7 @@ class Faults:
             v = self.cfg[k]
             if not _is_number(v) or not 0.0 <= v <= 1.0:
                 raise ApiError(400, f"{k} must be a probability between 0 and 1")
-        for k in ("slow_ms", "retry_after"):
+        for k in ("slow_ms", "ack_slow_ms", "retry_after"):
             v = self.cfg[k]
             if v is not None and (not _is_number(v) or v < 0):
                 raise ApiError(400, f"{k} must be a non-negative number")
@@ -224,6 +234,9 @@ class Consumer:
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.faults = Faults()
         self.closed = False
+        self.script = deque()        # scripted /next replies (dicts, see check_step)
+        self.script_log = deque(maxlen=200)   # what each served step did
+        self.token_log = deque(maxlen=200)    # ("ack"|"nack", [tokens]) of recent requests
         self.configure(settings)
 
     # -- settings ---------------------------------------------------------------------------
@@ -412,6 +425,7 @@ class Consumer:
     def ack(self, tokens):
         with self.cond:
             self.stats["ack_requests"] += 1
+            self.token_log.append(("ack", list(tokens)))
             if self.faults.roll("ack_drop"):
                 self.stats["ack_dropped"] += len(tokens)
                 return
@@ -434,6 +448,7 @@ class Consumer:
     def nack(self, tokens):
         with self.cond:
             self.stats["nack_requests"] += 1
+            self.token_log.append(("nack", list(tokens)))
             self._expire(time.monotonic())
             for tok in tokens:
                 m = self.in_flight.pop(tok, None)
@@ -453,6 +468,36 @@ class Consumer:
             s["faults_by_kind"] = dict(self.faults.by_kind)
             s["faults_injected"] = self.faults.injected
             return s
+
+    def set_script(self, steps, append):
+        steps = [check_step(st) for st in steps]
+        with self.cond:
+            if not append:
+                self.script.clear()
+            self.script.extend(steps)
+            return len(self.script)
+
+    def next_step(self):
+        """The scripted step that answers this /next, or None.  A step with "times": n answers n
+        requests; "times": -1 answers every request until the script is changed."""
+        with self.cond:
+            if not self.script:
+                return None
+            st = self.script[0]
+            if st["times"] > 0:
+                st["times"] -= 1
+                if st["times"] == 0:
+                    self.script.popleft()
+            return dict(st)
+
+    def log_step(self, entry):
+        with self.cond:
+            self.script_log.append(entry)
+
+    def script_state(self):
+        with self.cond:
+            return {"steps": [dict(st) for st in self.script], "log": list(self.script_log),
+                    "tokens": [{"kind": k, "tokens": t} for k, t in self.token_log]}
 
     def set_faults(self, cfg):
         faults = Faults(cfg)
@@ -493,6 +538,118 @@ def _is_int(v):
 
 def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Scripted replies
+# --------------------------------------------------------------------------------------------
+
+# One step of a /next script.  Everything is optional; {} is an ordinary reply.
+SCRIPT_STEP = {
+    "status": 200,          # HTTP status
+    "reason": None,         # reason phrase (default: the standard one)
+    "headers": [],          # extra [name, value] pairs, sent as given
+    "content_type": "application/json; charset=utf-8",   # null: no Content-Type header
+    "body": None,           # list of parts, each {"text": s} | {"b64": s} | {"reply": true},
+                            # with an optional "repeat": n; null = [{"reply": true}], the
+                            # ordinary reply (takes messages from the queue, long-polls).
+                            # Repeats are generated while sending, never built whole.
+    "framing": "length",    # "length" (Content-Length of the whole body), "chunked", or "close"
+                            # (no length: the end of the body is the closed connection)
+    "content_length": None, # announce this Content-Length instead of the real one
+    "raw": None,            # {"text"|"b64"}: send these bytes verbatim instead of a response
+    "close_after": None,    # send only the first K body bytes, then close the connection
+    "trickle_ms": 0,        # send the body one byte at a time, one every trickle_ms
+    "delay_ms": 0,          # wait before the status line
+    "times": 1,             # how many /next requests this step answers; -1 = until cleared
+}
+FRAMINGS = ("length", "chunked", "close")
+
+
+def check_step(st):
+    if not isinstance(st, dict):
+        raise ApiError(400, "a script step must be a JSON object")
+    unknown = set(st) - set(SCRIPT_STEP)
+    if unknown:
+        raise ApiError(400, "unknown script step field(s): " + ", ".join(sorted(unknown)))
+    out = dict(SCRIPT_STEP)
+    out.update(st)
+    out["headers"] = [list(h) for h in out["headers"] or []]
+    if not _is_int(out["status"]) or not 100 <= out["status"] <= 999:
+        raise ApiError(400, "status must be an integer between 100 and 999")
+    if out["framing"] not in FRAMINGS:
+        raise ApiError(400, "framing must be one of " + ", ".join(FRAMINGS))
+    for h in out["headers"]:
+        if len(h) != 2 or not all(isinstance(x, str) for x in h):
+            raise ApiError(400, "headers must be [name, value] string pairs")
+    for k in ("close_after", "content_length"):
+        if out[k] is not None and (not _is_int(out[k]) or out[k] < 0):
+            raise ApiError(400, f"{k} must be a non-negative integer")
+    for k in ("trickle_ms", "delay_ms"):
+        if not _is_number(out[k]) or out[k] < 0:
+            raise ApiError(400, f"{k} must be a non-negative number")
+    if not _is_int(out["times"]) or (out["times"] < 1 and out["times"] != -1):
+        raise ApiError(400, "times must be a positive integer or -1")
+    if out["body"] is not None:
+        if not isinstance(out["body"], list):
+            raise ApiError(400, "body must be a list of parts")
+        for part in out["body"]:
+            _part_bytes(part, check_only=True)
+    if out["raw"] is not None:
+        _part_bytes(out["raw"], check_only=True)
+    return out
+
+
+def _part_bytes(part, check_only=False):
+    """The bytes of one {"text"|"b64"} part (one repetition)."""
+    if not isinstance(part, dict):
+        raise ApiError(400, "a body part must be a JSON object")
+    kinds = [k for k in ("text", "b64", "reply") if k in part]
+    if len(kinds) != 1 or set(part) - {"text", "b64", "reply", "repeat"}:
+        raise ApiError(400, 'a body part is {"text": s} or {"b64": s} or {"reply": true}, '
+                            'with an optional "repeat"')
+    rep = part.get("repeat", 1)
+    if not _is_int(rep) or rep < 0:
+        raise ApiError(400, "repeat must be a non-negative integer")
+    if "reply" in part:
+        return None
+    try:
+        if "text" in part:
+            if not isinstance(part["text"], str):
+                raise ValueError("text must be a string")
+            # surrogatepass: a lone surrogate ("\ud800") becomes its 3-byte (invalid) UTF-8 form
+            data = part["text"].encode("utf-8", "surrogatepass")
+        else:
+            data = base64.b64decode(part["b64"], validate=True)
+    except (ValueError, TypeError, binascii.Error) as e:
+        raise ApiError(400, f"bad body part: {e}")
+    return None if check_only else data
+
+
+class _Body:
+    """A scripted body as [(bytes, repeat)], generated in slices while it is sent."""
+
+    SLICE = 64 * 1024
+
+    def __init__(self, parts):
+        self.parts = parts
+        self.length = sum(len(b) * n for b, n in parts)
+
+    def slices(self):
+        for data, n in self.parts:
+            if not data or not n:
+                continue
+            if n == 1:
+                for i in range(0, len(data), self.SLICE):
+                    yield data[i:i + self.SLICE]
+                continue
+            per = max(1, self.SLICE // len(data))
+            block = data * per
+            full, rest = divmod(n, per)
+            for _ in range(full):
+                yield block
+            if rest:
+                yield data * rest
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,6 +790,8 @@ ROUTES = [
     ({"POST"}, re.compile(r"^/admin/consumers/%s/publish$" % _CID), "admin_publish"),
     ({"GET"}, re.compile(r"^/admin/consumers/%s/stats$" % _CID), "admin_stats"),
     ({"GET", "POST"}, re.compile(r"^/admin/consumers/%s/faults$" % _CID), "admin_faults"),
+    ({"POST"}, re.compile(r"^/admin/consumers/%s/publish_raw$" % _CID), "admin_publish_raw"),
+    ({"GET", "POST"}, re.compile(r"^/admin/consumers/%s/script$" % _CID), "admin_script"),
 ]
 
 
@@ -782,6 +941,11 @@ class Handler(BaseHTTPRequestHandler):
         batch_size = _int_param(params, "batch_size", 1, 1)
         wait_for = _int_param(params, "wait_for", 0, 0)
 
+        step = c.next_step()
+        if step is not None:
+            self._scripted_reply(c, step, batch_size, wait_for)
+            return
+
         slow = c.faults.cfg["slow_ms"]
         if slow:
             time.sleep(slow / 1000.0)
@@ -798,6 +962,90 @@ class Handler(BaseHTTPRequestHandler):
         _, status, out, headers = result
         self._send(status, out, headers)
 
+    def _scripted_reply(self, c, st, batch_size, wait_for):
+        """Answer one /next as the script step says, logging what was actually sent."""
+        entry = {"status": st["status"], "bytes_sent": 0, "body_length": None, "finished": False,
+                 "client_closed": False, "messages": 0}
+        try:
+            if st["delay_ms"]:
+                time.sleep(st["delay_ms"] / 1000.0)
+            if st["raw"] is not None:
+                raw = _part_bytes(st["raw"])
+                entry["body_length"] = len(raw)
+                self.close_connection = True
+                self._write_body(_Body([(raw, 1)]), st, entry, chunked=False, raw=True)
+                return
+            parts = []
+            for part in st["body"] if st["body"] is not None else [{"reply": True}]:
+                if "reply" in part:
+                    result = c.next(batch_size, wait_for)
+                    data = result[2] if result[0] == "reply" else b""
+                    entry["messages"] += data.count(b'{"ack_token":"')
+                else:
+                    data = _part_bytes(part)
+                parts.append((data, part.get("repeat", 1)))
+            body = _Body(parts)
+            entry["body_length"] = body.length
+            status = st["status"]
+            reason = st["reason"]
+            if reason is None:
+                reason = self.responses.get(status, ("",))[0]
+            head = ["HTTP/1.1 %d %s" % (status, reason), "Server: " + self.server_version]
+            if st["content_type"] is not None:
+                head.append("Content-Type: " + st["content_type"])
+            chunked = st["framing"] == "chunked"
+            if st["framing"] == "length":
+                n = st["content_length"] if st["content_length"] is not None else body.length
+                head.append("Content-Length: %d" % n)
+            elif chunked:
+                head.append("Transfer-Encoding: chunked")
+            else:
+                self.close_connection = True
+            if st["close_after"] is not None:
+                self.close_connection = True
+            for k, v in st["headers"]:
+                head.append("%s: %s" % (k, v))
+            if self.close_connection:
+                head.append("Connection: close")
+            self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            self._write_body(body, st, entry, chunked)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+            entry["client_closed"] = True
+            self.close_connection = True
+        finally:
+            c.log_step(entry)
+            self.log_request(st["status"], entry["bytes_sent"])
+
+    def _write_body(self, body, st, entry, chunked, raw=False):
+        limit = st["close_after"]
+        trickle = st["trickle_ms"] / 1000.0
+        write = self.wfile.write
+        for piece in body.slices():
+            if limit is not None and entry["bytes_sent"] + len(piece) > limit:
+                piece = piece[:limit - entry["bytes_sent"]]
+            if trickle:
+                for i in range(len(piece)):
+                    write(piece[i:i + 1] if not chunked else b"1\r\n" + piece[i:i + 1] + b"\r\n")
+                    entry["bytes_sent"] += 1
+                    time.sleep(trickle)
+            elif piece:
+                write(piece if not chunked else b"%x\r\n%s\r\n" % (len(piece), piece))
+                entry["bytes_sent"] += len(piece)
+            if limit is not None and entry["bytes_sent"] >= limit:
+                break
+        if limit is not None or raw:
+            # Cut off (or a verbatim response): close the connection, no end of body.
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            entry["finished"] = limit is None or entry["bytes_sent"] >= body.length
+            return
+        if chunked:
+            write(b"0\r\n\r\n")
+        entry["finished"] = True
+
     def _tokens(self, body):
         doc = self._json(body)
         if not isinstance(doc, dict):
@@ -811,12 +1059,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def api_ack(self, method, body, query, cid):
         c = self._consumer_for_api(cid, method)
-        c.ack(self._tokens(body))
+        tokens = self._tokens(body)
+        if c.faults.cfg["ack_slow_ms"]:
+            time.sleep(c.faults.cfg["ack_slow_ms"] / 1000.0)
+        c.ack(tokens)
         self._send(204)
 
     def api_nack(self, method, body, query, cid):
         c = self._consumer_for_api(cid, method)
-        c.nack(self._tokens(body))
+        tokens = self._tokens(body)
+        if c.faults.cfg["ack_slow_ms"]:
+            time.sleep(c.faults.cfg["ack_slow_ms"] / 1000.0)
+        c.nack(tokens)
         self._send(204)
 
     # -- admin --------------------------------------------------------------------------------
@@ -854,6 +1108,27 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"publish body must be a JSON array of records: {e}")
         self._send_json(200, {"published": c.publish(bodies)})
+
+    def admin_publish_raw(self, method, body, query, cid):
+        c = self._admin_consumer(cid)
+        doc = self._json(body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+            raise ApiError(400, 'publish_raw takes {"records": [{"text": ...} | {"b64": ...}]}')
+        bodies = []
+        for part in doc["records"]:
+            if not isinstance(part, dict) or "reply" in part or "repeat" in part:
+                raise ApiError(400, 'each record is {"text": ...} or {"b64": ...}')
+            bodies.append(_part_bytes(part))
+        self._send_json(200, {"published": c.publish(bodies)})
+
+    def admin_script(self, method, body, query, cid):
+        c = self._admin_consumer(cid)
+        if method == "POST":
+            doc = self._json(body)
+            if not isinstance(doc, dict) or not isinstance(doc.get("steps"), list):
+                raise ApiError(400, 'script takes {"steps": [...], "append": false}')
+            c.set_script(doc["steps"], bool(doc.get("append", False)))
+        self._send_json(200, c.script_state())
 
     def admin_stats(self, method, body, query, cid):
         self._send_json(200, self._admin_consumer(cid).snapshot())

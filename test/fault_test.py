@@ -30,8 +30,9 @@ commit: with synchronous_commit = off (and wal_writer_delay = 10s to make the wi
 deterministic) it restarts the server in immediate mode right after an ack, twice, and checks the
 tables again: a record acknowledged to Sequin is gone from Sequin, so it must be in the table.
 
-Python standard library only; psql through subprocess.  As root, initdb, postgres, psql and the
-fake server run as the ordinary user "sequin_test" (created if missing) via runuser.  Ends with
+Python standard library only; psql through subprocess.  The cluster and the fake come from
+test/pgcluster.py: as root, initdb, postgres and psql run as the ordinary user "sequin_test"
+(created if missing) via runuser, with the environment passed through.  Ends with
 "N passed, M failed"; exits 1 on any failure, and then keeps its temp dir (and prints where it is
 and the tail of the server log).
 
@@ -46,19 +47,16 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import pgcluster  # noqa: E402
 from gen_records import generate, newest_by_id  # noqa: E402
 
-TEST_USER = "sequin_test"
 CONSUMER = "faulty"             # sequin_sync's name and the fake's consumer id
 TOKEN = "s3cret-token"
 WORKERS = 2
@@ -142,172 +140,45 @@ class Checks:
 # The cluster and the fake, run as an ordinary user
 # --------------------------------------------------------------------------------------------
 
-class Env:
+FAULT_SETTINGS = {
+    "shared_preload_libraries": "'sequin_sync'",
+    "sequin_sync.database": "'postgres'",
+    "sequin_sync.backoff_max": "'2s'",
+    "max_worker_processes": "32",
+    "fsync": "off",
+    "log_line_prefix": "'%m [%p] %b '",
+}
+
+
+class Env(pgcluster.Cluster):
+    """The cluster (test/pgcluster.py) plus the fake Sequin consumer."""
+
     def __init__(self):
-        self.root = os.geteuid() == 0
-        self.bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
-                                     check=True).stdout.strip()
-        self.tmp = None
-        self.data = None
-        self.logfile = None
-        self.port = None
+        # keep=True: main() removes the directory itself, and keeps it after a failure.
+        super().__init__(FAULT_SETTINGS, keep=True, prefix="sequin_fault_")
         self.fake = None
-        self.fake_port = None
-        self.pg_started = False
 
-    # -- processes --
+    @property
+    def tmp(self):
+        return self.dir
 
-    def as_user(self, argv):
-        return ["runuser", "-u", TEST_USER, "--"] + argv if self.root else argv
-
-    def run(self, argv, check=True, timeout=120, **kw):
-        p = subprocess.run(self.as_user(argv), cwd=self.tmp, capture_output=True,
-                           timeout=timeout, **kw)
-        if check and p.returncode != 0:
-            raise Failed(f"{' '.join(argv)} failed ({p.returncode}): "
-                         f"{p.stderr.decode('utf-8', 'replace').strip()}")
-        return p
-
-    def setup_dirs(self):
-        if self.root:
-            if subprocess.run(["id", TEST_USER], capture_output=True).returncode != 0:
-                subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                                "/usr/sbin/nologin", TEST_USER], check=True)
-        self.tmp = tempfile.mkdtemp(prefix="sequin_fault_")
-        os.chmod(self.tmp, 0o755)
-        # The fake runs from the temp dir: the repo may not be readable by the test user.
-        shutil.copy(os.path.join(HERE, "fake_sequin.py"), self.tmp)
-        if self.root:
-            pw = subprocess.run(["id", "-u", TEST_USER], capture_output=True, text=True).stdout
-            gr = subprocess.run(["id", "-g", TEST_USER], capture_output=True, text=True).stdout
-            uid, gid = int(pw), int(gr)
-            for dirpath, dirnames, filenames in os.walk(self.tmp):
-                os.chown(dirpath, uid, gid)
-                for f in filenames:
-                    os.chown(os.path.join(dirpath, f), uid, gid)
-        self.data = os.path.join(self.tmp, "data")
-        self.logfile = os.path.join(self.tmp, "server.log")
-
-    # -- postgres --
-
-    def initdb(self):
-        self.run([os.path.join(self.bindir, "initdb"), "-D", self.data, "--no-locale", "-E",
-                  "UTF8", "-U", "postgres", "-A", "trust", "--no-sync"])
-        self.port = free_port()
-        conf = f"""
-# fault_test.py
-listen_addresses = ''
-unix_socket_directories = '{self.tmp}'
-port = {self.port}
-shared_preload_libraries = 'sequin_sync'
-sequin_sync.database = 'postgres'
-sequin_sync.backoff_max = '2s'
-max_worker_processes = 32
-fsync = off
-log_line_prefix = '%m [%p] %b '
-"""
-        # Written as the test user (the data dir is theirs and private).
-        self.run(["sh", "-c", f"cat >> '{self.data}/postgresql.conf'"], input=conf.encode())
-
-    def pg_ctl(self, *args, timeout=120):
-        return self.run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
-                         self.logfile, "-w", "-t", "90"] + list(args), timeout=timeout)
-
-    def start(self):
-        self.pg_ctl("start")
-        self.pg_started = True
-
-    def stop(self):
-        if not self.pg_started:
-            return
-        try:
-            self.pg_ctl("stop", "-m", "fast", timeout=60)
-        except Exception:
-            try:
-                self.pg_ctl("stop", "-m", "immediate", timeout=60)
-            except Exception as e:
-                log(f"could not stop the server: {e}")
-        self.pg_started = False
-
-    def psql(self, sql, check=True, timeout=60):
-        """Runs sql (stops at the first error); returns stdout (unaligned, tuples only)."""
-        env = dict(os.environ, PGCLIENTENCODING="UTF8", PGOPTIONS="-c client_min_messages=warning")
-        p = subprocess.run(self.as_user([os.path.join(self.bindir, "psql"), "-X", "-q", "-A",
-                                         "-t", "-v", "ON_ERROR_STOP=1", "-h", self.tmp, "-p",
-                                         str(self.port), "-U", "postgres", "-d", "postgres"]),
-                           cwd=self.tmp, input=sql.encode("utf-8"), capture_output=True,
-                           timeout=timeout, env=env)
-        out = p.stdout.decode("utf-8")
-        if check and p.returncode != 0:
-            raise Failed(f"psql failed: {p.stderr.decode('utf-8', 'replace').strip()}\n"
-                         f"SQL: {sql[:300]}")
-        return out if p.returncode == 0 else None
-
-    def query_json(self, sql):
-        """The rows of sql as a list of dicts (via json_agg)."""
-        out = self.psql(f"SELECT COALESCE(json_agg(q), '[]') FROM ({sql}) q")
-        return json.loads(out)
-
-    def scalar(self, sql):
-        return self.psql(sql).strip()
-
-    def server_log(self):
-        try:
-            with open(self.logfile, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    # -- the fake Sequin --
+    @property
+    def fake_port(self):
+        return self.fake.port
 
     def start_fake(self):
-        port_file = os.path.join(self.tmp, "fake.port")
-        self.fake_err = open(os.path.join(self.tmp, "fake.log"), "wb")
-        self.fake = subprocess.Popen(
-            self.as_user(["python3", os.path.join(self.tmp, "fake_sequin.py"), "--port", "0",
-                          "--port-file", port_file, "--quiet"]),
-            cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=self.fake_err,
-            start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if os.path.exists(port_file):
-                with open(port_file) as f:
-                    self.fake_port = int(f.read().strip())
-                return
-            if self.fake.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise Failed("the fake Sequin server did not start (see fake.log)")
+        self.fake = pgcluster.FakeSequin(os.path.join(HERE, "fake_sequin.py"), self.dir)
+        self.fake.start()
 
     def stop_fake(self):
-        if self.fake is None:
-            return
-        if self.fake.poll() is None:
-            self.fake.terminate()
-            try:
-                self.fake.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.fake.pid, signal.SIGKILL)   # the group this script started
-                self.fake.wait(10)
-        self.fake = None
-        self.fake_err.close()
+        if self.fake is not None:
+            self.fake.stop()
 
     def http(self, method, path, doc=None, raw=None):
-        body = raw if raw is not None else (json.dumps(doc).encode() if doc is not None else None)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.fake_port}{path}", data=body,
-                                     method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read() or b"null")
+        return self.fake.http(method, path, doc, raw, timeout=30)
 
     def stats(self):
         return self.http("GET", f"/admin/consumers/{CONSUMER}/stats")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(what, cond, timeout):
@@ -481,8 +352,6 @@ def run(env, checks, args, figures):
     log(f"data: {len(soft_newest)} {SOFT_COLL} ids (soft), {len(hard_newest)} {HARD_COLL} ids "
         f"(hard), {len(poison)} poison records, {len(messages)} messages with duplicates")
 
-    env.setup_dirs()
-    env.initdb()
     env.start()
     env.psql(SCHEMA)
     env.start_fake()
@@ -490,7 +359,7 @@ def run(env, checks, args, figures):
                                           "ack_wait_ms": ACK_WAIT_MS, "max_ack_pending": 1000})
     fault_cfg = dict(FAULTS, seed=args.seed)
     env.http("POST", f"/admin/consumers/{CONSUMER}/faults", fault_cfg)
-    log(f"cluster in {env.tmp} (socket, port {env.port}); fake Sequin on 127.0.0.1:"
+    log(f"cluster in {env.tmp} (port {env.port}); fake Sequin on 127.0.0.1:"
         f"{env.fake_port}; faults on: {json.dumps(FAULTS)}")
 
     # Twenty chunks, one every CHUNK_EVERY_S, so that the stream (and the faults) go on for a
@@ -936,7 +805,7 @@ def main():
     crashed = None
     try:
         run(env, checks, args, figures)
-    except Failed as e:
+    except (Failed, pgcluster.ClusterError) as e:
         crashed = str(e)
     except Exception as e:   # a bug in the test, or something unexpected: still clean up
         import traceback
@@ -949,7 +818,7 @@ def main():
             print_figures(figures)
         except Exception as e:
             log(f"(could not print figures: {e!r})")
-        env.stop()
+        env.stop()       # keeps the directory (keep=True): removed below unless needed
         env.stop_fake()
         log(f"run time: {time.monotonic() - t0:.1f} s")
         if env.tmp:

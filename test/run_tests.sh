@@ -175,6 +175,7 @@ suite "pg_regress" regress
 suite "isolation" isolation
 suite "python tests (fake consumer)" python_tests
 suite "fault test (faults, kills, crash restarts)" python3 "$repo/test/fault_test.py"
+suite "hostile input" python3 "$repo/test/hostile_test.py"
 [ -n "${SANITIZE:-}" ] && suite "sanitizer reports" sanitizer_reports
 
 echo

@@ -14,6 +14,7 @@ Run from the repository root:
 The server runs in a subprocess on a free port (127.0.0.1), found through --port-file.
 """
 
+import base64
 import http.client
 import json
 import os
@@ -530,6 +531,16 @@ class Faults(FakeSequinCase):
         self.next()
         self.assertGreater(time.monotonic() - t0, 0.28)
 
+    def test_ack_slow(self):
+        self.consumer()
+        self.publish(self.recs("a"))
+        toks = [d["ack_token"] for d in self.next()["data"]]
+        self.faults({"ack_slow_ms": 300})
+        t0 = time.monotonic()
+        self.ack(toks)
+        self.assertGreater(time.monotonic() - t0, 0.28)
+        self.assertEqual(self.stats()["acked"], 1)
+
     def test_duplicate(self):
         self.consumer()
         self.publish(self.recs("a", "b", "c"))
@@ -579,6 +590,155 @@ class Faults(FakeSequinCase):
         for cfg in ({"status_500": 2}, {"nonsense": 1}, {"status_for_next": "x"}):
             status, _, _ = self.c.request("POST", "/admin/consumers/c1/faults", cfg)
             self.assertEqual(status, 400, cfg)
+
+
+class Scripted(FakeSequinCase):
+    """publish_raw (byte-exact records) and scripted raw /next replies."""
+
+    def raw_socket_next(self, cid="c1", token="secret"):
+        """One /next on a fresh socket; returns every byte the server sent until it closed
+        (or 5 s passed)."""
+        import socket
+        s = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+        body = b'{"batch_size":10,"wait_for":0}'
+        s.sendall(b"POST /v1/http-consumers/%s/next HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                  % (cid.encode(), token.encode(), len(body), body))
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except OSError:
+            pass
+        s.close()
+        return out
+
+    def script_log(self, n, cid="c1"):
+        """The log of served steps, once it has n entries (a step is logged after the server
+        has closed or finished the reply, so a client can see the reply first)."""
+        deadline = time.monotonic() + 10
+        while True:
+            log = self.admin("GET", f"/admin/consumers/{cid}/script")["log"]
+            if len(log) >= n or time.monotonic() > deadline:
+                return log
+            time.sleep(0.02)
+
+    def script(self, *steps, cid="c1", append=False):
+        return self.admin("POST", f"/admin/consumers/{cid}/script",
+                          {"steps": list(steps), "append": append})
+
+    def test_publish_raw_keeps_bytes(self):
+        self.consumer()
+        recs = [b'\xef\xbb\xbf{"id":"bom"}', b'{"id":"x","s":"\xff\xfe"}', b'{"a":1,"a":2}',
+                b'{"n":NaN}', b"[" * 1000 + b"]" * 1000]
+        out = self.admin("POST", "/admin/consumers/c1/publish_raw",
+                         {"records": [{"b64": base64.b64encode(r).decode()} for r in recs[:4]]
+                          + [{"text": recs[4].decode()}]})
+        self.assertEqual(out, {"published": 5})
+        raw = self.raw_socket_next()
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        for r in recs:
+            self.assertIn(b'","record":' + r + b"}", body)
+        for bad in ({"records": [{"b64": "!!"}]}, {"records": "x"}, {"records": [{"reply": True}]}):
+            status, _, _ = self.c.request("POST", "/admin/consumers/c1/publish_raw", bad)
+            self.assertEqual(status, 400, bad)
+
+    def test_fixed_body_status_headers_and_then_normal(self):
+        self.consumer()
+        self.publish(self.recs("a"))
+        self.script({"status": 502, "content_type": "text/html", "headers": [["X-Proxy", "p"]],
+                     "body": [{"text": "<html>bad gateway</html>"}]},
+                    {"status": 302, "headers": [["Location", "ftp://elsewhere/"]],
+                     "body": [{"text": ""}]})
+        status, hdrs, data = self.raw_next(batch_size=10)
+        self.assertEqual((status, hdrs["content-type"], hdrs["x-proxy"], data),
+                         (502, "text/html", "p", b"<html>bad gateway</html>"))
+        status, hdrs, data = self.raw_next(batch_size=10)
+        self.assertEqual((status, hdrs["location"], data), (302, "ftp://elsewhere/", b""))
+        self.assertEqual(self.ids(self.next(batch_size=10)), ["a"])   # script used up
+        log = self.script_log(2)
+        self.assertEqual([e["status"] for e in log], [502, 302])
+        self.assertTrue(all(e["finished"] for e in log))
+
+    def test_wrapping_the_real_reply_and_repeats(self):
+        self.consumer()
+        self.publish(self.recs("a", "b"))
+        self.script({"body": [{"b64": base64.b64encode(b"\xef\xbb\xbf").decode()}, {"reply": True},
+                              {"text": " ", "repeat": 200000}]})
+        status, _, data = self.raw_next(batch_size=10)
+        self.assertEqual(status, 200)
+        self.assertTrue(data.startswith(b"\xef\xbb\xbf{\"data\":["))
+        self.assertEqual(len(data) - len(data.rstrip(b" ")), 200000)
+        self.assertEqual(self.ids(json.loads(data[3:])), ["a", "b"])   # real, ackable tokens
+        self.assertEqual(self.stats()["ack_pending"], 2)
+        self.assertEqual(self.script_log(1)[0]["messages"], 2)
+
+    def test_times_and_sticky(self):
+        self.consumer()
+        self.script({"status": 500, "body": [{"text": "x"}], "times": 2},
+                    {"status": 503, "body": [{"text": "y"}], "times": -1})
+        self.assertEqual([self.raw_next()[0] for _ in range(5)], [500, 500, 503, 503, 503])
+        self.assertEqual(len(self.script()["steps"]), 0)      # cleared
+        self.assertEqual(self.raw_next()[0], 200)
+
+    def test_chunked_close_framing_and_content_length_lie(self):
+        self.consumer()
+        self.script({"framing": "chunked", "body": [{"text": '{"data":[]}'}]})
+        status, hdrs, data = self.raw_next()
+        self.assertEqual((status, hdrs.get("transfer-encoding"), data), (200, "chunked", b'{"data":[]}'))
+        self.script({"framing": "close", "body": [{"text": '{"data":[]}'}]})
+        raw = self.raw_socket_next()
+        self.assertNotIn(b"content-length", raw.lower())
+        self.assertTrue(raw.endswith(b'\r\n\r\n{"data":[]}'))
+        self.script({"content_length": 100, "close_after": 5, "body": [{"text": "0123456789"}]})
+        raw = self.raw_socket_next()
+        self.assertIn(b"Content-Length: 100\r\n", raw)
+        self.assertTrue(raw.endswith(b"\r\n\r\n01234"))
+        log = self.script_log(3)
+        self.assertEqual((log[-1]["bytes_sent"], log[-1]["finished"]), (5, False))
+
+    def test_raw_and_trickle_and_delay(self):
+        self.consumer()
+        self.script({"raw": {"text": "NOT HTTP AT ALL\n"}})
+        self.assertEqual(self.raw_socket_next(), b"NOT HTTP AT ALL\n")
+        self.script({"trickle_ms": 100, "delay_ms": 200, "body": [{"text": '{"data":[]}'}]})
+        t0 = time.monotonic()
+        status, _, data = self.raw_next()
+        self.assertEqual((status, data), (200, b'{"data":[]}'))
+        self.assertGreater(time.monotonic() - t0, 1.2)
+
+    def test_client_hangup_is_logged(self):
+        self.consumer()
+        self.script({"framing": "chunked", "body": [{"text": "x" * 1000, "repeat": 200000}]})
+        import socket
+        s = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+        s.sendall(b"POST /v1/http-consumers/c1/next HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer secret\r\nContent-Length: 0\r\n\r\n")
+        s.recv(65536)
+        s.close()
+        log = self.script_log(1)
+        self.assertTrue(log[0]["client_closed"])
+        self.assertLess(log[0]["bytes_sent"], log[0]["body_length"] // 10)
+
+    def test_ack_tokens_are_logged(self):
+        self.consumer()
+        self.publish(self.recs("a", "b"))
+        toks = [d["ack_token"] for d in self.next(batch_size=2)["data"]]
+        self.ack(toks[:1])
+        self.nack(toks[1:] + ["bogus"])
+        self.assertEqual(self.script()["tokens"],
+                         [{"kind": "ack", "tokens": toks[:1]}, {"kind": "nack", "tokens": [toks[1], "bogus"]}])
+
+    def test_bad_steps(self):
+        self.consumer()
+        for st in ({"status": 42}, {"framing": "smoke"}, {"body": "x"}, {"body": [{"b64": "@@"}]},
+                   {"times": 0}, {"nonsense": 1}, {"headers": [["a"]]}, {"close_after": -1}):
+            status, _, _ = self.c.request("POST", "/admin/consumers/c1/script", {"steps": [st]})
+            self.assertEqual(status, 400, st)
 
 
 class Performance(FakeSequinCase):
