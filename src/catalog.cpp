@@ -22,6 +22,7 @@ extern "C" {
 }
 
 #include "catalog.hpp"
+#include "sanitize.hpp"
 
 namespace sequin_sync {
 
@@ -304,6 +305,7 @@ RunProtected(ProtectedFn fn, void *arg, MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
+		SS_AFTER_LONGJMP();
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();

@@ -29,6 +29,7 @@ PG_FUNCTION_INFO_V1(sequin_sync_wake_workers);
 }
 
 #include "bgworkers.hpp"
+#include "sanitize.hpp"
 #include "settings.hpp"
 #include "shmem.hpp"
 
@@ -49,12 +50,30 @@ ObjectAccess(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id, v
 		WakeWorkersOnCommit();
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+emit_log_hook_type prev_emit_log_hook = nullptr;
+
+/* An error being reported has landed in the server's error recovery: see sanitize.hpp. */
+void
+EmitLog(ErrorData *edata)
+{
+	if (edata->elevel >= ERROR)
+		SS_AFTER_LONGJMP();
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+#endif
+
 } /* namespace */
 
 extern "C" void
 _PG_init(void)
 {
 	DefineSettings(process_shared_preload_libraries_in_progress);
+#if defined(__SANITIZE_ADDRESS__)
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = EmitLog;
+#endif
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	InstallShmemHooks();

@@ -53,6 +53,7 @@ PGDLLEXPORT void sequin_sync_worker_main(Datum arg);
 #include "apply.hpp"
 #include "bgworkers.hpp"
 #include "catalog.hpp"
+#include "sanitize.hpp"
 #include "settings.hpp"
 #include "shmem.hpp"
 
@@ -259,6 +260,7 @@ ApplyBatchInTransaction(PullSession *session, MemoryContext batch_cxt, int64 ack
 	}
 	PG_CATCH();
 	{
+		SS_AFTER_LONGJMP();
 		MemoryContextSwitchTo(old);
 		ErrorData *edata = CopyErrorData();
 		EmitErrorReport();
