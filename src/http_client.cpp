@@ -38,6 +38,8 @@ namespace {
 constexpr size_t kMaxMessageText = 512;
 /* Error bodies larger than this are not searched for a summary. */
 constexpr size_t kMaxSummaryBody = size_t{256} * 1024;
+/* The most response header bytes accepted (every header line of the response, together). */
+constexpr size_t kMaxHeaderBytes = size_t{64} * 1024;
 /* How often a transfer stops waiting to ask the caller's should_abort, in ms. */
 constexpr int kAbortPollMs = 100;
 /* Upper bound of any total timeout, so wait_for + margin cannot overflow: one day. */
@@ -53,6 +55,8 @@ struct Transfer {
 	ShouldAbortFn should_abort = nullptr;
 	void *should_abort_arg = nullptr;
 	bool too_large = false;
+	size_t header_bytes = 0;
+	bool headers_too_large = false;
 	bool aborted = false;
 	bool out_of_memory = false;
 	const char *run_error = nullptr; /* the multi interface failed (static text) */
@@ -387,6 +391,12 @@ HeaderCallback(char *data, size_t size, size_t nmemb, void *arg) noexcept
 {
 	Transfer *t = static_cast<Transfer *>(arg);
 	size_t n = size * nmemb;
+	/* Our own limit, below libcurl's (which it reports as "out of memory"). */
+	t->header_bytes += n;
+	if (t->header_bytes > kMaxHeaderBytes) {
+		t->headers_too_large = true;
+		return 0;
+	}
 	try {
 		std::string_view line(data, n);
 		if (StartsWithNoCase(line, "HTTP/"))
@@ -1003,6 +1013,18 @@ HttpConnection::Classify(InFlight *f)
 		result->error = "libcurl failed: " + CurlMessage(transfer.run_error, rc);
 		return;
 	}
+	if (transfer.headers_too_large) {
+		result->outcome = HttpOutcome::NetworkError;
+		result->error = "the response headers are larger than the limit of " + std::to_string(kMaxHeaderBytes) +
+						" bytes";
+		return;
+	}
+	if (rc == CURLE_OUT_OF_MEMORY && !transfer.out_of_memory) {
+		/* libcurl's code for a header line over its 100 KB limit, too (before our callback sees it). */
+		result->outcome = HttpOutcome::NetworkError;
+		result->error = "a response header line is larger than libcurl's limit of 100 KB (or libcurl ran out of memory)";
+		return;
+	}
 	if (transfer.out_of_memory || rc == CURLE_OUT_OF_MEMORY) {
 		result->outcome = HttpOutcome::NetworkError;
 		result->error = "out of memory";
@@ -1188,6 +1210,12 @@ void
 V1Client::SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept
 {
 	connection_.SetAbortCheck(should_abort, arg);
+	ack_connection_.SetAbortCheck(should_abort, arg);
+}
+
+void
+V1Client::SetAckAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept
+{
 	ack_connection_.SetAbortCheck(should_abort, arg);
 }
 

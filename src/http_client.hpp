@@ -117,6 +117,9 @@ public:
 
 	/* Asked before and during every transfer (every 100 ms while waiting); nullptr = never. */
 	virtual void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept = 0;
+	/* The same for acks and nacks only, set after SetAbortCheck (which sets both): an ack of a
+	 * committed batch should not be dropped for what merely ends a long poll. */
+	virtual void SetAckAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept = 0;
 	/* New timeouts, limits, CA file (e.g. after SIGHUP).  Takes effect on the next request. */
 	virtual bool UpdateSettings(const HttpSettings &settings, std::string *error) noexcept = 0;
 	/* The protocol's name, for messages: "v1". */
@@ -193,6 +196,7 @@ public:
 	void FinishAck() noexcept override;
 	void FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept override;
 	void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept override;
+	void SetAckAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept override;
 	bool UpdateSettings(const HttpSettings &settings, std::string *error) noexcept override;
 	const char *ProtocolName() const noexcept override { return "v1"; }
 

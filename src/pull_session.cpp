@@ -70,11 +70,14 @@ PullSession::Create(const SessionConfig &config, char *error, size_t errlen) noe
 PullSession::~PullSession() = default;
 
 void
-PullSession::SetAbortCheck(ShouldAbortFn fn, void *arg) noexcept
+PullSession::SetAbortCheck(ShouldAbortFn fn, void *arg, ShouldAbortFn ack_fn, void *ack_arg) noexcept
 {
 	abort_fn_ = fn;
 	abort_arg_ = arg;
+	ack_abort_fn_ = ack_fn;
+	ack_abort_arg_ = ack_arg;
 	client_->SetAbortCheck(fn, arg);
+	client_->SetAckAbortCheck(ack_fn, ack_arg);
 }
 
 void
@@ -292,6 +295,7 @@ PullSession::Drain(long grace_ms) noexcept
 			client_->SetAbortCheck(GraceOver, &grace);
 			HttpResult r = client_->Nack(cur().tokens);
 			client_->SetAbortCheck(abort_fn_, abort_arg_);
+			client_->SetAckAbortCheck(ack_abort_fn_, ack_abort_arg_);
 			if (!r.Ok())
 				Fail(r, "nack failed");
 		}

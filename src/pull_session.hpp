@@ -56,7 +56,8 @@ public:
 	static PullSession *Create(const SessionConfig &config, char *error, size_t errlen) noexcept;
 	~PullSession();
 
-	void SetAbortCheck(ShouldAbortFn fn, void *arg) noexcept;
+	/* fn is asked during receives, ack_fn during acks and nacks (see ConsumerClient). */
+	void SetAbortCheck(ShouldAbortFn fn, void *arg, ShouldAbortFn ack_fn, void *ack_arg) noexcept;
 
 	/* Long-polls for up to batch_size messages; takes the prefetched reply instead if one is on
 	 * its way. */
@@ -123,6 +124,8 @@ private:
 	std::unique_ptr<ConsumerClient> client_;
 	ShouldAbortFn abort_fn_ = nullptr;
 	void *abort_arg_ = nullptr;
+	ShouldAbortFn ack_abort_fn_ = nullptr;
+	void *ack_abort_arg_ = nullptr;
 	Batch batches_[2];
 	int cur_ = 0;
 	bool prefetching_ = false;

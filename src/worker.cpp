@@ -87,6 +87,18 @@ ShouldAbort(void *arg)
 		   pg_atomic_read_u64(&shared->config_generation) != seen_generation;
 }
 
+/*
+ * Asked during acks and nacks.  A configuration change, a reload or another interrupt must not
+ * drop the ack of a committed batch (it only costs a redelivery, but shows as an error); the ack
+ * is bounded by sequin_sync.poll_margin anyway.  Only SIGTERM (the session's drain then gives
+ * the ack its grace period) and the postmaster's death stop it.
+ */
+bool
+AckShouldAbort(void *arg)
+{
+	return got_sigterm || !PostmasterIsAlive();
+}
+
 void
 WorkerExit(int code, Datum arg)
 {
@@ -357,7 +369,7 @@ NewSession(char *error, size_t errlen)
 	sc.ca_file = ca_file;
 	PullSession *s = PullSession::Create(sc, error, errlen);
 	if (s != nullptr)
-		s->SetAbortCheck(ShouldAbort, nullptr);
+		s->SetAbortCheck(ShouldAbort, nullptr, AckShouldAbort, nullptr);
 	return s;
 }
 
