@@ -26,12 +26,11 @@ namespace sequin_sync {
 __attribute__((noinline)) inline void
 UnpoisonDeadStack()
 {
-	char here;
 	size_t size = 8 * 1024 * 1024;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		size = (size_t) rl.rlim_cur;
-	uintptr_t top = reinterpret_cast<uintptr_t>(&here) & ~(uintptr_t) 7;
+	uintptr_t top = reinterpret_cast<uintptr_t>(__builtin_frame_address(0)) & ~(uintptr_t) 7;
 	__asan_unpoison_memory_region(reinterpret_cast<void *>(top - size), size);
 }
 
