@@ -182,15 +182,11 @@ class Env(pgcluster.Cluster):
 
 
 def wait_until(what, cond, timeout):
-    """Polls cond() every POLL_S until it returns a true value; raises Failed after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise Failed(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(POLL_S)
+    """pgcluster.wait_until, polling every POLL_S, raising Failed after timeout."""
+    try:
+        return pgcluster.wait_until(what, cond, timeout, POLL_S)
+    except TimeoutError as e:
+        raise Failed(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------

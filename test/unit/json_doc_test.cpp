@@ -22,6 +22,7 @@
 
 #include "json_doc.hpp"
 #include "next_reply.hpp"
+#include "unit_check.hpp"
 
 using namespace sequin_sync;
 using json::Document;
@@ -29,73 +30,6 @@ using json::Kind;
 using json::Node;
 
 namespace {
-
-int passed = 0;
-int failed = 0;
-
-void
-Check(bool ok, const char *what, int line)
-{
-	if (ok) {
-		passed++;
-		return;
-	}
-	failed++;
-	std::printf("FAILED line %d: %s\n", line, what);
-}
-
-/* Printable form of a byte string for failure messages. */
-std::string
-Show(std::string_view s)
-{
-	std::string out;
-	size_t limit = s.size() > 300 ? 300 : s.size();
-	for (size_t i = 0; i < limit; i++) {
-		unsigned char c = static_cast<unsigned char>(s[i]);
-		if (c < 0x20 || c >= 0x7F) {
-			char buf[8];
-			std::snprintf(buf, sizeof(buf), "\\x%02x", c);
-			out += buf;
-		} else
-			out += static_cast<char>(c);
-	}
-	if (limit < s.size())
-		out += "...(" + std::to_string(s.size()) + " bytes)";
-	return out;
-}
-
-void
-CheckEq(std::string_view got, std::string_view want, const char *what, int line)
-{
-	if (got == want) {
-		passed++;
-		return;
-	}
-	failed++;
-	std::printf("FAILED line %d: %s\n    got:  %s\n    want: %s\n", line, what, Show(got).c_str(),
-				Show(want).c_str());
-}
-
-#define CHECK(cond) Check((cond), #cond, __LINE__)
-#define CHECK_EQ(got, want) CheckEq((got), (want), #got " == " #want, __LINE__)
-
-/* A document parsed from an exact-size copy of `text` (the buffer must outlive the doc). */
-class Parsed {
-public:
-	explicit Parsed(std::string_view text) : len_(text.size()), buf_(new char[text.size()])
-	{
-		if (len_ != 0)
-			std::memcpy(buf_.get(), text.data(), len_);
-		ok = doc.Parse(buf_.get(), len_);
-	}
-	const Node *Root() const { return doc.Root(); }
-	std::string Error() const { return doc.ErrorMessage(); }
-
-	size_t len_;
-	std::unique_ptr<char[]> buf_;
-	Document doc;
-	bool ok = false;
-};
 
 std::string
 Serialize(Document &doc, const Node *n)
@@ -1028,6 +962,5 @@ main(int argc, char **argv)
 	TestAckBody();
 	TestBigNumbers();
 
-	std::printf("%d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return Summary();
 }

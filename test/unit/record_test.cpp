@@ -17,6 +17,7 @@
 
 #include "json_doc.hpp"
 #include "record.hpp"
+#include "unit_check.hpp"
 
 using namespace sequin_sync;
 using json::Document;
@@ -26,50 +27,6 @@ using record::FieldError;
 using record::Plan;
 
 namespace {
-
-int passed = 0;
-int failed = 0;
-
-void
-Check(bool ok, const char *what, int line)
-{
-	if (ok) {
-		passed++;
-		return;
-	}
-	failed++;
-	std::printf("FAILED line %d: %s\n", line, what);
-}
-
-void
-CheckEq(std::string_view got, std::string_view want, const char *what, int line)
-{
-	if (got == want) {
-		passed++;
-		return;
-	}
-	failed++;
-	std::printf("FAILED line %d: %s\n    got:  %.*s\n    want: %.*s\n", line, what, (int) got.size(), got.data(),
-				(int) want.size(), want.data());
-}
-
-#define CHECK(cond) Check((cond), #cond, __LINE__)
-#define CHECK_EQ(got, want) CheckEq((got), (want), #got " == " #want, __LINE__)
-
-/* A document parsed from an exact-size copy of `text`. */
-class Parsed {
-public:
-	explicit Parsed(std::string_view text) : buf_(new char[text.size() + 1])
-	{
-		std::memcpy(buf_.get(), text.data(), text.size());
-		ok = doc.Parse(buf_.get(), text.size());
-	}
-	const Node *Root() const { return doc.Root(); }
-
-	std::unique_ptr<char[]> buf_;
-	Document doc;
-	bool ok = false;
-};
 
 /* The message ValidateFields gives a record ("" when it is valid). */
 std::string
@@ -341,6 +298,5 @@ main()
 	TestFindPathSource();
 	TestFindDataField();
 	TestPlanValue();
-	std::printf("%d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return Summary();
 }

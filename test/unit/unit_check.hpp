@@ -1,0 +1,97 @@
+/*
+ * unit_check.hpp - the little test harness the C++ unit tests share: CHECK and CHECK_EQ count
+ * and print failures, Parsed parses a document from an exact-size heap copy of its text (so
+ * AddressSanitizer catches any read past the end), and Summary prints "N passed, M failed" and
+ * gives the exit code.  One test file per program includes it.
+ */
+#ifndef SEQUIN_SYNC_UNIT_CHECK_HPP
+#define SEQUIN_SYNC_UNIT_CHECK_HPP
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "json_doc.hpp"
+
+namespace {
+
+int passed = 0;
+int failed = 0;
+
+void
+Check(bool ok, const char *what, int line)
+{
+	if (ok) {
+		passed++;
+		return;
+	}
+	failed++;
+	std::printf("FAILED line %d: %s\n", line, what);
+}
+
+/* Printable form of a byte string for failure messages. */
+std::string
+Show(std::string_view s)
+{
+	std::string out;
+	size_t limit = s.size() > 300 ? 300 : s.size();
+	for (size_t i = 0; i < limit; i++) {
+		unsigned char c = static_cast<unsigned char>(s[i]);
+		if (c < 0x20 || c >= 0x7F) {
+			char buf[8];
+			std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+			out += buf;
+		} else
+			out += static_cast<char>(c);
+	}
+	if (limit < s.size())
+		out += "...(" + std::to_string(s.size()) + " bytes)";
+	return out;
+}
+
+void
+CheckEq(std::string_view got, std::string_view want, const char *what, int line)
+{
+	if (got == want) {
+		passed++;
+		return;
+	}
+	failed++;
+	std::printf("FAILED line %d: %s\n    got:  %s\n    want: %s\n", line, what, Show(got).c_str(),
+				Show(want).c_str());
+}
+
+#define CHECK(cond) Check((cond), #cond, __LINE__)
+#define CHECK_EQ(got, want) CheckEq((got), (want), #got " == " #want, __LINE__)
+
+/* A document parsed from an exact-size copy of `text` (the buffer must outlive the doc). */
+class Parsed {
+public:
+	explicit Parsed(std::string_view text) : len_(text.size()), buf_(new char[text.size()])
+	{
+		if (len_ != 0)
+			std::memcpy(buf_.get(), text.data(), len_);
+		ok = doc.Parse(buf_.get(), len_);
+	}
+	const sequin_sync::json::Node *Root() const { return doc.Root(); }
+	std::string Error() const { return doc.ErrorMessage(); }
+
+	size_t len_;
+	std::unique_ptr<char[]> buf_;
+	sequin_sync::json::Document doc;
+	bool ok = false;
+};
+
+/* Prints the totals; the program's exit code. */
+int
+Summary()
+{
+	std::printf("%d passed, %d failed\n", passed, failed);
+	return failed == 0 ? 0 : 1;
+}
+
+} /* namespace */
+
+#endif
