@@ -188,7 +188,15 @@ PullSession::Prefetch(int batch_size) noexcept
 	/* The other buffer is free: its batch was applied and its tokens are in the ack's body. */
 	Batch &next = batches_[cur_ ^ 1];
 	Clear(&next);
+	/*
+	 * A prefetch does not long-poll, so it is short; like an ack, it is not cut off by what ends a
+	 * long poll (a configuration change): its messages would otherwise wait for the consumer's
+	 * visibility timeout.  The check is taken when the request starts.
+	 */
+	client_->SetAbortCheck(ack_abort_fn_, ack_abort_arg_);
 	client_->StartReceive(batch_size, 0, &next.result);
+	client_->SetAbortCheck(abort_fn_, abort_arg_);
+	client_->SetAckAbortCheck(ack_abort_fn_, ack_abort_arg_);
 	prefetching_ = true;
 }
 

@@ -56,7 +56,8 @@ public:
 	static PullSession *Create(const SessionConfig &config, char *error, size_t errlen) noexcept;
 	~PullSession();
 
-	/* fn is asked during receives, ack_fn during acks and nacks (see ConsumerClient). */
+	/* fn is asked during long polls; ack_fn during acks, nacks and prefetches, which are short
+	 * and whose loss would cost a redelivery (see ConsumerClient::SetAckAbortCheck). */
 	void SetAbortCheck(ShouldAbortFn fn, void *arg, ShouldAbortFn ack_fn, void *ack_arg) noexcept;
 
 	/* Long-polls for up to batch_size messages; takes the prefetched reply instead if one is on
