@@ -6,10 +6,13 @@ extern "C" {
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -173,6 +176,21 @@ SpiExecCached(const char *sql, int nargs, const Oid *argtypes, const Datum *valu
 			  bool read_only, long tcount)
 {
 	return SpiExecPlan(CachedPlan(sql, nargs, argtypes), values, nulls, read_only, tcount);
+}
+
+bool
+LockExtension()
+{
+	Oid ext = get_extension_oid("sequin_sync", true);
+	if (!OidIsValid(ext))
+		return false;
+	LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+	/* Dropped, or dropped and created again, while we waited for the lock: not this time. */
+	if (get_extension_oid("sequin_sync", true) != ext) {
+		UnlockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+		return false;
+	}
+	return true;
 }
 
 Oid

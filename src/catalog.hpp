@@ -34,6 +34,14 @@ int SpiExecPlan(SPIPlanPtr plan, const Datum *values, const char *nulls, bool re
 int SpiExecCached(const char *sql, int nargs, const Oid *argtypes, const Datum *values, const char *nulls,
 				  bool read_only, long tcount);
 
+/*
+ * Whether sequin_sync is installed in this database; if so, it stays installed until the
+ * transaction ends (DROP EXTENSION waits for the lock this takes).  Background workers check it
+ * before they read the extension's tables, which a concurrent DROP EXTENSION would otherwise
+ * pull away between the check and the query.
+ */
+bool LockExtension();
+
 /* The role that owns sequin_sync's tables: configuration is written as this role. */
 Oid ExtensionOwner();
 

@@ -15,7 +15,6 @@ extern "C" {
 
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -74,7 +73,7 @@ ReadDesired(Desired *out, int max)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!OidIsValid(get_extension_oid("sequin_sync", true))) {
+	if (!LockExtension()) {
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		return -1;

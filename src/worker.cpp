@@ -29,7 +29,6 @@ extern "C" {
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -152,7 +151,7 @@ LoadConfig()
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (OidIsValid(get_extension_oid("sequin_sync", true))) {
+	if (LockExtension()) {
 		SpiConnect();
 		Oid types[1] = {TEXTOID};
 		Datum values[1] = {CStringGetTextDatum(consumer_name)};
