@@ -45,7 +45,9 @@ if [ -n "${SANITIZE:-}" ]; then
 	mkdir -p "$sanitizer_dir"
 	chmod 777 "$sanitizer_dir"
 	export ASAN_OPTIONS="verify_asan_link_order=0:detect_leaks=0:log_path=$sanitizer_dir/asan"
-	export UBSAN_OPTIONS="print_stacktrace=1:log_path=$sanitizer_dir/ubsan"
+	# UndefinedBehaviorSanitizer reports inside the server go to its log: make them fatal, so
+	# they end the backend and the suite that caused them fails; the logs are searched too.
+	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$sanitizer_dir/ubsan"
 fi
 
 # Compiles a unit test (with the sanitizers under SANITIZE=1).
@@ -56,7 +58,8 @@ build_unit() {
 
 sanitizer_reports() {
 	local reports
-	reports=$(find "$sanitizer_dir" -type f 2>/dev/null)
+	reports=$(find "$sanitizer_dir" -type f 2>/dev/null;
+		grep -l -s -E "runtime error:|ERROR: AddressSanitizer" "$work"/log/*.log "$work"/isolation/log/*.log)
 	if [ -n "$reports" ]; then
 		echo "sanitizer reports:"
 		for r in $reports; do
@@ -192,6 +195,7 @@ suite "isolation" isolation
 suite "python tests (fake consumer)" python_tests
 suite "fault test (faults, kills, crash restarts)" python3 "$repo/test/fault_test.py"
 suite "hostile input" python3 "$repo/test/hostile_test.py"
+[ -n "${SANITIZE:-}" ] && suite "sanitizer canary (a planted overflow is seen)" python3 "$repo/test/sanitizer_canary.py"
 [ -n "${SANITIZE:-}" ] && suite "sanitizer reports" sanitizer_reports
 
 echo
