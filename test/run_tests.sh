@@ -195,7 +195,7 @@ suite "isolation" isolation
 suite "python tests (fake consumer)" python_tests
 suite "fault test (faults, kills, crash restarts)" python3 "$repo/test/fault_test.py"
 suite "hostile input" python3 "$repo/test/hostile_test.py"
-[ -n "${SANITIZE:-}" ] && suite "sanitizer canary (a planted overflow is seen)" python3 "$repo/test/sanitizer_canary.py"
+[ -n "${SANITIZE:-}" ] && suite "sanitizer canary (planted undefined behaviour is reported)" python3 "$repo/test/sanitizer_canary.py"
 [ -n "${SANITIZE:-}" ] && suite "sanitizer reports" sanitizer_reports
 
 echo
