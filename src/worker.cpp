@@ -504,6 +504,13 @@ sequin_sync_worker_main(Datum arg)
 		/* More is waiting: ask for it now, so it arrives while this batch is applied. */
 		if (session->MoreWaiting(config.batch_size))
 			session->Prefetch(config.batch_size);
+		/*
+		 * The previous batch's ack was sent before this batch was read, so its answer is
+		 * normally here already.  Collecting it now counts it in this batch's transaction: a
+		 * crash then loses the count of at most the one ack in flight, as without overlap.
+		 */
+		session->CollectAck();
+		CollectAcks(session, &acked_pending);
 		BatchOutcome outcome;
 		ApplyBatchInTransaction(session, batch_cxt, acked_pending, &outcome);
 		if (!outcome.ok) {
