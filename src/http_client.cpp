@@ -1139,17 +1139,21 @@ V1Client::FinishReceive() noexcept
 HttpResult
 V1Client::Ack(const std::vector<std::string_view> &tokens) noexcept
 {
-	HttpResult r;
-	StartTokens("/ack", tokens, &r);
-	ack_connection_.Finish();
-	return r;
+	return SendTokens("/ack", tokens);
 }
 
 HttpResult
 V1Client::Nack(const std::vector<std::string_view> &tokens) noexcept
 {
+	return SendTokens("/nack", tokens);
+}
+
+/* StartTokens, then wait for the answer. */
+HttpResult
+V1Client::SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept
+{
 	HttpResult r;
-	StartTokens("/nack", tokens, &r);
+	StartTokens(path, tokens, &r);
 	ack_connection_.Finish();
 	return r;
 }

@@ -204,6 +204,7 @@ private:
 	V1Client() noexcept = default;
 	static std::string NextBody(int batch_size, int wait_for_ms);
 	void StartTokens(const char *path, const std::vector<std::string_view> &tokens, HttpResult *out) noexcept;
+	HttpResult SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept;
 
 	std::string endpoint_;          /* normalized, no trailing '/' */
 	HttpConnection connection_;     /* /next */

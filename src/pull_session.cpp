@@ -102,6 +102,14 @@ PullSession::Fail(const HttpResult &r, const char *what) noexcept
 	}
 }
 
+/* The checks SetAbortCheck gave, after a request that needed another one. */
+void
+PullSession::RestoreAbortChecks() noexcept
+{
+	client_->SetAbortCheck(abort_fn_, abort_arg_);
+	client_->SetAckAbortCheck(ack_abort_fn_, ack_abort_arg_);
+}
+
 void
 PullSession::Clear(Batch *b) noexcept
 {
@@ -195,8 +203,7 @@ PullSession::Prefetch(int batch_size) noexcept
 	 */
 	client_->SetAbortCheck(ack_abort_fn_, ack_abort_arg_);
 	client_->StartReceive(batch_size, 0, &next.result);
-	client_->SetAbortCheck(abort_fn_, abort_arg_);
-	client_->SetAckAbortCheck(ack_abort_fn_, ack_abort_arg_);
+	RestoreAbortChecks();
 	prefetching_ = true;
 }
 
@@ -221,17 +228,16 @@ PullSession::CollectAck() noexcept
 	ack_count_ = 0;
 }
 
-bool
+void
 PullSession::StartAck() noexcept
 {
 	CollectAck();
 	Batch &b = cur();
 	if (b.tokens.empty())
-		return true; /* never an empty ack */
+		return; /* never an empty ack */
 	client_->StartAck(b.tokens, &ack_result_);
 	ack_in_flight_ = true;
 	ack_count_ = (int64_t) b.tokens.size();
-	return true;
 }
 
 int64_t
@@ -251,26 +257,28 @@ PullSession::TakeAckError() noexcept
 	return ack_error_.c_str();
 }
 
+/* Gives back the current batch's messages; a failure is recorded as LastError when report. */
+bool
+PullSession::GiveBack(bool report) noexcept
+{
+	if (cur().tokens.empty())
+		return true;
+	HttpResult r = client_->Nack(cur().tokens);
+	if (r.Ok())
+		return true;
+	if (report)
+		Fail(r, "nack failed");
+	return false;
+}
+
 bool
 PullSession::NackAll() noexcept
 {
 	CollectAck();
-	bool ok = true;
-	if (!cur().tokens.empty()) {
-		HttpResult r = client_->Nack(cur().tokens);
-		if (!r.Ok()) {
-			Fail(r, "nack failed");
-			ok = false;
-		}
-	}
-	/* A prefetched batch was not applied either: give it back too. */
-	if (prefetching_ && TakePrefetched() == PullStatus::Ok && !cur().tokens.empty()) {
-		HttpResult r = client_->Nack(cur().tokens);
-		if (!r.Ok() && ok) {
-			Fail(r, "nack failed");
-			ok = false;
-		}
-	}
+	bool ok = GiveBack(true);
+	/* A prefetched batch was not applied either: give it back too (the first failure is kept). */
+	if (prefetching_ && TakePrefetched() == PullStatus::Ok)
+		ok = GiveBack(ok) && ok;
 	Clear(&cur());
 	return ok;
 }
@@ -294,18 +302,12 @@ PullSession::Drain(long grace_ms) noexcept
 {
 	Grace grace{std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms)};
 	client_->FinishWithin(GraceOver, &grace);
-	if (ack_in_flight_)
-		CollectAck();
+	CollectAck();
 	if (prefetching_) {
-		prefetching_ = false;
-		cur_ ^= 1;
-		if (Decode(&cur()) == PullStatus::Ok && !cur().tokens.empty()) {
+		if (TakePrefetched() == PullStatus::Ok) {
 			client_->SetAbortCheck(GraceOver, &grace);
-			HttpResult r = client_->Nack(cur().tokens);
-			client_->SetAbortCheck(abort_fn_, abort_arg_);
-			client_->SetAckAbortCheck(ack_abort_fn_, ack_abort_arg_);
-			if (!r.Ok())
-				Fail(r, "nack failed");
+			GiveBack(true);
+			RestoreAbortChecks();
 		}
 		Clear(&cur());
 	}

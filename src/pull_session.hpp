@@ -78,10 +78,10 @@ public:
 
 	/*
 	 * Acknowledges every message of the current batch without waiting for the answer.  An
-	 * earlier acknowledgement still in flight is collected first.  False + LastError when the
-	 * request could not even be sent (then the messages are simply delivered again).
+	 * earlier acknowledgement still in flight is collected first.  Whatever goes wrong with it
+	 * (the messages are then simply delivered again) is reported by CollectAck.
 	 */
-	bool StartAck() noexcept;
+	void StartAck() noexcept;
 	/* Waits for the acknowledgement in flight, if any, and records its outcome. */
 	void CollectAck() noexcept;
 	/* Messages whose acknowledgement the server confirmed since the last call. */
@@ -117,6 +117,8 @@ private:
 	Batch &cur() noexcept { return batches_[cur_]; }
 	const Batch &cur() const noexcept { return batches_[cur_]; }
 	PullStatus Decode(Batch *b) noexcept;
+	bool GiveBack(bool report) noexcept;
+	void RestoreAbortChecks() noexcept;
 	static void Clear(Batch *b) noexcept;
 	void Fail(const HttpResult &r, const char *what) noexcept;
 	/* Reads the prefetched reply into the other buffer, which becomes the current one. */

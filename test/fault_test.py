@@ -307,6 +307,13 @@ def kill(env, backend_type):
     return int(out.strip())
 
 
+def restart_immediate(env, figures):
+    """pg_ctl restart -m immediate (a crash for the server), counted; waits for the workers."""
+    env.pg_ctl("restart", "-m", "immediate")
+    figures["restarts"] = figures.get("restarts", 0) + 1
+    wait_workers_back(env, set(), "workers after the immediate restart")
+
+
 def wait_workers_back(env, old_workers, what, timeout=30):
     """Waits for a launcher and WORKERS workers none of which is in old_workers."""
     def ok():
@@ -415,9 +422,7 @@ COMMIT;
                 f"{time.monotonic() - t0:.1f} s")
         elif ev == "immediate restart":
             t0 = time.monotonic()
-            env.pg_ctl("restart", "-m", "immediate")
-            figures["restarts"] = figures.get("restarts", 0) + 1
-            wait_workers_back(env, set(), "workers after the immediate restart")
+            restart_immediate(env, figures)
             log(f"  [{time.monotonic() - t_start:5.1f}s] pg_ctl restart -m immediate "
                 f"({outstanding} messages outstanding); syncing again after "
                 f"{time.monotonic() - t0:.1f} s")
@@ -541,9 +546,7 @@ def durability_phase(env, checks, figures, args, soft_newest, hard_newest):
         while env.stats()["acked"] == acked0 and time.monotonic() < deadline:
             time.sleep(0.02)
         st = env.stats()
-        env.pg_ctl("restart", "-m", "immediate")
-        figures["restarts"] = figures.get("restarts", 0) + 1
-        wait_workers_back(env, set(), "workers after the immediate restart")
+        restart_immediate(env, figures)
         log(f"  [{time.monotonic() - t_start:5.1f}s] pg_ctl restart -m immediate just after an "
             f"ack ({st['acked'] - acked0} messages acked since the last look, "
             f"{st['outstanding']} outstanding)")
