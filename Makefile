@@ -5,26 +5,13 @@ EXTENSION    = sequin_sync
 EXTVERSION   = $(shell grep default_version $(EXTENSION).control | sed -e "s/default_version[[:space:]]*=[[:space:]]*'\([^']*\)'/\1/")
 MODULE_big   = sequin_sync
 
-# One file per concern; json_doc, next_reply, record, endpoint and http_client never include Postgres
-# headers.
-OBJS = \
-	src/module.o \
-	src/settings.o \
-	src/catalog.o \
-	src/mapping.o \
-	src/convert.o \
-	src/apply.o \
-	src/sql_api.o \
-	src/shmem.o \
-	src/launcher.o \
-	src/worker.o \
-	src/status.o \
-	src/json_doc.o \
-	src/next_reply.o \
-	src/record.o \
-	src/endpoint.o \
-	src/http_client.o \
-	src/pull_session.o
+# The C++/Postgres boundary is a folder: src/pg/ holds the code that includes Postgres headers
+# (built with -fno-exceptions, so a throw cannot even compile there), src/core/ the Postgres-free
+# C++ (HTTP, JSON, records, the pull session), which may throw inside and ends its includes with
+# core/cpp_only.hpp.  Flags and lint are derived from the folders.
+PG_SRCS   = $(sort $(wildcard src/pg/*.cpp))
+CORE_SRCS = $(sort $(wildcard src/core/*.cpp))
+OBJS      = $(PG_SRCS:.cpp=.o) $(CORE_SRCS:.cpp=.o)
 
 # The current install script, every upgrade script, and the first released version's install
 # script (frozen), so the upgrade path from it can be tested (sql/upgrade.sql).
@@ -58,10 +45,8 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Postgres-side files never throw: built without exceptions, so a throw cannot even compile there.
-PG_SIDE_OBJS = src/module.o src/settings.o src/catalog.o src/mapping.o src/convert.o src/apply.o src/sql_api.o \
-	src/shmem.o src/launcher.o src/worker.o src/status.o
-$(PG_SIDE_OBJS): override CXXFLAGS += -fno-exceptions
+# Postgres-side files never throw: built without exceptions.
+$(PG_SRCS:.cpp=.o): override CXXFLAGS += -fno-exceptions
 
 # Rebuild an object when a header it includes changes (shared structs must agree everywhere).
 override CXXFLAGS += -MMD -MP
@@ -100,15 +85,13 @@ test-sanitize:
 # Static checks, both clean: clang-tidy with the checks in .clang-tidy, cppcheck with the
 # suppressions in .cppcheck-suppressions.  Postgres-side files are checked against the server
 # headers, the others without them.
-LINT_PG_SIDE = $(PG_SIDE_OBJS:.o=.cpp)
-LINT_FREE    = $(filter-out $(LINT_PG_SIDE),$(OBJS:.o=.cpp))
 lint:
 	@command -v clang-tidy >/dev/null && command -v cppcheck >/dev/null || \
 		{ echo "make lint needs clang-tidy and cppcheck (apt-get install clang-tidy cppcheck)" >&2; exit 1; }
 	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability --std=c++17 \
-		--language=c++ --inline-suppr --suppressions-list=.cppcheck-suppressions -Isrc $(OBJS:.o=.cpp)
-	clang-tidy --quiet $(LINT_FREE) -- -std=c++17 -Isrc
-	clang-tidy --quiet $(LINT_PG_SIDE) -- -std=c++17 -Wno-register -fno-exceptions -D_GNU_SOURCE -Isrc \
+		--language=c++ --inline-suppr --suppressions-list=.cppcheck-suppressions -Isrc $(PG_SRCS) $(CORE_SRCS)
+	clang-tidy --quiet $(CORE_SRCS) -- -std=c++17 -Isrc
+	clang-tidy --quiet $(PG_SRCS) -- -std=c++17 -Wno-register -fno-exceptions -D_GNU_SOURCE -Isrc \
 		-I$(shell $(PG_CONFIG) --includedir-server)
 
 demo: deps
@@ -133,8 +116,8 @@ FUZZ_CXX = clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sa
 fuzz:
 	@command -v clang++ >/dev/null || { echo "make fuzz needs clang (apt-get install clang)" >&2; exit 1; }
 	mkdir -p test/unit/bin/corpus/json_doc test/unit/bin/corpus/record
-	$(FUZZ_CXX) src/json_doc.cpp src/next_reply.cpp test/unit/fuzz_json_doc.cpp -o test/unit/bin/fuzz_json_doc
-	$(FUZZ_CXX) src/json_doc.cpp src/next_reply.cpp src/record.cpp test/unit/fuzz_record.cpp \
+	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp test/unit/fuzz_json_doc.cpp -o test/unit/bin/fuzz_json_doc
+	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/record.cpp test/unit/fuzz_record.cpp \
 		-o test/unit/bin/fuzz_record
 	test/unit/bin/fuzz_json_doc -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=test/unit/bin/ \
 		test/unit/bin/corpus/json_doc test/unit/corpus/json_doc

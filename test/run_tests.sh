@@ -97,20 +97,20 @@ suite() {
 unit_tests() {
 	local out="$work/unit"
 	mkdir -p "$out"
-	build_unit -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/next_reply.cpp" \
+	build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
 		"$repo/test/unit/json_doc_test.cpp" -o "$out/json_doc_test" &&
 		(cd "$repo/test/unit" && "$out/json_doc_test") &&
 		echo "replaying the fuzz corpus:" &&
-		build_unit -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/next_reply.cpp" \
+		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
 			"$repo/test/unit/fuzz_json_doc.cpp" "$repo/test/unit/fuzz_replay.cpp" -o "$out/fuzz_replay" &&
 		"$out/fuzz_replay" "$repo/test/unit/corpus/json_doc" "$repo/test/unit/fixtures" &&
 		echo "record layer:" &&
-		build_unit -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/record.cpp" \
+		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/record.cpp" \
 			"$repo/test/unit/record_test.cpp" -o "$out/record_test" &&
 		"$out/record_test" &&
 		echo "replaying the record fuzz corpus:" &&
-		build_unit -I"$repo/src" "$repo/src/json_doc.cpp" "$repo/src/next_reply.cpp" \
-			"$repo/src/record.cpp" "$repo/test/unit/fuzz_record.cpp" "$repo/test/unit/fuzz_replay.cpp" \
+		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
+			"$repo/src/core/record.cpp" "$repo/test/unit/fuzz_record.cpp" "$repo/test/unit/fuzz_replay.cpp" \
 			-o "$out/fuzz_record_replay" &&
 		"$out/fuzz_record_replay" "$repo/test/unit/corpus/record" "$repo/test/unit/corpus/json_doc"
 }
@@ -118,7 +118,7 @@ unit_tests() {
 http_client_test() {
 	local out="$work/unit"
 	mkdir -p "$out"
-	build_unit -I"$repo/src" "$repo/src/endpoint.cpp" "$repo/src/http_client.cpp" \
+	build_unit -I"$repo/src" "$repo/src/core/endpoint.cpp" "$repo/src/core/http_client.cpp" \
 		"$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
 		bash "$repo/test/unit/run_http_client_test.sh" "$out/http_client_test"
 }

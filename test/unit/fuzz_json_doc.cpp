@@ -20,8 +20,8 @@
 #include <string_view>
 #include <vector>
 
-#include "json_doc.hpp"
-#include "next_reply.hpp"
+#include "core/json_doc.hpp"
+#include "core/next_reply.hpp"
 
 using namespace sequin_sync;
 

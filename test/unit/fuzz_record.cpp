@@ -27,9 +27,9 @@
 #include <string_view>
 #include <vector>
 
-#include "json_doc.hpp"
-#include "next_reply.hpp"
-#include "record.hpp"
+#include "core/json_doc.hpp"
+#include "core/next_reply.hpp"
+#include "core/record.hpp"
 
 using namespace sequin_sync;
 using record::FieldError;

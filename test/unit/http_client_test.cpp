@@ -11,8 +11,8 @@
  * does); without, it starts test/unit/http_stub.py itself (path from $HTTP_STUB, else next to
  * this source file) and stops it at the end.  Prints "N passed, M failed"; exits 1 on failure.
  */
-#include "endpoint.hpp"
-#include "http_client.hpp"
+#include "core/endpoint.hpp"
+#include "core/http_client.hpp"
 
 #include <curl/curl.h>
 

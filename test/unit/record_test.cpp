@@ -15,8 +15,8 @@
 #include <string>
 #include <string_view>
 
-#include "json_doc.hpp"
-#include "record.hpp"
+#include "core/json_doc.hpp"
+#include "core/record.hpp"
 #include "unit_check.hpp"
 
 using namespace sequin_sync;

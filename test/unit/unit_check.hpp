@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-#include "json_doc.hpp"
+#include "core/json_doc.hpp"
 
 namespace {
 

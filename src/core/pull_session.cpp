@@ -1,11 +1,12 @@
 /*
  * pull_session.cpp - see pull_session.hpp.
  */
-#include "pull_session.hpp"
+#include "core/pull_session.hpp"
 
 #include <chrono>
 #include <cstring>
 #include <new>
+#include "core/cpp_only.hpp" // must be the last include
 
 namespace sequin_sync {
 

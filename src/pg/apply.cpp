@@ -23,8 +23,8 @@
 #include <new>
 #include <string_view>
 
-#include "json_doc.hpp"
-#include "record.hpp"
+#include "core/json_doc.hpp"
+#include "core/record.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -42,11 +42,11 @@ extern "C" {
 #include "utils/memutils.h"
 }
 
-#include "apply.hpp"
-#include "catalog.hpp"
-#include "mapping.hpp"
-#include "convert.hpp"
-#include "settings.hpp"
+#include "pg/apply.hpp"
+#include "pg/catalog.hpp"
+#include "pg/mapping.hpp"
+#include "pg/convert.hpp"
+#include "pg/settings.hpp"
 
 namespace sequin_sync {
 

@@ -8,8 +8,8 @@
  */
 #include <new>
 
-#include "json_doc.hpp"
-#include "record.hpp"
+#include "core/json_doc.hpp"
+#include "core/record.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -28,8 +28,8 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
-#include "mapping.hpp"
-#include "convert.hpp"
+#include "pg/mapping.hpp"
+#include "pg/convert.hpp"
 
 namespace sequin_sync {
 

@@ -28,10 +28,10 @@ void _PG_init(void);
 PG_FUNCTION_INFO_V1(sequin_sync_wake_workers);
 }
 
-#include "bgworkers.hpp"
-#include "sanitize.hpp"
-#include "settings.hpp"
-#include "shmem.hpp"
+#include "pg/bgworkers.hpp"
+#include "pg/sanitize.hpp"
+#include "pg/settings.hpp"
+#include "pg/shmem.hpp"
 
 using namespace sequin_sync;
 

@@ -7,8 +7,8 @@
  */
 #include <string>
 
-#include "endpoint.hpp"
-#include "json_doc.hpp"
+#include "core/endpoint.hpp"
+#include "core/json_doc.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -29,7 +29,7 @@ extern "C" {
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
-#include "compat.hpp"
+#include "pg/compat.hpp"
 
 PG_FUNCTION_INFO_V1(sequin_sync_create_consumer);
 PG_FUNCTION_INFO_V1(sequin_sync_alter_consumer);
@@ -43,11 +43,11 @@ PG_FUNCTION_INFO_V1(sequin_sync_retry_dead_letters);
 PG_FUNCTION_INFO_V1(sequin_sync_prune_tombstones);
 }
 
-#include "apply.hpp"
-#include "catalog.hpp"
-#include "mapping.hpp"
-#include "settings.hpp"
-#include "shmem.hpp"
+#include "pg/apply.hpp"
+#include "pg/catalog.hpp"
+#include "pg/mapping.hpp"
+#include "pg/settings.hpp"
+#include "pg/shmem.hpp"
 
 using namespace sequin_sync;
 

@@ -9,12 +9,13 @@
  *
  * No Postgres headers; no exception leaves this file.
  */
-#include "endpoint.hpp"
+#include "core/endpoint.hpp"
 
 #include <curl/curl.h>
 
 #include <memory>
 #include <new>
+#include "core/cpp_only.hpp" // must be the last include
 
 namespace sequin_sync {
 

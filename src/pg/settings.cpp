@@ -4,7 +4,7 @@
  */
 #include <climits>
 
-#include "settings.hpp"
+#include "pg/settings.hpp"
 
 extern "C" {
 #include "postgres.h"

@@ -18,8 +18,8 @@
  */
 #include <malloc.h>
 
-#include "endpoint.hpp"
-#include "pull_session.hpp"
+#include "core/endpoint.hpp"
+#include "core/pull_session.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -49,12 +49,12 @@ extern "C" {
 PGDLLEXPORT void sequin_sync_worker_main(Datum arg);
 }
 
-#include "apply.hpp"
-#include "bgworkers.hpp"
-#include "catalog.hpp"
-#include "sanitize.hpp"
-#include "settings.hpp"
-#include "shmem.hpp"
+#include "pg/apply.hpp"
+#include "pg/bgworkers.hpp"
+#include "pg/catalog.hpp"
+#include "pg/sanitize.hpp"
+#include "pg/settings.hpp"
+#include "pg/shmem.hpp"
 
 namespace sequin_sync {
 

@@ -11,7 +11,7 @@
 #ifndef SEQUIN_SYNC_MAPPING_HPP
 #define SEQUIN_SYNC_MAPPING_HPP
 
-#include "convert_kind.hpp"
+#include "core/convert_kind.hpp"
 
 namespace sequin_sync {
 

@@ -14,7 +14,7 @@
 #include <functional>
 #include <new>
 
-#include "json_doc.hpp"
+#include "core/json_doc.hpp"
 
 namespace sequin_sync {
 namespace json {
@@ -45,6 +45,7 @@ RapidJsonAssertFailed()
 #include <rapidjson/error/error.h>
 #include <rapidjson/reader.h>
 #include <rapidjson/stream.h>
+#include "core/cpp_only.hpp" // must be the last include
 
 namespace sequin_sync {
 namespace json {

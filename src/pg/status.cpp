@@ -15,12 +15,12 @@ extern "C" {
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
-#include "compat.hpp"
+#include "pg/compat.hpp"
 
 PG_FUNCTION_INFO_V1(sequin_sync_worker_status);
 }
 
-#include "shmem.hpp"
+#include "pg/shmem.hpp"
 
 using namespace sequin_sync;
 

@@ -24,8 +24,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "convert_kind.hpp"
-#include "json_doc.hpp"
+#include "core/convert_kind.hpp"
+#include "core/json_doc.hpp"
 
 namespace sequin_sync {
 

@@ -24,7 +24,7 @@ extern "C" {
 #include "utils/syscache.h"
 }
 
-#include "mapping.hpp"
+#include "pg/mapping.hpp"
 
 namespace sequin_sync {
 

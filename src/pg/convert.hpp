@@ -6,7 +6,7 @@
 #ifndef SEQUIN_SYNC_CONVERT_HPP
 #define SEQUIN_SYNC_CONVERT_HPP
 
-#include "json_doc.hpp"
+#include "core/json_doc.hpp"
 
 namespace sequin_sync {
 

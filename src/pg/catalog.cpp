@@ -24,8 +24,8 @@ extern "C" {
 #include "common/hashfn.h"
 }
 
-#include "catalog.hpp"
-#include "sanitize.hpp"
+#include "pg/catalog.hpp"
+#include "pg/sanitize.hpp"
 
 namespace sequin_sync {
 

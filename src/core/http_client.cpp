@@ -13,9 +13,9 @@
  *
  * No Postgres headers; no exception leaves a public function.
  */
-#include "http_client.hpp"
+#include "core/http_client.hpp"
 
-#include "endpoint.hpp"
+#include "core/endpoint.hpp"
 
 #include <curl/curl.h>
 
@@ -25,6 +25,7 @@
 #include <ctime>
 #include <limits>
 #include <new>
+#include "core/cpp_only.hpp" // must be the last include
 
 #ifndef SEQUIN_SYNC_VERSION
 #define SEQUIN_SYNC_VERSION "unknown"

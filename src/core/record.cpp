@@ -1,9 +1,10 @@
 /*
  * record.cpp - the Postgres-free half of turning a record into row values (see record.hpp).
  */
-#include "record.hpp"
+#include "core/record.hpp"
 
 #include <cstring>
+#include "core/cpp_only.hpp" // must be the last include
 
 namespace sequin_sync {
 namespace record {

@@ -6,7 +6,8 @@
  */
 #include <new>
 
-#include "next_reply.hpp"
+#include "core/next_reply.hpp"
+#include "core/cpp_only.hpp" // must be the last include
 
 namespace sequin_sync {
 namespace {

@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-#include "json_doc.hpp"
+#include "core/json_doc.hpp"
 
 namespace sequin_sync {
 

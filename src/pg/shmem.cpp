@@ -14,7 +14,7 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
-#include "shmem.hpp"
+#include "pg/shmem.hpp"
 
 namespace sequin_sync {
 

@@ -34,10 +34,10 @@ extern "C" {
 PGDLLEXPORT void sequin_sync_launcher_main(Datum arg);
 }
 
-#include "bgworkers.hpp"
-#include "catalog.hpp"
-#include "settings.hpp"
-#include "shmem.hpp"
+#include "pg/bgworkers.hpp"
+#include "pg/catalog.hpp"
+#include "pg/settings.hpp"
+#include "pg/shmem.hpp"
 
 namespace sequin_sync {
 

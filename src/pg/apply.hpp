@@ -10,7 +10,7 @@
 #ifndef SEQUIN_SYNC_APPLY_HPP
 #define SEQUIN_SYNC_APPLY_HPP
 
-#include "json_doc.hpp"
+#include "core/json_doc.hpp"
 
 namespace sequin_sync {
 

@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "http_client.hpp"
-#include "json_doc.hpp"
-#include "next_reply.hpp"
+#include "core/http_client.hpp"
+#include "core/json_doc.hpp"
+#include "core/next_reply.hpp"
 
 namespace sequin_sync {
 
