@@ -6,8 +6,8 @@ test (test/fault_test.py), the hostile-input test (test/hostile_test.py) and the
 initdb and postgres refuse to run as root, so as root every server program (initdb, pg_ctl and
 the postmaster, psql, pg_dump ...) runs as the ordinary user `sequin_test` (created if missing, as
 test/run_tests.sh does) through runuser, in a temporary directory that user owns.  The
-environment is passed through unchanged (runuser without --login keeps it), so LD_PRELOAD,
-ASAN_OPTIONS and the like reach pg_ctl and the postmaster.
+environment is passed through unchanged (runuser without --login keeps it), so UBSAN_OPTIONS
+and the like reach pg_ctl and the postmaster.
 
 The server listens on 127.0.0.1 only, on a free port, and on a unix socket in its directory;
 psql() uses the socket.  Python standard library only; connect() (the benchmark's) needs psycopg2.

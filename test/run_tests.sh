@@ -32,12 +32,10 @@ if [ "$(id -u)" -eq 0 ]; then
 	chown -R sequin_test "$work"
 fi
 
-# SANITIZE=1 (make test-sanitize): the extension was built with ASan + UBSan.  The sanitizer
-# runtime comes in with the library (shared_preload_libraries loads it into the postmaster before
-# shared memory exists, and every server process inherits it); it is not LD_PRELOADed, because
-# with the runtime preloaded Debian's postgres (p11-kit, through libldap) deadlocks in exit().
-# Every report goes under $work/sanitizer, which the last suite requires to stay empty.  Leak
-# detection is off: Postgres frees by memory context reset and process exit, on purpose.
+# SANITIZE=1 (make test-sanitize): the extension was built with UBSan, whose runtime comes in with
+# the library; the unit tests are built here with ASan + UBSan.  Every report goes under
+# $work/sanitizer, which the last suite requires to stay empty.  Leak detection is off in the unit
+# tests' ASan: they keep a few process-lifetime allocations on purpose.
 sanitizer_dir="$work/sanitizer"
 unit_cxxflags="-std=c++17 -O1 -g -Wall -Wextra -Werror"
 if [ -n "${SANITIZE:-}" ]; then

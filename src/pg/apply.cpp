@@ -43,7 +43,9 @@ extern "C" {
 }
 
 #include "pg/apply.hpp"
-#include "pg/catalog.hpp"
+#include "pg/spi.hpp"
+#include "pg/security.hpp"
+#include "pg/subxact.hpp"
 #include "pg/mapping.hpp"
 #include "pg/convert.hpp"
 #include "pg/settings.hpp"

@@ -35,7 +35,8 @@ PGDLLEXPORT void sequin_sync_launcher_main(Datum arg);
 }
 
 #include "pg/bgworkers.hpp"
-#include "pg/catalog.hpp"
+#include "pg/extension.hpp"
+#include "pg/spi.hpp"
 #include "pg/settings.hpp"
 #include "pg/shmem.hpp"
 

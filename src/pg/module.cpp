@@ -2,12 +2,12 @@
  * module.cpp - the library's entry point: PG_MODULE_MAGIC and _PG_init.
  *
  * The C++/Postgres boundary, for every file of this extension:
- *  - Files that include Postgres headers are compiled with -fno-exceptions (see the Makefile) and
+ *  - Files that include Postgres headers (src/pg/) are compiled with -fno-exceptions (see the Makefile) and
  *    keep no object with a non-trivial destructor on the stack, so an ereport(ERROR) longjmp never
  *    skips a destructor.  C++ objects they need (the JSON document) live on the heap, owned by a
  *    memory context callback that frees them when the context goes, error or not.
- *  - Files that do not include Postgres headers (json_doc, next_reply, endpoint, http_client)
- *    expose only noexcept functions: no C++ exception ever reaches a Postgres frame.
+ *  - Files that do not include Postgres headers (src/core/, closed by core/cpp_only.hpp) expose
+ *    only noexcept functions: no C++ exception ever reaches a Postgres frame.
  */
 extern "C" {
 #include "postgres.h"
@@ -25,11 +25,9 @@ extern "C" {
 PG_MODULE_MAGIC;
 
 void _PG_init(void);
-PG_FUNCTION_INFO_V1(sequin_sync_wake_workers);
 }
 
 #include "pg/bgworkers.hpp"
-#include "pg/sanitize.hpp"
 #include "pg/settings.hpp"
 #include "pg/shmem.hpp"
 
@@ -50,19 +48,6 @@ ObjectAccess(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id, v
 		WakeWorkersOnCommit();
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-emit_log_hook_type prev_emit_log_hook = nullptr;
-
-/* An error being reported has landed in the server's error recovery: see sanitize.hpp. */
-void
-EmitLog(ErrorData *edata)
-{
-	if (edata->elevel >= ERROR)
-		SS_AFTER_LONGJMP();
-	if (prev_emit_log_hook)
-		prev_emit_log_hook(edata);
-}
-#endif
 
 } /* namespace */
 
@@ -70,10 +55,6 @@ extern "C" void
 _PG_init(void)
 {
 	DefineSettings(process_shared_preload_libraries_in_progress);
-#if defined(__SANITIZE_ADDRESS__)
-	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = EmitLog;
-#endif
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	InstallShmemHooks();
@@ -82,12 +63,12 @@ _PG_init(void)
 	object_access_hook = ObjectAccess;
 }
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(SEQUIN_SYNC_SANITIZE)
 /*
- * SANITIZE builds only, and not in the install script: planted undefined behaviour, so that
- * test/sanitizer_canary.py can prove the sanitizer really watches this library inside the server
- * (a sanitizer run that could not see anything would pass every time).  canary(0) is fine;
- * canary(2) shifts an int by 40 bits.
+ * `make SANITIZE=1` builds only, and not in the install script: planted undefined behaviour, so
+ * that test/sanitizer_canary.py can prove UndefinedBehaviorSanitizer really watches this library
+ * inside the server (a sanitizer run that could not see anything would pass every time).
+ * canary(0) is fine; canary(2) shifts an int by 40 bits.
  */
 extern "C" {
 PG_FUNCTION_INFO_V1(sequin_sync_sanitizer_canary);
@@ -102,10 +83,3 @@ sequin_sync_sanitizer_canary(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(value);
 }
 #endif
-
-extern "C" Datum
-sequin_sync_wake_workers(PG_FUNCTION_ARGS)
-{
-	WakeWorkersOnCommit();
-	PG_RETURN_VOID();
-}

@@ -41,10 +41,13 @@ PG_FUNCTION_INFO_V1(sequin_sync_unmap_collection);
 PG_FUNCTION_INFO_V1(sequin_sync_apply);
 PG_FUNCTION_INFO_V1(sequin_sync_retry_dead_letters);
 PG_FUNCTION_INFO_V1(sequin_sync_prune_tombstones);
+PG_FUNCTION_INFO_V1(sequin_sync_wake_workers);
 }
 
 #include "pg/apply.hpp"
-#include "pg/catalog.hpp"
+#include "pg/extension.hpp"
+#include "pg/security.hpp"
+#include "pg/spi.hpp"
 #include "pg/mapping.hpp"
 #include "pg/settings.hpp"
 #include "pg/shmem.hpp"
@@ -52,6 +55,16 @@ PG_FUNCTION_INFO_V1(sequin_sync_prune_tombstones);
 using namespace sequin_sync;
 
 namespace {
+
+/* Raises a clear error when a required argument is NULL. */
+void
+RequireArgument(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
 
 constexpr int kMaxBatchSize = 10000;
 constexpr int kMaxWorkers = 64;
@@ -600,4 +613,12 @@ sequin_sync_prune_tombstones(PG_FUNCTION_ARGS)
 	SpiFinish();
 	EndSafeSearchPath(nest_level);
 	PG_RETURN_INT64(pruned);
+}
+
+/* Wakes the launcher and the workers at commit (the configuration triggers call it). */
+extern "C" Datum
+sequin_sync_wake_workers(PG_FUNCTION_ARGS)
+{
+	WakeWorkersOnCommit();
+	PG_RETURN_VOID();
 }

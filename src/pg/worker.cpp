@@ -51,8 +51,9 @@ PGDLLEXPORT void sequin_sync_worker_main(Datum arg);
 
 #include "pg/apply.hpp"
 #include "pg/bgworkers.hpp"
-#include "pg/catalog.hpp"
-#include "pg/sanitize.hpp"
+#include "pg/extension.hpp"
+#include "pg/security.hpp"
+#include "pg/spi.hpp"
 #include "pg/settings.hpp"
 #include "pg/shmem.hpp"
 
@@ -271,7 +272,6 @@ ApplyBatchInTransaction(PullSession *session, MemoryContext batch_cxt, int64 ack
 	}
 	PG_CATCH();
 	{
-		SS_AFTER_LONGJMP();
 		MemoryContextSwitchTo(old);
 		ErrorData *edata = CopyErrorData();
 		EmitErrorReport();
