@@ -18,7 +18,7 @@ fi
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for pkg in "postgresql-$pgver" "postgresql-server-dev-$pgver" libcurl4-openssl-dev rapidjson-dev \
-	g++ make python3 ca-certificates "${extra[@]}"; do
+	g++ make python3 python3-pytest ca-certificates "${extra[@]}"; do
 	have_pkg "$pkg" || need+=("$pkg")
 done
 

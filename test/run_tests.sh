@@ -169,8 +169,11 @@ isolation() {
 	return $rc
 }
 
-python_tests() {
-	(cd "$work" && run_as_tester python3 -m unittest discover -s test -p 'test_*.py')
+# A Python suite: one pytest module of test/ (pgcluster.py gives it throwaway clusters, run as
+# sequin_test when we are root).  Debian's python3, which has python3-pytest (another python3
+# may come first on PATH).
+pytest_suite() {
+	(cd "$work/test" && PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider "$1")
 }
 
 # The version lives in the control file; the Makefile reads it; META.json must say the same.
@@ -190,7 +193,9 @@ suite "unit tests (json decoder)" unit_tests
 suite "unit tests (http client)" http_client_test
 suite "pg_regress" regress
 suite "isolation" isolation
-suite "python tests (fake consumer)" python_tests
+for module in $(cd "$repo/test" && ls test_*.py | sort); do
+	suite "python: ${module%.py}" pytest_suite "$module"
+done
 suite "fault test (faults, kills, crash restarts)" python3 "$repo/test/fault_test.py"
 suite "hostile input" python3 "$repo/test/hostile_test.py"
 [ -n "${SANITIZE:-}" ] && suite "sanitizer canary (planted undefined behaviour is reported)" python3 "$repo/test/sanitizer_canary.py"
