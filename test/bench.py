@@ -4,36 +4,52 @@ bench.py - sequin_sync's benchmark (`make bench`).
 
 Starts a throwaway cluster (temporary directory, free port; as the user sequin_test when run as
 root, since postgres refuses root) with sequin_sync preloaded, and the fake Sequin consumer
-(test/fake_sequin.py), then measures on the same records in one run:
+(test/fake_sequin.py), then measures on the same records in one run, for each workload:
 
+  limit         what Postgres itself must do to write the rows: the extension's own statement
+                (INSERT ... SELECT ... ON CONFLICT (id) DO UPDATE ... WHERE stored updated_idx <
+                incoming, RETURNING) fed from typed rows already in the server - an UNLOGGED
+                staging table loaded before timing, each batch reduced to the newest version
+                per id, large values stored uncompressed (so the limit pays TOAST compression
+                as a fresh write does) - one statement (= one transaction) per batch;
   ceiling       Postgres' own set-based upsert of the same batches: one
                 INSERT ... SELECT FROM jsonb_array_elements(<JSON literal>) ON CONFLICT (id)
                 DO UPDATE ... WHERE x.updated_idx < excluded.updated_idx per batch, each batch
-                reduced to the newest version per id beforehand (psycopg2, autocommit);
+                reduced to the newest version per id beforehand (psycopg2, autocommit, the
+                worker's work_mem);
   sequin_sync   records published to the fake consumer first, then the consumer created
-                (batch_size 1000, wait_for 1 s); time from create_consumer until every message
-                is acked (the fake's counters, polled every 50 ms);
+                (batch_size 1000, wait_for 1 s, 1 and 2 workers); time from create_consumer
+                until every message is acked (the fake's counters, polled every 50 ms);
   external      a Python worker as users write it from Sequin's upsert guide (psycopg2): pull
-                1000, upsert in one transaction, commit, ack - per record, and batched with
-                psycopg2.extras.execute_values;
-  scaling       sequin_sync with workers 1, 2, 4 (batch 1000) and batch sizes 100, 1000, 5000;
-  latency       one record published to an idle consumer until visible (LISTEN/NOTIFY), p50/p99;
-  memory        the worker's VmRSS/RssAnon before and after 1,000,000 records (not with --quick).
+                1000, upsert in one transaction, commit, ack - batched with
+                psycopg2.extras.execute_values, and (narrow only) per record;
+  scaling       (narrow) sequin_sync with 4 workers and batch sizes 100 and 5000;
+  latency       (narrow) one record published to an idle consumer until visible (LISTEN/NOTIFY);
+  memory        (narrow) the worker's VmRSS/RssAnon before and after 1,000,000 records (not
+                with --quick).
 
-Default workload: 200,000 Stripe-customer records = 100,000 ids x 2 versions (inserts, then
-updates of the same ids), into a 13-column table; each system starts from an empty table.
+Workloads (--workload narrow|wide|both, default both), each N records = N/2 ids x 2 versions
+(inserts, then updates of the same ids):
+  narrow  200,000 Stripe-customer records of about 1 KB into a 13-column table;
+  wide    40,000 Salesforce-like accounts of 120 fields (PascalCase, custom fields with __c),
+          4-8 KB each, into a 65-column table: 60 columns filled from data fields of six types
+          (found by name, ignoring case and underscores), the standard columns and the whole
+          `data` object (test/bench/wide.py).
 
 Every system starts from an empty table (TRUNCATE + CHECKPOINT) after an untimed warm-up, and
-every result is checked: row count, sum of updated_idx, and a content fingerprint that must equal
-the ceiling's.  Beside records/s, each run reports the CPU each process used (so the cost per
+every result is checked: row count, sum of updated_idx, no column left empty, and a content
+fingerprint that must equal the ceiling's.  Every system is reported as a ratio to the limit and
+to the ceiling.  Beside records/s, each run reports the CPU each process used (so the cost per
 record can be compared even when other work shares the machine), page faults, WAL and temp-file
 bytes.  On a shared, noisy machine use --repeat 3 (best of three, interleaved) and, as root,
 --nice -15 (also renices the postgres children's scheduler autogroups).
 
-Prints a table and writes the results as JSON (bench-results.json in the repository root by
-default).  Options: --records N, --quick, --skip-external, --json PATH; see --help for the rest.
-Needs the extension installed (make install) and python3-psycopg2 (installed with apt-get when
-run as root and missing).
+Prints a table per workload and writes the results as JSON (bench-results.json in the
+repository root by default) and as a chart (bench-results.svg beside it: a bar per system, the
+limit as a line, a panel per workload).  Options: --workload, --records N, --wide-records N,
+--quick, --skip-external, --json PATH, --perf FILE; see --help for the rest.  Needs the
+extension installed (make install) and python3-psycopg2 (installed with apt-get when run as
+root and missing).
 """
 
 import argparse
@@ -233,10 +249,60 @@ def cpu_per_record_us(run):
     return 1e6 * (sum(c["postgres"].values()) + c["bench_python"]) / max(run["records"], 1)
 
 
+def fake_line(w, runs):
+    f = w.get("fake_probe")
+    if not f:
+        return None
+    main = next((r for r in runs if r["label"] == "sequin_sync"), None)
+    line = ("  fake:    serves a %d-record batch (%.2f MB) in %.1f ms p50 (max %.1f) and acks it in %.1f ms: "
+            "~%s records/s for one client" % (f["batch_size"], f["batch_bytes"] / 1e6, f["next_ms_p50"],
+                                              f["next_ms_max"], f["ack_ms_p50"], fmt_int(f["max_records_per_s"])))
+    if main:
+        per_batch = 1000.0 * main["seconds"] / max(1, main["records"] / main["batch_size"])
+        fake_pct = 100 * main["cpu"]["fake_consumer"] / main["cpu"]["wall"]
+        line += ("; sequin_sync spends %.1f ms per batch, of which the fake's share is ~%.0f%%, and the fake "
+                 "process used %.0f%% of one core during the run -> %s" % (
+                     per_batch, 100 * (f["next_ms_p50"] + f["ack_ms_p50"]) / per_batch, fake_pct,
+                     "the fake is NOT the bottleneck" if (f["next_ms_p50"] + f["ack_ms_p50"]) < 0.25 * per_batch
+                     else "WARNING: the fake is a significant share of the time"))
+    return line
+
+
+def render_runs(runs):
+    """The table of one workload's runs."""
+    out = []
+    hdr = ("%-32s %7s %5s %9s %8s %9s %7s %6s %8s  %5s %6s %4s %6s %6s %4s %7s %7s %7s  %s" %
+           ("system", "workers", "batch", "records", "seconds", "records/s", "x limit", "x ceil", "CPU us/r", "apply",
+            "oth.pg", "fake", "python", "others", "busy", "flt/rec", "WAL B/r", "temp MB", "check"))
+    out.append(hdr)
+    out.append("-" * len(hdr))
+    ceiling = next((r for r in runs if r["system"] == "ceiling"), None)
+    limit = next((r for r in runs if r["system"] == "limit"), None)
+    for r in runs:
+        x_ceil = ("%.2f" % (r["records_per_s"] / ceiling["records_per_s"])) if ceiling else "-"
+        x_limit = ("%.2f" % (r["records_per_s"] / limit["records_per_s"])) if limit else "-"
+        reps = r.get("repetitions") or []
+        chk = "ok" if r["check"]["ok"] else "FAILED (rows %d)" % r["check"]["rows"]
+        if r["check"].get("empty_columns"):
+            chk += ", empty columns: " + ", ".join(r["check"]["empty_columns"])
+        if ceiling and r is not ceiling and r["check"]["fingerprint"] != ceiling["check"]["fingerprint"]:
+            chk += ", content differs from ceiling"
+        elif ceiling and r is not ceiling:
+            chk += ", same content as ceiling"
+        out.append("%-32s %7d %5d %9s %8.2f %9s %7s %6s %8.0f  %5s %6s %4s %6s %6s %4s %7s %7s %7s  %s" % (
+            (r["label"], r["workers"], r["batch_size"], fmt_int(r["records"]), r["seconds"],
+             fmt_int(r["records_per_s"]), x_limit, x_ceil, cpu_per_record_us(r)) + cpu_cols(r) +
+            (fmt_int(r.get("wal_bytes", 0) / max(r["records"], 1)), "%.1f" % (r.get("temp_bytes", 0) / 1e6), chk)))
+        if len(reps) > 1:
+            out.append("%-32s %s" % ("", "repetitions: " + ", ".join(
+                "%.2f s (%s/s, %.0f us/r)" % (x["seconds"], fmt_int(x["records_per_s"]), x["cpu_us_per_record"])
+                for x in reps)))
+    return out
+
+
 def render(res):
     out = []
     m = res["machine"]
-    w = res["workload"]
     out.append("sequin_sync benchmark  (%s)" % res["started_at"])
     out.append("machine:   nproc %d, %s, %.1f GiB RAM, Linux %s; %s" % (
         m["nproc"], m["cpu_model"], m["mem_gib"], m["kernel"], res["postgres"]["version"]))
@@ -250,53 +316,41 @@ def render(res):
         out.append("server env: " + " ".join("%s=%s" % kv for kv in res["server_env"].items()))
     if res["options"].get("repeat", 1) > 1:
         out.append("repeat:    every throughput run %d times, interleaved; rows show the fastest" % res["options"]["repeat"])
-    out.append("workload:  %s records = %s ids x 2 versions (%s inserts, then %s updates), %s, ~%d B/record JSON, "
-               "13-column table; batches of %d" % (
-                   fmt_int(w["records"]), fmt_int(w["ids"]), fmt_int(w["ids"]), fmt_int(w["records"] - w["ids"]),
-                   w["collection"], w["bytes_per_record"], w["batch_size"]))
-    f = res.get("fake_probe")
-    if f:
-        main = next((r for r in res["runs"] if r["name"] == "sequin_sync"), None)
-        line = ("fake:      serves a %d-record batch (%.2f MB) in %.1f ms p50 (max %.1f) and acks it in %.1f ms: "
-                "~%s records/s for one client" % (f["batch_size"], f["batch_bytes"] / 1e6, f["next_ms_p50"],
-                                                  f["next_ms_max"], f["ack_ms_p50"], fmt_int(f["max_records_per_s"])))
-        if main:
-            per_batch = 1000.0 * main["seconds"] / max(1, main["records"] / main["batch_size"])
-            fake_pct = 100 * main["cpu"]["fake_consumer"] / main["cpu"]["wall"]
-            line += ("; sequin_sync spends %.1f ms per batch, of which the fake's share is ~%.0f%%, and the fake "
-                     "process used %.0f%% of one core during the run -> %s" % (
-                         per_batch, 100 * (f["next_ms_p50"] + f["ack_ms_p50"]) / per_batch, fake_pct,
-                         "the fake is NOT the bottleneck" if (f["next_ms_p50"] + f["ack_ms_p50"]) < 0.25 * per_batch
-                         else "WARNING: the fake is a significant share of the time"))
-        out.append(line)
     load = res.get("machine_load")
     if load and load["busy_pct"] > 10:
         out.append("WARNING:   the machine was not idle before the benchmark (%.0f%% of all CPUs busy): %s. Results "
                    "are distorted; see the 'others' column." % (load["busy_pct"], "; ".join(
                        "%s (%d%% of a core)" % (cmd or pid, pct) for pid, pct, cmd in load["top"]) or "?"))
+    for name, w in res["workloads"].items():
+        runs = [r for r in res["runs"] if r["workload"] == name]
+        out.append("")
+        out.append("%s workload: %s records = %s ids x 2 versions (%s inserts, then %s updates), %s, ~%s B/record "
+                   "JSON, %s; batches of %d" % (
+                       name, fmt_int(w["records"]), fmt_int(w["ids"]), fmt_int(w["ids"]),
+                       fmt_int(w["records"] - w["ids"]), w["collection"], fmt_int(w["bytes_per_record"]),
+                       w["table_note"], w["batch_size"]))
+        line = fake_line(w, runs)
+        if line:
+            out.append(line)
+        st = w.get("stage")
+        if st:
+            out.append("  limit:   staging table %s: %s rows in %d batches, %.1f MB, loaded in %.1f s before timing" % (
+                st["table"], fmt_int(st["rows"]), st["batches"], st["bytes"] / 1e6, st["load_seconds"]))
+        out.append("")
+        out.extend(render_runs(runs))
+        rt = w.get("ratios") or {}
+        if rt:
+            out.append("  ratios (throughput): " + ", ".join("%s = %.2f" % (k, v) for k, v in rt.items()))
+        cr = w.get("cpu_cost_relative_to_sequin_sync") or {}
+        if cr:
+            out.append("  CPU per record relative to sequin_sync (>1: costs more than sequin_sync): " +
+                       ", ".join("%s = %.2f" % (k, v) for k, v in cr.items()))
     out.append("")
-    hdr = ("%-32s %7s %5s %9s %8s %9s %6s %8s  %5s %6s %4s %6s %6s %4s %7s %7s %7s  %s" %
-           ("system", "workers", "batch", "records", "seconds", "records/s", "x ceil", "CPU us/r", "apply", "oth.pg",
-            "fake", "python", "others", "busy", "flt/rec", "WAL B/r", "temp MB", "check"))
-    out.append(hdr)
-    out.append("-" * len(hdr))
-    ceiling = next((r for r in res["runs"] if r["name"] == "ceiling"), None)
-    for r in res["runs"]:
-        ratio = ("%.2f" % (r["records_per_s"] / ceiling["records_per_s"])) if ceiling else "-"
-        reps = r.get("repetitions") or []
-        chk = "ok" if r["check"]["ok"] else "FAILED (rows %d)" % r["check"]["rows"]
-        if ceiling and r is not ceiling and r["check"]["fingerprint"] != ceiling["check"]["fingerprint"]:
-            chk += ", content differs from ceiling"
-        elif ceiling and r is not ceiling:
-            chk += ", same content as ceiling"
-        out.append("%-32s %7d %5d %9s %8.2f %9s %6s %8.0f  %5s %6s %4s %6s %6s %4s %7s %7s %7s  %s" % (
-            (r["label"], r["workers"], r["batch_size"], fmt_int(r["records"]), r["seconds"],
-             fmt_int(r["records_per_s"]), ratio, cpu_per_record_us(r)) + cpu_cols(r) +
-            (fmt_int(r.get("wal_bytes", 0) / max(r["records"], 1)), "%.1f" % (r.get("temp_bytes", 0) / 1e6), chk)))
-        if len(reps) > 1:
-            out.append("%-32s %s" % ("", "repetitions: " + ", ".join(
-                "%.2f s (%s/s, %.0f us/r)" % (x["seconds"], fmt_int(x["records_per_s"]), x["cpu_us_per_record"])
-                for x in reps)))
+    out.append("  limit = the extension's own statement (INSERT ... SELECT ... ON CONFLICT (id) DO UPDATE ... WHERE "
+               "stored updated_idx < incoming, RETURNING) fed from typed, reduced rows already in the server (an "
+               "unlogged staging table, large values")
+    out.append("  stored uncompressed so the limit compresses them as a fresh write does), one transaction per batch: "
+               "what Postgres itself must do to write these rows; ceiling = Postgres' own upsert from the JSON text.")
     out.append("  CPU us/r = CPU microseconds per record on our side (all postgres processes + this script, which is "
                "the external worker; not the fake, which stands for Sequin): less sensitive to other load than seconds.")
     out.append("  apply = CPU of the process(es) doing the upserts (sequin_sync workers, or the client backend), "
@@ -306,14 +360,6 @@ def render(res):
     out.append("  CPU as %% of one core, busy as %% of all %d cores; flt/rec = minor page faults of the apply "
                "process(es) per record;" % m["nproc"])
     out.append("  WAL B/r = WAL bytes written per record; temp MB = temporary files written (work_mem spills).")
-    rt = res.get("ratios") or {}
-    if rt:
-        out.append("")
-        out.append("ratios (throughput): " + ", ".join("%s = %.2f" % (k, v) for k, v in rt.items()))
-    cr = res.get("cpu_cost_relative_to_sequin_sync") or {}
-    if cr:
-        out.append("CPU per record relative to sequin_sync (>1: costs more than sequin_sync): " +
-                   ", ".join("%s = %.2f" % (k, v) for k, v in cr.items()))
     lat = res.get("latency")
     if lat:
         out.append("")
@@ -353,22 +399,29 @@ def render(res):
 # ------------------------------------------------------------------------------------------
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description="sequin_sync benchmark: ceiling vs sequin_sync vs an external worker.")
-    ap.add_argument("--records", type=int, help="records per run (default 200000, 20000 with --quick)")
+    ap = argparse.ArgumentParser(description="sequin_sync benchmark: the limit and the ceiling vs sequin_sync vs an "
+                                             "external worker, on narrow and wide records.")
+    ap.add_argument("--workload", choices=("narrow", "wide", "both"), default="both",
+                    help="narrow (Stripe customers, 13 columns), wide (Salesforce-like accounts of 120 fields, "
+                         "65 columns) or both (default)")
+    ap.add_argument("--records", type=int, help="records per run, narrow workload (default 200000, 20000 with --quick)")
+    ap.add_argument("--wide-records", type=int, help="records per run, wide workload (default 40000, 8000 with --quick)")
     ap.add_argument("--quick", action="store_true",
                     help="fewer records, fewer latency samples, no million-record memory phase")
     ap.add_argument("--skip-external", action="store_true", help="do not run the external Python worker")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run the throughput measurements N times (interleaved) and report the fastest of each")
-    ap.add_argument("--skip-scaling", action="store_true", help="do not run the workers/batch-size scaling points")
+    ap.add_argument("--skip-scaling", action="store_true",
+                    help="do not run the scaling points (narrow: 4 workers, batches of 100 and 5000)")
     ap.add_argument("--skip-latency", action="store_true", help="do not measure latency")
     ap.add_argument("--skip-memory", action="store_true", help="do not run the memory phase")
     ap.add_argument("--memory-records", type=int, default=1000000, help="records of the memory phase (1000000)")
     ap.add_argument("--latency-samples", type=int, help="latency samples (default 300, 200 with --quick)")
     ap.add_argument("--json", default=os.path.join(REPO, "bench-results.json"), metavar="PATH",
-                    help="where to write the results (default: bench-results.json in the repository root)")
-    ap.add_argument("--perf", metavar="FILE", help="record `perf record -a -g` (cpu-clock) during the main "
-                                                   "sequin_sync run into FILE")
+                    help="where to write the results (default: bench-results.json in the repository root); the "
+                         "chart goes next to it, with .svg in place of .json")
+    ap.add_argument("--perf", metavar="FILE", help="record `perf record -a -g` (cpu-clock) during the one-worker "
+                                                   "sequin_sync run of each workload into FILE.<workload>")
     ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment variable for the server (repeatable), e.g. for experiments "
                          "GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456")
@@ -382,18 +435,84 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.records is None:
         args.records = 20000 if args.quick else 200000
+    if args.wide_records is None:
+        args.wide_records = 8000 if args.quick else 40000
     if args.latency_samples is None:
         args.latency_samples = 200 if args.quick else 300
     if args.quick:
         args.skip_memory = True
-    if args.records < 2:
-        ap.error("--records must be at least 2")
+    if args.records < 2 or args.wide_records < 2:
+        ap.error("--records and --wide-records must be at least 2")
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
     for kv in args.server_env + args.set:
         if "=" not in kv:
             ap.error("expected NAME=VALUE, got %r" % kv)
+    args.workloads = ["narrow", "wide"] if args.workload == "both" else [args.workload]
+    if "narrow" not in args.workloads:
+        # Both measure the narrow records.
+        args.skip_latency = args.skip_memory = True
     return args
+
+
+def workload_jobs(ctx, args, spec, records, expected, batch, perf_file):
+    """The measured runs of one workload, in order: (label, function)."""
+    import systems
+    jobs = [("ceiling (INSERT..SELECT jsonb)", lambda: systems.run_ceiling(ctx, spec, records, expected, batch)),
+            ("limit (staged rows, same stmt)", lambda: systems.run_limit(ctx, spec, records, expected, batch)),
+            ("sequin_sync", lambda: systems.run_sequin_sync(ctx, spec, records, expected, batch, 1, name="sequin_sync",
+                                                            perf_file=perf_file())),
+            ("sequin_sync: workers 2", lambda: systems.run_sequin_sync(ctx, spec, records, expected, batch, 2))]
+    if not args.skip_external:
+        jobs.append(("external: batched execute_values",
+                     lambda: systems.run_external(ctx, spec, records, expected, "batched", batch)))
+        if spec.name == "narrow":
+            jobs.append(("external: per-record INSERT",
+                         lambda: systems.run_external(ctx, spec, records, expected, "per-record", batch)))
+    if not args.skip_scaling and spec.name == "narrow":
+        jobs.append(("sequin_sync: workers 4",
+                     lambda: systems.run_sequin_sync(ctx, spec, records, expected, batch, 4)))
+        for bs in (100, 5000):
+            jobs.append(("sequin_sync: batch %d" % bs,
+                         lambda b=bs: systems.run_sequin_sync(ctx, spec, records, expected, b, 1)))
+    return jobs
+
+
+def summarize(w, runs, batch):
+    """Ratios of one workload's runs, into its entry of res["workloads"]."""
+    by_label = {r["label"]: r for r in runs}
+    ceiling = by_label["ceiling (INSERT..SELECT jsonb)"]
+    limit = by_label["limit (staged rows, same stmt)"]
+    main_run = by_label["sequin_sync"]
+    two = by_label["sequin_sync: workers 2"]
+    ext_b = by_label.get("external: batched execute_values")
+    ext_r = by_label.get("external: per-record INSERT")
+    rate = lambda r: r["records_per_s"]
+    ratios = {"sequin_sync / limit": rate(main_run) / rate(limit),
+              "sequin_sync workers 2 / limit": rate(two) / rate(limit),
+              "sequin_sync / ceiling": rate(main_run) / rate(ceiling),
+              "limit / ceiling": rate(limit) / rate(ceiling)}
+    if ext_b:
+        ratios["sequin_sync / external batched"] = rate(main_run) / rate(ext_b)
+    if ext_r:
+        ratios["sequin_sync / external per-record"] = rate(main_run) / rate(ext_r)
+    w["ratios"] = {k: round(v, 2) for k, v in ratios.items()}
+    # CPU per record relative to sequin_sync: robust when other processes share the machine.
+    cpu = lambda r: r["cpu_us_per_record"] / main_run["cpu_us_per_record"]
+    cpu_ratios = {"limit": cpu(limit), "ceiling": cpu(ceiling)}
+    if ext_b:
+        cpu_ratios["external batched"] = cpu(ext_b)
+    if ext_r:
+        cpu_ratios["external per-record"] = cpu(ext_r)
+    w["cpu_cost_relative_to_sequin_sync"] = {k: round(v, 2) for k, v in cpu_ratios.items()}
+    w["stage"] = {k: v for k, v in limit["stage"].items()}
+    if any(r["label"] == "sequin_sync: workers 4" for r in runs):
+        w["scaling"] = {
+            "workers": {str(r["workers"]): r["records_per_s"] for r in runs
+                        if r["system"] == "sequin_sync" and r["batch_size"] == batch},
+            "batch_size": {str(r["batch_size"]): r["records_per_s"] for r in runs
+                           if r["system"] == "sequin_sync" and r["workers"] == 1},
+        }
 
 
 def main(argv=None):
@@ -408,23 +527,30 @@ def main(argv=None):
     import pgcluster
     import systems
     import workload
+    import chart
     from fakeclient import FakeAdmin
 
     def on_term(signum, frame):
         raise KeyboardInterrupt()
     signal.signal(signal.SIGTERM, on_term)
 
-    res = {"schema": 1, "started_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    res = {"schema": 2, "started_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
            "machine": machine_info(), "options": {k: v for k, v in vars(args).items() if k != "json"},
-           "extension": so_info(so_path)}
+           "extension": so_info(so_path), "workloads": {}}
     batch = 1000
 
-    log("generating %s records" % fmt_int(args.records))
-    records = workload.generate(args.records, seed=args.seed)
-    expected = workload.expected_state(records)
-    res["workload"] = {"records": len(records), "ids": expected[0], "collection": workload.COLLECTION,
-                       "bytes_per_record": round(sum(len(r.line) for r in records) / len(records)),
-                       "batch_size": batch, "table_columns": len(workload.COLUMNS), "seed": args.seed}
+    specs = [workload.SPECS[name] for name in args.workloads]
+    data = {}           # workload name -> (records, expected)
+    for spec in specs:
+        n = args.records if spec.name == "narrow" else args.wide_records
+        log("generating %s %s records" % (fmt_int(n), spec.name))
+        records = spec.generate(n, seed=args.seed)
+        expected = workload.expected_state(records)
+        data[spec.name] = (records, expected)
+        res["workloads"][spec.name] = {
+            "records": len(records), "ids": expected[0], "collection": spec.collection,
+            "bytes_per_record": round(sum(len(r.line) for r in records) / len(records)), "batch_size": batch,
+            "table": spec.table, "table_columns": len(spec.columns), "table_note": spec.table_note, "seed": args.seed}
 
     import procstat
     busy, top = procstat.busy_processes(1.0)
@@ -454,7 +580,7 @@ def main(argv=None):
         admin = FakeAdmin(fake.port)
         conn = cluster.connect()
         ctx = systems.Context(cluster, fake, admin, conn, os.cpu_count(), log)
-        systems.setup_database(ctx)
+        systems.setup_database(ctx, specs)
         version = ctx.sql("SHOW server_version")[0][0]
         shown = {}
         for k in ["shared_buffers", "max_wal_size", "checkpoint_timeout", "fsync", "synchronous_commit",
@@ -462,92 +588,61 @@ def main(argv=None):
             shown[k] = ctx.sql("SHOW %s" % k)[0][0]
         res["postgres"] = {"version": "PostgreSQL " + version, "settings": shown, "data_dir": cluster.dir}
 
-        log("probing the fake consumer")
-        res["fake_probe"] = systems.probe_fake(ctx, records, batch)
+        # The measured runs, workload by workload; with --repeat N the whole sequence runs N
+        # times (interleaved, so slow phases of a shared machine hit every system alike) and
+        # each row reports the fastest repetition, with all of them in the JSON.
+        jobs = []
+        for spec in specs:
+            records, expected = data[spec.name]
+            log("probing the fake consumer (%s)" % spec.name)
+            res["workloads"][spec.name]["fake_probe"] = systems.probe_fake(ctx, records, batch)
 
-        # The measured runs, in this order; with --repeat N the whole sequence runs N times
-        # (interleaved, so slow phases of a shared machine hit every system alike) and each row
-        # reports the fastest repetition, with all of them in the JSON.
-        jobs = [("ceiling (INSERT..SELECT jsonb)", lambda: systems.run_ceiling(ctx, records, expected, batch)),
-                ("sequin_sync", lambda: systems.run_sequin_sync(ctx, records, expected, batch, 1, name="sequin_sync",
-                                                                 perf_file=perf_once()))]
-        if not args.skip_external:
-            jobs += [("external: batched execute_values",
-                      lambda: systems.run_external(ctx, records, expected, "batched", batch)),
-                     ("external: per-record INSERT",
-                      lambda: systems.run_external(ctx, records, expected, "per-record", batch))]
-        if not args.skip_scaling:
-            for workers in (2, 4):
-                jobs.append(("sequin_sync: workers %d" % workers,
-                             lambda w=workers: systems.run_sequin_sync(ctx, records, expected, batch, w)))
-            for bs in (100, 5000):
-                jobs.append(("sequin_sync: batch %d" % bs,
-                             lambda b=bs: systems.run_sequin_sync(ctx, records, expected, b, 1)))
+            def perf_file(name=spec.name, pending=[args.perf]):
+                path, pending[0] = pending[0], None
+                return path and "%s.%s" % (path, name)
+            for label, fn in workload_jobs(ctx, args, spec, records, expected, batch, perf_file):
+                jobs.append((spec.name, label, fn))
 
-        perf_pending = [args.perf]
+            # Untimed warm-up: creates the WAL segments that later runs recycle (a new segment is
+            # zero-filled by whoever needs it), warms the caches and the fake consumer.
+            warm = records[:min(len(records), 20000 if spec.name == "narrow" else 4000)]
+            warm_expected = workload.expected_state(warm)
+            log("warm-up, %s (%s records, not measured)" % (spec.name, fmt_int(len(warm))))
+            systems.run_ceiling(ctx, spec, warm, warm_expected, batch)
+            systems.run_sequin_sync(ctx, spec, warm, warm_expected, batch, 1)
+            log("loading the limit's staging table (%s, not measured)" % spec.name)
+            systems.build_stage(ctx, spec, records, batch)
 
-        def perf_once():
-            path, perf_pending[0] = perf_pending[0], None
-            return path
-
-        # Untimed warm-up: creates the WAL segments that later runs recycle (a new segment is
-        # zero-filled by whoever needs it), warms the caches and the fake consumer.
-        warm = records[:min(len(records), 20000)]
-        warm_expected = workload.expected_state(warm)
-        log("warm-up (%s records, not measured)" % fmt_int(len(warm)))
-        systems.run_ceiling(ctx, warm, warm_expected, batch)
-        systems.run_sequin_sync(ctx, warm, warm_expected, batch, 1)
-
-        samples = {label: [] for label, _ in jobs}
+        samples = {(wl, label): [] for wl, label, _ in jobs}
         for rep in range(args.repeat):
-            for label, fn in jobs:
-                log("%s%s" % (label, " (repetition %d of %d)" % (rep + 1, args.repeat) if args.repeat > 1 else ""))
+            for wl, label, fn in jobs:
+                log("%s: %s%s" % (wl, label, " (repetition %d of %d)" % (rep + 1, args.repeat) if args.repeat > 1
+                                  else ""))
                 run = fn()
                 run["label"] = label
+                run["workload"] = wl
                 run["cpu_us_per_record"] = round(cpu_per_record_us(run), 1)
-                samples[label].append(run)
+                samples[(wl, label)].append(run)
                 log("%-40s %8.2f s  %10s records/s  %s" % (label, run["seconds"], fmt_int(run["records_per_s"]),
                                                            "ok" if run["check"]["ok"] else "CHECK FAILED"))
         runs = []
-        for label, _ in jobs:
-            reps = samples[label]
+        for wl, label, _ in jobs:
+            reps = samples[(wl, label)]
             best = dict(min(reps, key=lambda r: r["seconds"]))
             best["repetitions"] = [{"seconds": r["seconds"], "records_per_s": r["records_per_s"],
                                     "cpu_us_per_record": r["cpu_us_per_record"]} for r in reps]
             best["check"] = dict(best["check"], ok=all(r["check"]["ok"] for r in reps))
             runs.append(best)
         res["runs"] = runs
-        by_label = {r["label"]: r for r in runs}
-        ceiling = by_label["ceiling (INSERT..SELECT jsonb)"]
-        main_run = by_label["sequin_sync"]
-        ext_b = by_label.get("external: batched execute_values")
-        ext_r = by_label.get("external: per-record INSERT")
-
-        ratios = {"sequin_sync / ceiling": main_run["records_per_s"] / ceiling["records_per_s"]}
-        if ext_b:
-            ratios["sequin_sync / external batched"] = main_run["records_per_s"] / ext_b["records_per_s"]
-            ratios["sequin_sync / external per-record"] = main_run["records_per_s"] / ext_r["records_per_s"]
-        res["ratios"] = {k: round(v, 2) for k, v in ratios.items()}
-        # CPU per record relative to sequin_sync: robust when other processes share the machine.
-        cpu_ratios = {"ceiling": ceiling["cpu_us_per_record"] / main_run["cpu_us_per_record"]}
-        if ext_b:
-            cpu_ratios["external batched"] = ext_b["cpu_us_per_record"] / main_run["cpu_us_per_record"]
-            cpu_ratios["external per-record"] = ext_r["cpu_us_per_record"] / main_run["cpu_us_per_record"]
-        res["cpu_cost_relative_to_sequin_sync"] = {k: round(v, 2) for k, v in cpu_ratios.items()}
-        if not args.skip_scaling:
-            res["scaling"] = {
-                "workers": {str(r["workers"]): r["records_per_s"] for r in runs
-                            if r["system"] == "sequin_sync" and r["batch_size"] == batch},
-                "batch_size": {str(r["batch_size"]): r["records_per_s"] for r in runs
-                               if r["system"] == "sequin_sync" and r["workers"] == 1},
-            }
+        for spec in specs:
+            summarize(res["workloads"][spec.name], [r for r in runs if r["workload"] == spec.name], batch)
 
         if not args.skip_latency:
             log("latency (%d samples)" % args.latency_samples)
-            res["latency"] = systems.run_latency(ctx, records, args.latency_samples)
+            res["latency"] = systems.run_latency(ctx, data["narrow"][0], args.latency_samples)
         if not args.skip_memory:
             log("memory (%s records)" % fmt_int(args.memory_records))
-            res["memory"] = systems.run_memory(ctx, records, args.memory_records)
+            res["memory"] = systems.run_memory(ctx, workload.SPECS["narrow"], data["narrow"][0], args.memory_records)
         res["server_log_errors"] = [line.rstrip() for line in cluster.log_tail(400).splitlines()
                                     if " ERROR: " in line or " FATAL: " in line or "PANIC" in line][-20:]
     except KeyboardInterrupt:
@@ -576,8 +671,11 @@ def main(argv=None):
     with open(args.json, "w") as f:
         json.dump(res, f, indent=2, default=str)
         f.write("\n")
-    print("\nresults written to %s" % os.path.abspath(args.json))
-    failed = [r["label"] for r in res["runs"] if not r["check"]["ok"]]
+    svg = os.path.splitext(args.json)[0] + ".svg"
+    with open(svg, "w") as f:
+        f.write(chart.render_svg(res))
+    print("\nresults written to %s, chart to %s" % (os.path.abspath(args.json), os.path.abspath(svg)))
+    failed = ["%s: %s" % (r["workload"], r["label"]) for r in res["runs"] if not r["check"]["ok"]]
     if failed:
         print("CHECK FAILED: %s" % ", ".join(failed), file=sys.stderr)
         return 1

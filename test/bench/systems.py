@@ -3,6 +3,11 @@ systems.py - the measured systems and phases of the benchmark:
 
   ceiling        Postgres' own set-based upsert of the same (pre-reduced) batches, JSON literal in
                  the statement, one statement (= one transaction) per batch, via psycopg2;
+  limit          what Postgres itself must do to write those rows: the extension's own statement
+                 shape (INSERT ... SELECT ... ON CONFLICT (id) DO UPDATE ... WHERE stored
+                 updated_idx < incoming, RETURNING inserted-or-updated) fed from rows already in
+                 the server, typed and reduced (an unlogged staging table loaded before the clock
+                 starts), one statement (= one transaction) per batch;
   sequin_sync    the extension's worker pulling from the fake consumer;
   external       a Python worker as users write it from Sequin's upsert guide (psycopg2), per
                  record or batched with execute_values;
@@ -12,7 +17,8 @@ systems.py - the measured systems and phases of the benchmark:
 
 Every throughput run starts from an empty table (TRUNCATE, then CHECKPOINT so each run starts
 with the same WAL/full-page-write state) and checks the result: row count, sum of updated_idx,
-and a content fingerprint that must be equal for every system.
+no column left empty, and a content fingerprint that must be equal for every system.  Each
+function takes the workload's Spec (workload.py): its table, collection and row expressions.
 """
 
 import json
@@ -29,7 +35,9 @@ import workload
 from fakeclient import ConsumerClient
 
 TOKEN = "bench-secret-token"
-TABLE = "bench_customers"
+LATENCY_TABLE = "bench_latency"
+# The worker raises work_mem to 64MB (src/pg/worker.cpp); the ceiling and the limit run with it.
+WORKER_WORK_MEM = "SET work_mem = '64MB'"
 WAIT_FOR = "1 second"
 WAIT_FOR_MS = 1000
 POLL_S = 0.05
@@ -50,6 +58,7 @@ class Context:
         self.log = log
         self.perf_file = None
         self.seq = 0
+        self.stages = {}          # workload name -> the limit's staging table (see build_stage)
 
     def sql(self, query, params=None):
         with self.conn.cursor() as cur:
@@ -73,10 +82,11 @@ class Context:
 # setup and checks
 # ------------------------------------------------------------------------------------------
 
-def setup_database(ctx):
+def setup_database(ctx, specs):
     ctx.sql("CREATE EXTENSION sequin_sync")
-    ctx.sql(workload.TABLE_DDL.format(name=TABLE))
-    ctx.sql(workload.TABLE_DDL.format(name="bench_latency"))
+    for spec in specs:
+        ctx.sql(spec.ddl.format(name=spec.table))
+    ctx.sql(workload.TABLE_DDL.format(name=LATENCY_TABLE))
     ctx.sql("""
         CREATE FUNCTION public.bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -87,19 +97,23 @@ def setup_database(ctx):
             "FOR EACH ROW EXECUTE FUNCTION public.bench_notify()")
 
 
-def reset_table(ctx, table=TABLE):
+def reset_table(ctx, table):
     ctx.sql("TRUNCATE %s" % table)
     ctx.sql("CHECKPOINT")
 
 
-def check_table(ctx, expected, table=TABLE):
-    """Row count and sum(updated_idx) against the expected state, plus a fingerprint of the
-    whole content (order-independent), which must be the same for every system."""
-    rows, total, fp = ctx.sql(
+def check_table(ctx, spec, expected):
+    """Row count and sum(updated_idx) against the expected state, every column filled in at
+    least one row (a column the mapping misses would stay NULL everywhere), plus a fingerprint
+    of the whole content (order-independent), which must be the same for every system."""
+    row = ctx.sql(
         "SELECT count(*), COALESCE(sum(updated_idx), 0), "
-        "COALESCE(sum(pg_catalog.hashtextextended(t::text, 0)::numeric), 0)::text FROM %s t" % table)[0]
-    ok = rows == expected[0] and int(total) == expected[1]
-    return {"rows": rows, "ok": ok, "fingerprint": fp}
+        "COALESCE(sum(pg_catalog.hashtextextended(t::text, 0)::numeric), 0)::text, %s FROM %s t"
+        % (", ".join("count(%s)" % c for c in spec.columns), spec.table))[0]
+    rows, total, fp = row[:3]
+    empty = [c for c, n in zip(spec.columns, row[3:]) if n == 0]
+    ok = rows == expected[0] and int(total) == expected[1] and not empty
+    return {"rows": rows, "ok": ok, "fingerprint": fp, "empty_columns": empty}
 
 
 def wal_lsn(ctx):
@@ -140,32 +154,33 @@ def _result(name, system, records, seconds, batch, workers, cpu, check, **extra)
 # ceiling: INSERT ... SELECT FROM jsonb_array_elements(<literal>) ON CONFLICT ... per batch
 # ------------------------------------------------------------------------------------------
 
-CEILING_SQL = """INSERT INTO {table} AS x (id, upstream_id, deleted, updated_idx, sync_id, sync_external_id,
-    email, name, balance, created, currency, metadata, data)
-SELECT r->>'id', r->>'upstream_id', (r->>'deleted')::boolean, (r->>'updated_idx')::bigint,
-       r->'sync'->>'id', r->'sync'->>'external_id',
-       r->'data'->>'email', r->'data'->>'name', (r->'data'->>'balance')::integer,
-       to_timestamp((r->'data'->>'created')::float8), r->'data'->>'currency',
-       r->'data'->'metadata', r->'data'
-FROM jsonb_array_elements(%s::jsonb) AS r
-ON CONFLICT (id) DO UPDATE SET upstream_id = excluded.upstream_id, deleted = excluded.deleted,
-    updated_idx = excluded.updated_idx, sync_id = excluded.sync_id, sync_external_id = excluded.sync_external_id,
-    email = excluded.email, name = excluded.name, balance = excluded.balance, created = excluded.created,
-    currency = excluded.currency, metadata = excluded.metadata, data = excluded.data
-WHERE x.updated_idx < excluded.updated_idx"""
+def _set_list(spec, alias):
+    return ", ".join("%s = %s.%s" % (c, alias, c) for c in spec.columns if c != "id")
 
 
-def run_ceiling(ctx, records, expected, batch_size=1000):
-    reset_table(ctx)
+def ceiling_sql(spec):
+    """INSERT ... SELECT <row expressions> FROM jsonb_array_elements(<batch>) ON CONFLICT ...;
+    one %s: the batch as a JSON array."""
+    return ("INSERT INTO %s AS x (%s)\nSELECT %s\nFROM %s\nON CONFLICT (id) DO UPDATE SET %s\n"
+            "WHERE x.updated_idx < excluded.updated_idx" % (
+                spec.table, ", ".join(spec.columns), ",\n       ".join(spec.select_exprs), spec.from_clause,
+                _set_list(spec, "excluded")))
+
+
+def reduced_batch_json(batch):
+    """A batch reduced to the newest version of each id, as one JSON array (text)."""
+    return (b"[" + b",".join(r.line for r in workload.reduce_newest(batch)) + b"]").decode("utf-8")
+
+
+def run_ceiling(ctx, spec, records, expected, batch_size=1000):
+    reset_table(ctx, spec.table)
     conn = ctx.cluster.connect(autocommit=True)
     try:
         cur = conn.cursor()
-        sql = CEILING_SQL.format(table=TABLE)
+        cur.execute(WORKER_WORK_MEM)     # the wide batches' jsonb_array_elements rows would spill at 4MB
+        sql = ceiling_sql(spec)
         # Reduction and statement text are built before the clock starts.
-        stmts = []
-        for b in workload.batches(records, batch_size):
-            body = b"[" + b",".join(r.line for r in workload.reduce_newest(b)) + b"]"
-            stmts.append(cur.mogrify(sql, (body.decode("utf-8"),)))
+        stmts = [cur.mogrify(sql, (reduced_batch_json(b),)) for b in workload.batches(records, batch_size)]
         temp0 = temp_usage(ctx)
         lsn = wal_lsn(ctx)
         cpu0 = ctx.snapshot()
@@ -177,8 +192,94 @@ def run_ceiling(ctx, records, expected, batch_size=1000):
         wal = wal_bytes_since(ctx, lsn)
     finally:
         conn.close()
-    return _result("ceiling", "ceiling", len(records), seconds, batch_size, 1, cpu, check_table(ctx, expected),
+    return _result("ceiling", "ceiling", len(records), seconds, batch_size, 1, cpu, check_table(ctx, spec, expected),
                    statements=len(stmts), wal_bytes=wal, **_io(ctx, lsn, temp0))
+
+
+# ------------------------------------------------------------------------------------------
+# limit: the extension's statement, fed from typed rows already inside the server
+# ------------------------------------------------------------------------------------------
+
+def build_stage(ctx, spec, records, batch_size=1000):
+    """The limit's input, loaded before any clock starts: an UNLOGGED table with the target's
+    columns plus the batch number, one row per id and batch (each batch reduced to the newest
+    version of each id, as the worker reduces it), already typed (computed by the ceiling's own
+    expressions, so the content is the same), in (batch, id) order with an index on it.  Its
+    varlena columns are stored EXTERNAL: uncompressed, so the limit pays TOAST compression of
+    large values (the `data` object) as a fresh write from the worker does.  Then VACUUM
+    (FREEZE, ANALYZE): the timed reads set no hint bits and plan with real statistics."""
+    key = (spec.name, len(records), batch_size)
+    if ctx.stages.get(spec.name, {}).get("key") == key:
+        return ctx.stages[spec.name]
+    stage = "bench_stage_%s" % spec.name
+    t0 = time.perf_counter()
+    ctx.sql("DROP TABLE IF EXISTS %s" % stage)
+    ctx.sql("CREATE UNLOGGED TABLE %s (batch integer NOT NULL, LIKE %s)" % (stage, spec.table))
+    for (col,) in ctx.sql("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                          "AND NOT attisdropped AND attstorage IN ('x', 'm') ORDER BY attnum", (stage,)):
+        ctx.sql("ALTER TABLE %s ALTER COLUMN %s SET STORAGE EXTERNAL" % (stage, col))
+    load = ("INSERT INTO %s (batch, %s) SELECT %%s, b.* FROM (SELECT %s FROM %s) AS b ORDER BY b.id"
+            % (stage, ", ".join(spec.columns),
+               ", ".join("%s AS %s" % (e, c) for e, c in zip(spec.select_exprs, spec.columns)), spec.from_clause))
+    batches = workload.batches(records, batch_size)
+    for k, b in enumerate(batches):
+        ctx.sql(load, (k, reduced_batch_json(b)))
+    ctx.sql("CREATE INDEX ON %s (batch, id)" % stage)
+    ctx.sql("VACUUM (FREEZE, ANALYZE) %s" % stage)
+    rows, size = ctx.sql("SELECT count(*), pg_total_relation_size(%s::regclass) FROM " + stage, (stage,))[0]
+    info = {"key": key, "table": stage, "batches": len(batches), "rows": rows, "bytes": size,
+            "load_seconds": round(time.perf_counter() - t0, 2)}
+    ctx.stages[spec.name] = info
+    return info
+
+
+def limit_sql(spec, stage):
+    """The statement BuildUpsert (src/pg/apply.cpp) builds, with the staged rows of one batch in
+    place of ROWS FROM (unnest($1), ...).  They come in id order, as the worker sorts them before
+    it builds its arrays: the staging table's physical order, which every plan (index, bitmap or
+    sequential scan) returns, so the server sorts nothing the worker does not sort itself.  The
+    worker reads the RETURNING rows through SPI; here the server counts them (inserted, total)."""
+    cols = ", ".join(spec.columns)
+    return ("WITH u AS (INSERT INTO %s AS t (%s) SELECT %s FROM %s s WHERE s.batch = $1 "
+            "ON CONFLICT (id) DO UPDATE SET %s WHERE t.updated_idx IS NULL OR t.updated_idx < EXCLUDED.updated_idx "
+            "RETURNING (t.xmax = 0) AS inserted, COALESCE(t.deleted, false) AS deleted) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FROM u" % (
+                spec.table, cols, ", ".join("s.%s" % c for c in spec.columns), stage, _set_list(spec, "EXCLUDED")))
+
+
+def run_limit(ctx, spec, records, expected, batch_size=1000):
+    """One prepared statement per batch, autocommit (one transaction per batch, the server's
+    commit settings, as the worker), in a session with the worker's work_mem."""
+    stage = build_stage(ctx, spec, records, batch_size)
+    reset_table(ctx, spec.table)
+    conn = ctx.cluster.connect(autocommit=True)
+    try:
+        cur = conn.cursor()
+        cur.execute(WORKER_WORK_MEM)
+        cur.execute("PREPARE bench_limit(integer) AS " + limit_sql(spec, stage["table"]))
+        inserted = written = 0
+        temp0 = temp_usage(ctx)
+        lsn = wal_lsn(ctx)
+        cpu0 = ctx.snapshot()
+        t0 = time.perf_counter()
+        for k in range(stage["batches"]):
+            cur.execute("EXECUTE bench_limit(%s)", (k,))
+            ins, n = cur.fetchone()
+            inserted += ins
+            written += n
+        seconds = time.perf_counter() - t0
+        cpu = ctx.snapshot().diff(cpu0, seconds, ctx.ncpu)
+        wal = wal_bytes_since(ctx, lsn)
+        cur.execute("EXPLAIN EXECUTE bench_limit(0)")
+        plan = [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
+    check = check_table(ctx, spec, expected)
+    if inserted != expected[0]:
+        check["ok"] = False
+    return _result("limit", "limit", len(records), seconds, batch_size, 1, cpu, check, statements=stage["batches"],
+                   rows_inserted=inserted, rows_written=written, plan=plan,
+                   stage={k: v for k, v in stage.items() if k != "key"}, wal_bytes=wal, **_io(ctx, lsn, temp0))
 
 
 # ------------------------------------------------------------------------------------------
@@ -201,14 +302,14 @@ def status_row(ctx, consumer):
     return dict(zip(keys, rows[0]))
 
 
-def create_consumer(ctx, consumer, batch_size, workers, table=TABLE):
+def create_consumer(ctx, consumer, batch_size, workers, table, collection):
     """create_consumer and map_collection in one transaction: the worker starts at commit and
     never sees the consumer unmapped."""
     ctx.sql("BEGIN; "
             "SELECT sequin_sync.create_consumer(%s, %s, %s, batch_size => %s, wait_for => %s, workers => %s); "
             "SELECT sequin_sync.map_collection(%s, %s, %s::regclass); COMMIT",
             (consumer, ctx.endpoint(consumer), TOKEN, batch_size, WAIT_FOR, workers,
-             consumer, workload.COLLECTION, table))
+             consumer, collection, table))
 
 
 def drop_consumer(ctx, consumer):
@@ -272,9 +373,9 @@ class Perf:
         return False
 
 
-def run_sequin_sync(ctx, records, expected, batch_size=1000, workers=1, name=None, perf_file=None):
+def run_sequin_sync(ctx, spec, records, expected, batch_size=1000, workers=1, name=None, perf_file=None):
     name = name or "sequin_sync w%d b%d" % (workers, batch_size)
-    reset_table(ctx)
+    reset_table(ctx, spec.table)
     consumer = ctx.unique("ss")
     fake_consumer(ctx, consumer, workers * batch_size)
     t = time.perf_counter()
@@ -288,7 +389,7 @@ def run_sequin_sync(ctx, records, expected, batch_size=1000, workers=1, name=Non
         with Perf(perf_file):
             cpu0 = ctx.snapshot()
             t0 = time.perf_counter()
-            create_consumer(ctx, consumer, batch_size, workers)
+            create_consumer(ctx, consumer, batch_size, workers, spec.table, spec.collection)
             t1, st = wait_all_acked(ctx, consumer, n, name, consumer)
             seconds = t1 - t0
             cpu = ctx.snapshot().diff(cpu0, seconds, ctx.ncpu)
@@ -298,7 +399,7 @@ def run_sequin_sync(ctx, records, expected, batch_size=1000, workers=1, name=Non
         status = status_row(ctx, consumer)
     finally:
         drop_consumer(ctx, consumer)
-    check = check_table(ctx, expected)
+    check = check_table(ctx, spec, expected)
     if status is not None and status["dead_lettered"]:
         check["ok"] = False
     return _result(name, "sequin_sync", n, seconds, batch_size, workers, cpu, check,
@@ -313,25 +414,11 @@ def run_sequin_sync(ctx, records, expected, batch_size=1000, workers=1, name=Non
 # external worker: what users write from Sequin's upsert guide (Python + psycopg2)
 # ------------------------------------------------------------------------------------------
 
-EXT_COLUMNS = ", ".join(workload.COLUMNS)
-EXT_SET = ", ".join("%s = excluded.%s" % (c, c) for c in workload.COLUMNS if c != "id")
-EXT_ONE = ("INSERT INTO {table} AS x ({cols}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, "
-           "%s::jsonb, %s::jsonb) ON CONFLICT (id) DO UPDATE SET {set} WHERE x.updated_idx < excluded.updated_idx")
-EXT_MANY = ("INSERT INTO {table} AS x ({cols}) VALUES %s ON CONFLICT (id) DO UPDATE SET {set} "
-            "WHERE x.updated_idx < excluded.updated_idx")
-EXT_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, %s::jsonb, %s::jsonb)"
+EXT_SQL = ("INSERT INTO {table} AS x ({cols}) VALUES {values} ON CONFLICT (id) DO UPDATE SET {set} "
+           "WHERE x.updated_idx < excluded.updated_idx")
 
 
-def _row(rec, Json):
-    d = rec.get("data") or {}
-    s = rec.get("sync") or {}
-    meta = d.get("metadata")
-    return (rec["id"], rec.get("upstream_id"), rec.get("deleted", False), rec["updated_idx"], s.get("id"),
-            s.get("external_id"), d.get("email"), d.get("name"), d.get("balance"), d.get("created"),
-            d.get("currency"), None if meta is None else Json(meta), Json(d))
-
-
-def run_external(ctx, records, expected, mode, batch_size=1000):
+def run_external(ctx, spec, records, expected, mode, batch_size=1000):
     """mode: 'per-record' (one INSERT ... ON CONFLICT per record) or 'batched' (execute_values,
     one statement per batch after dropping older versions of an id within the batch, which a
     single INSERT ... ON CONFLICT cannot touch twice).  Pull, upsert in one transaction, commit,
@@ -339,14 +426,16 @@ def run_external(ctx, records, expected, mode, batch_size=1000):
     from psycopg2.extras import Json, execute_values
 
     name = "external %s" % mode
-    reset_table(ctx)
+    reset_table(ctx, spec.table)
     cid = ctx.unique("ext")
     fake_consumer(ctx, cid, batch_size)
     n = ctx.admin.publish_lines(cid, [r.line for r in records])
     conn = ctx.cluster.connect(autocommit=False)
     client = ConsumerClient(ctx.fake.port, cid, TOKEN)
-    one = EXT_ONE.format(table=TABLE, cols=EXT_COLUMNS, set=EXT_SET)
-    many = EXT_MANY.format(table=TABLE, cols=EXT_COLUMNS, set=EXT_SET)
+    cols = ", ".join(spec.columns)
+    one = EXT_SQL.format(table=spec.table, cols=cols, values=spec.ext_template, set=_set_list(spec, "excluded"))
+    many = EXT_SQL.format(table=spec.table, cols=cols, values="%s", set=_set_list(spec, "excluded"))
+    row = spec.ext_row
     try:
         cur = conn.cursor()
         temp0 = temp_usage(ctx)
@@ -367,14 +456,14 @@ def run_external(ctx, records, expected, mode, batch_size=1000):
             recs = [it["record"] for it in items]
             if mode == "per-record":
                 for rec in recs:
-                    cur.execute(one, _row(rec, Json))
+                    cur.execute(one, row(rec, Json))
             else:
                 newest = {}
                 for rec in recs:
                     cur_best = newest.get(rec["id"])
                     if cur_best is None or rec["updated_idx"] > cur_best["updated_idx"]:
                         newest[rec["id"]] = rec
-                execute_values(cur, many, [_row(r, Json) for r in newest.values()], template=EXT_TEMPLATE,
+                execute_values(cur, many, [row(r, Json) for r in newest.values()], template=spec.ext_template,
                                page_size=len(newest))
             conn.commit()
             client.ack([it["ack_token"] for it in items])
@@ -389,7 +478,7 @@ def run_external(ctx, records, expected, mode, batch_size=1000):
             ctx.admin.delete_consumer(cid)
         except RuntimeError:
             pass
-    return _result(name, "external", n, seconds, batch_size, 1, cpu, check_table(ctx, expected), wal_bytes=wal,
+    return _result(name, "external", n, seconds, batch_size, 1, cpu, check_table(ctx, spec, expected), wal_bytes=wal,
                    **_io(ctx, lsn, temp0))
 
 
@@ -452,14 +541,14 @@ def run_latency(ctx, records, samples=300, warmup=5):
     becomes visible.  The clock starts before the publish request, and stops when a separate
     LISTEN connection receives the notification (select() on its socket: no poll granularity).
     Between samples the worker is left idle in its long poll (20-70 ms after the previous ack)."""
-    reset_table(ctx, "bench_latency")
+    reset_table(ctx, LATENCY_TABLE)
     consumer = ctx.unique("lat")
     fake_consumer(ctx, consumer, 1000)
     listener = ctx.cluster.connect(autocommit=True)
     rng = random.Random(7)
     try:
         listener.cursor().execute("LISTEN bench_seen")
-        create_consumer(ctx, consumer, 1000, 1, table="bench_latency")
+        create_consumer(ctx, consumer, 1000, 1, LATENCY_TABLE, workload.COLLECTION)
         deadline = time.monotonic() + 15
         while not worker_pids(ctx, consumer):
             if time.monotonic() > deadline:
@@ -516,14 +605,14 @@ def run_latency(ctx, records, samples=300, warmup=5):
 # memory: the worker's RSS before and after a long stream
 # ------------------------------------------------------------------------------------------
 
-def run_memory(ctx, records, total=1000000, chunk=50000, backlog=200000):
+def run_memory(ctx, spec, records, total=1000000, chunk=50000, backlog=200000):
     """One worker, batch 1000, `total` records (the workload repeated with rising updated_idx, so
     every round updates every row).  Records are published in chunks while the worker runs,
     keeping at most `backlog` outstanding, so the fake's memory stays bounded."""
-    reset_table(ctx)
+    reset_table(ctx, spec.table)
     consumer = ctx.unique("mem")
     fake_consumer(ctx, consumer, 1000)
-    create_consumer(ctx, consumer, 1000, 1)
+    create_consumer(ctx, consumer, 1000, 1, spec.table, spec.collection)
     try:
         deadline = time.monotonic() + 15
         while not worker_pids(ctx, consumer):

@@ -1,11 +1,17 @@
 """
-workload.py - the benchmark's records: Stripe customers, every id in exactly two versions.
+workload.py - the benchmark's records and the two workloads that use them.
 
-N records = N/2 ids x 2 versions.  The first half of the stream is version 1 of every id (in a
-random order): inserts.  The second half is version 2 of every id, in another random order:
-updates of rows that exist.  updated_idx grows along the stream.  The objects come from
-test/gen_records.py's Stripe customer generator (unicode names, nested address and metadata,
-arrays, nulls), so a record is about 1 KB of JSON.  Same seed, same bytes.
+  narrow   Stripe customers from test/gen_records.py's generator (unicode names, nested address
+           and metadata, arrays, nulls), about 1 KB of JSON each, into a 13-column table;
+  wide     Salesforce-like accounts of 120 fields, 4-8 KB each (wide.py), into a 65-column table:
+           60 columns filled from data fields of six types, plus the standard columns and `data`.
+
+In both, N records = N/2 ids x 2 versions: every id inserted, then every id updated
+(stream.py).  Same seed, same bytes.
+
+A Spec holds what every system needs to know about a workload: the target table, the SQL
+expressions that turn a record (jsonb `r`) into its row (the ceiling's statement and the limit's
+staging table use them), and the row the external Python worker builds.
 """
 
 import datetime as dt
@@ -15,6 +21,8 @@ import re
 import uuid
 
 import gen_records
+import wide
+from stream import Record, two_versions
 
 COLLECTION = "stripe:customer"
 
@@ -40,17 +48,8 @@ COLUMNS = ["id", "upstream_id", "deleted", "updated_idx", "sync_id", "sync_exter
            "balance", "created", "currency", "metadata", "data"]
 
 
-class Record:
-    __slots__ = ("id", "idx", "line")
-
-    def __init__(self, rid, idx, line):
-        self.id = rid
-        self.idx = idx
-        self.line = line          # compact JSON, UTF-8 bytes
-
-
 def generate(n_records, seed=42):
-    """The workload: a list of Records in stream order."""
+    """The narrow workload: a list of Records in stream order."""
     rng = random.Random(seed)
     n_ids = (n_records + 1) // 2
     stream_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -78,22 +77,57 @@ def generate(n_records, seed=42):
                "upstream_updated_at": iso, "inserted_at": iso, "data": datas[i]}
         return Record(ids[i], idx, dump(rec).encode())
 
-    out = []
-    order1 = list(range(n_ids))
-    rng.shuffle(order1)
-    seq = 0
-    for i in order1:
-        out.append(record(i, base_idx + seq, t0 + dt.timedelta(seconds=seq)))
-        seq += 1
-    order2 = list(range(n_ids))
-    rng.shuffle(order2)
-    for i in order2:
-        if len(out) >= n_records:
-            break
-        gen_records.update_stripe_customer(rng, datas[i], 1)
-        out.append(record(i, base_idx + seq, t0 + dt.timedelta(seconds=seq)))
-        seq += 1
-    return out
+    return two_versions(rng, n_ids, n_records, record,
+                        lambda i, when: gen_records.update_stripe_customer(rng, datas[i], 1), base_idx, t0)
+
+
+# The narrow table's row, from a record r (as the ceiling's INSERT ... SELECT computes it).
+SELECT_EXPRS = ["r->>'id'", "r->>'upstream_id'", "(r->>'deleted')::boolean", "(r->>'updated_idx')::bigint",
+                "r->'sync'->>'id'", "r->'sync'->>'external_id'", "r->'data'->>'email'", "r->'data'->>'name'",
+                "(r->'data'->>'balance')::integer", "to_timestamp((r->'data'->>'created')::float8)",
+                "r->'data'->>'currency'", "r->'data'->'metadata'", "r->'data'"]
+EXT_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, %s::jsonb, %s::jsonb)"
+
+
+def ext_row(rec, Json):
+    """The external worker's row of a record (parsed with json.loads)."""
+    d = rec.get("data") or {}
+    s = rec.get("sync") or {}
+    meta = d.get("metadata")
+    return (rec["id"], rec.get("upstream_id"), rec.get("deleted", False), rec["updated_idx"], s.get("id"),
+            s.get("external_id"), d.get("email"), d.get("name"), d.get("balance"), d.get("created"),
+            d.get("currency"), None if meta is None else Json(meta), Json(d))
+
+
+class Spec:
+    """One workload: its records' generator and how each system writes them."""
+
+    def __init__(self, name, collection, table, columns, ddl, select_exprs, from_clause, ext_template, ext_row,
+                 generate, table_note):
+        self.name = name
+        self.collection = collection
+        self.table = table
+        self.columns = columns
+        self.ddl = ddl
+        self.select_exprs = select_exprs
+        self.from_clause = from_clause      # one %s: the batch as a JSON array
+        self.ext_template = ext_template
+        self.ext_row = ext_row
+        self.generate = generate
+        self.table_note = table_note
+        assert len(columns) == len(select_exprs)
+
+
+SPECS = {
+    "narrow": Spec("narrow", COLLECTION, "bench_customers", COLUMNS, TABLE_DDL, SELECT_EXPRS,
+                   "jsonb_array_elements(%s::jsonb) AS r", EXT_TEMPLATE, ext_row, generate,
+                   "13-column table"),
+    "wide": Spec("wide", wide.COLLECTION, "bench_accounts", wide.COLUMNS, wide.TABLE_DDL, wide.SELECT_EXPRS,
+                 wide.FROM_CLAUSE, wide.EXT_TEMPLATE, wide.ext_row,
+                 wide.generate,
+                 "120 fields, %d-column table (%d columns filled from data fields of six types, "
+                 "id, upstream_id, deleted, updated_idx, data)" % (len(wide.COLUMNS), len(wide.MAPPED))),
+}
 
 
 def expected_state(records):
