@@ -70,7 +70,7 @@ all: $(EXTENSION)--$(EXTVERSION).sql
 $(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
-.PHONY: test test-sanitize lint demo deps fuzz bench installcheck-prep
+.PHONY: test test-sanitize lint format format-check demo deps fuzz bench installcheck-prep
 
 deps:
 	@bash test/ensure_deps.sh
@@ -104,6 +104,18 @@ lint:
 	clang-tidy --quiet $(CORE_SRCS) -- -std=c++17 -Isrc
 	clang-tidy --quiet $(PG_SRCS) -- -std=c++17 -Wno-register -fno-exceptions -D_GNU_SOURCE -Isrc \
 		-I$(shell $(PG_CONFIG) --includedir-server)
+
+# The layout in .clang-format, applied to src/ (`make format`) or only checked (`make format-check`,
+# which fails on the first file that would change).
+FORMAT_FILES = $(PG_SRCS) $(CORE_SRCS) $(sort $(wildcard src/pg/*.hpp src/core/*.hpp))
+CLANG_FORMAT ?= clang-format
+format:
+	@command -v $(CLANG_FORMAT) >/dev/null || { echo "make format needs clang-format (apt-get install clang-format)" >&2; exit 1; }
+	$(CLANG_FORMAT) -i $(FORMAT_FILES)
+
+format-check:
+	@command -v $(CLANG_FORMAT) >/dev/null || { echo "make format-check needs clang-format (apt-get install clang-format)" >&2; exit 1; }
+	$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES)
 
 demo: deps
 	$(MAKE) all
