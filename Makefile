@@ -18,11 +18,17 @@ OBJS      = $(PG_SRCS:.cpp=.o) $(CORE_SRCS:.cpp=.o)
 DATA         = $(EXTENSION)--$(EXTVERSION).sql $(wildcard sql/$(EXTENSION)--*--*.sql) sql/$(EXTENSION)--0.1.0.sql
 EXTRA_CLEAN  = $(EXTENSION)--$(EXTVERSION).sql
 
+# `make installcheck`, against a running server that preloads sequin_sync with
+# sequin_sync.database = 'contrib_regression' (test/installcheck_prep.sh checks, then drops that
+# database WITH (FORCE): the launcher stays attached to it, so pg_regress could not).  Every test
+# creates the extension itself.  pg_regress: sql/*.sql with expected/*.out, all but the live
+# worker test, which needs the fake consumer `make test` starts; then the isolation tests,
+# test/isolation/specs/*.spec with test/isolation/expected/*.out, in the same database.
 TESTS        = $(wildcard sql/*.sql)
-REGRESS      = $(sort $(filter-out $(EXTENSION)%,$(patsubst sql/%.sql,%,$(TESTS))))
-REGRESS_OPTS = --load-extension=$(EXTENSION)
-ISOLATION    = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
-ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+REGRESS      = $(sort $(filter-out $(EXTENSION)% worker,$(patsubst sql/%.sql,%,$(TESTS))))
+REGRESS_PREP = installcheck-prep
+ISOLATION    = $(patsubst test/isolation/specs/%.spec,%,$(sort $(wildcard test/isolation/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test/isolation --use-existing
 
 PG_CONFIG ?= pg_config
 
@@ -47,6 +53,9 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# The isolation tests run in the regression database (see installcheck above).
+ISOLATION_TESTDB = $(CONTRIB_TESTDB)
+
 # Postgres-side files never throw: built without exceptions.
 $(PG_SRCS:.cpp=.o): override CXXFLAGS += -fno-exceptions
 
@@ -61,7 +70,7 @@ all: $(EXTENSION)--$(EXTVERSION).sql
 $(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
-.PHONY: test test-sanitize lint demo deps fuzz bench
+.PHONY: test test-sanitize lint format format-check demo deps fuzz bench installcheck-prep
 
 deps:
 	@bash test/ensure_deps.sh
@@ -96,10 +105,25 @@ lint:
 	clang-tidy --quiet $(PG_SRCS) -- -std=c++17 -Wno-register -fno-exceptions -D_GNU_SOURCE -Isrc \
 		-I$(shell $(PG_CONFIG) --includedir-server)
 
+# The layout in .clang-format, applied to src/ (`make format`) or only checked (`make format-check`,
+# which fails on the first file that would change).
+FORMAT_FILES = $(PG_SRCS) $(CORE_SRCS) $(sort $(wildcard src/pg/*.hpp src/core/*.hpp))
+CLANG_FORMAT ?= clang-format
+format:
+	@command -v $(CLANG_FORMAT) >/dev/null || { echo "make format needs clang-format (apt-get install clang-format)" >&2; exit 1; }
+	$(CLANG_FORMAT) -i $(FORMAT_FILES)
+
+format-check:
+	@command -v $(CLANG_FORMAT) >/dev/null || { echo "make format-check needs clang-format (apt-get install clang-format)" >&2; exit 1; }
+	$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES)
+
 demo: deps
 	$(MAKE) all
 	bash test/install.sh
 	bash test/demo.sh
+
+installcheck-prep:
+	@bash test/installcheck_prep.sh '$(bindir)/psql' '$(CONTRIB_TESTDB)'
 
 # The benchmark: sequin_sync against Postgres' own set-based upsert and an external Python
 # worker, on the same records, in one run (see README, Performance).  BENCH_ARGS=--quick for a
@@ -109,10 +133,10 @@ bench: deps
 	bash test/install.sh
 	python3 test/bench.py $(BENCH_ARGS)
 
-# libFuzzer (clang from Debian's packages) on the reply decoder (fuzz_json_doc) and on the
-# record-to-row layer (fuzz_record), FUZZ_SECONDS each; new inputs go to test/unit/bin/corpus/,
-# crashing ones to test/unit/bin/crash-*.  Fix the crash, then add its input to
-# test/unit/corpus/json_doc/ or test/unit/corpus/record/: `make test` replays both corpora.
+# libFuzzer (clang from Debian's packages) on the reply decoder (fuzz_json_doc, seeded with
+# test/fixtures too) and on the record-to-row layer (fuzz_record), FUZZ_SECONDS each; new inputs
+# go to test/unit/bin/corpus/, crashing ones to test/unit/bin/crash-*.  Fix the crash, then add
+# its input to test/unit/corpus/json_doc/ or test/unit/corpus/record/: `make test` replays both.
 FUZZ_SECONDS ?= 60
 FUZZ_CXX = clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc
 fuzz:
@@ -122,6 +146,6 @@ fuzz:
 	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/record.cpp test/unit/fuzz_record.cpp \
 		-o test/unit/bin/fuzz_record
 	test/unit/bin/fuzz_json_doc -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=test/unit/bin/ \
-		test/unit/bin/corpus/json_doc test/unit/corpus/json_doc
+		test/unit/bin/corpus/json_doc test/unit/corpus/json_doc test/fixtures
 	test/unit/bin/fuzz_record -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=test/unit/bin/ \
 		test/unit/bin/corpus/record test/unit/corpus/record test/unit/corpus/json_doc

@@ -2,7 +2,9 @@
 CREATE EXTENSION sequin_sync;
 
 SELECT sequin_sync.create_consumer('stripe', 'http://127.0.0.1:9/v1/http-consumers/abc/', 'tok_secret');
-SELECT name, endpoint, batch_size, wait_for, workers, paused, owner FROM sequin_sync.consumers;
+-- the owner is the creating role (whatever the superuser is called: make installcheck)
+SELECT name, endpoint, batch_size, wait_for, workers, paused, owner = current_user::regrole AS owned_by_creator
+  FROM sequin_sync.consumers;
 
 -- defaults and named arguments
 SELECT sequin_sync.create_consumer(name => 'sf', endpoint => 'http://127.0.0.1:7376/v1/http-consumers/sf',

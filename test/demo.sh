@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # test/demo.sh - a throwaway sequin_sync demo: what `make demo` runs after building and installing.
 #
-#   bash test/demo.sh          start (stopping a previous demo first)
-#   bash test/demo.sh stop     stop the server and the fake consumer, remove ./demo
+#   bash test/demo.sh          start (stopping a previous demo of this clone first)
+#   bash test/demo.sh stop     stop the server and the fake consumer, remove the demo's directory
 #
-# Starts, in ./demo inside the repo, a Postgres cluster with sequin_sync preloaded and the fake
-# Sequin consumer (test/fake_sequin.py) loaded with the sample records plus a few thousand
-# generated ones (Stripe customers and subscriptions, Salesforce contacts, HubSpot deals, with
-# updates and deletes, out of order); creates four tables, a consumer and its mappings through the
-# SQL API, shows the sync's progress, then a few synced rows and sequin_sync.status.
-# As root, the servers run as the ordinary user "sequin_test" (created if missing).
+# Starts a Postgres cluster with sequin_sync preloaded and the fake Sequin consumer
+# (test/fake_sequin.py) loaded with the sample records plus a few thousand generated ones (Stripe
+# customers and subscriptions, Salesforce contacts, HubSpot deals, with updates and deletes, out of
+# order); creates four tables, a consumer and its mappings through the SQL API, shows the sync's
+# progress, then a few synced rows and sequin_sync.status.
+# As root, the servers run as the ordinary user "sequin_test" (created if missing).  They run in a
+# new directory under ${TMPDIR:-/tmp} that the servers' user owns, not in the clone: a clone may sit
+# where that user cannot even look (/root, a mode-700 directory).  The clone's .demo-dir file
+# names that directory, for `stop`.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-demo="$repo/demo"
-bindir=$(pg_config --bindir)
+pointer="$repo/.demo-dir"
+demo=
+bindir=$("${PG_CONFIG:-pg_config}" --bindir)
 user=sequin_test
 consumer=demo
 token="demo-token"
@@ -40,8 +44,20 @@ fake_alive() {
 	[ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q fake_sequin.py
 }
 
+# The running demo's directory, from .demo-dir; only a directory this script made is trusted.
+find_demo() {
+	demo=
+	[ -f "$pointer" ] || return 1
+	demo=$(cat "$pointer")
+	case "$demo" in */sequin_sync_demo.*) ;; *) demo= ;; esac
+	[ -n "$demo" ] && [ -d "$demo" ]
+}
+
 stop_demo() {
-	[ -e "$demo" ] || return 0
+	if ! find_demo; then
+		rm -f "$pointer"
+		return 1
+	fi
 	if [ -f "$demo/data/postmaster.pid" ]; then
 		(cd "$demo" && as_user "$bindir/pg_ctl" -D "$demo/data" stop -m fast -w -t 30 >/dev/null 2>&1) ||
 			(cd "$demo" && as_user "$bindir/pg_ctl" -D "$demo/data" stop -m immediate -w >/dev/null 2>&1) || true
@@ -61,12 +77,12 @@ stop_demo() {
 		case "$sock" in /tmp/sequin_demo.*) rm -rf "$sock" ;; esac
 	fi
 	rm -rf "$demo"
+	rm -f "$pointer"
 }
 
 if [ "${1:-start}" = stop ]; then
-	if [ -e "$demo" ]; then
-		stop_demo
-		say "demo stopped; ./demo removed."
+	if stop_demo; then
+		say "demo stopped; $demo removed."
 	else
 		say "no demo is running."
 	fi
@@ -77,18 +93,19 @@ fi
 [ -f "$(pg_config --sharedir)/extension/sequin_sync.control" ] ||
 	die "sequin_sync is not installed: run 'make demo' (or 'make && make install' as root) first."
 
-if [ -e "$demo" ]; then
+if find_demo; then
 	say "Stopping the previous demo..."
 	stop_demo
 fi
 
-# --- a directory the server's user can write ------------------------------------------------
-mkdir -p "$demo"
+# --- a directory the server's user owns, outside the clone ------------------------------------
+demo=$(mktemp -d "${TMPDIR:-/tmp}/sequin_sync_demo.XXXXXX")
+echo "$demo" >"$pointer"
 if [ "$(id -u)" -eq 0 ]; then
 	id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
 	chown "$user:" "$demo"
 	runuser -u "$user" -- test -w "$demo" ||
-		die "user $user cannot write $demo (a parent directory is not searchable by others?)"
+		die "user $user cannot write $demo (a parent directory is not searchable by others? set TMPDIR)"
 fi
 cd "$demo"
 
@@ -101,7 +118,7 @@ fi
 echo "$port" >port
 echo "$socket_dir" >socket_dir
 
-say "sequin_sync demo"
+say "sequin_sync demo, in $demo"
 say "  * generating records..."
 python3 "$repo/test/gen_records.py" --collection stripe:customer,stripe:subscription,salesforce:contact,hubspot:deal \
 	--count 3000 --versions 3 --delete-fraction 0.1 --slug-fraction 0.05 --seed 42 --shuffle --out generated.json
@@ -129,7 +146,7 @@ for _ in $(seq 200); do [ -s fake.port ] && break; sleep 0.1; done
 [ -s fake.port ] || { cat fake.log >&2; die "the fake consumer did not start (see $demo/fake.log)"; }
 fake_port=$(cat fake.port)
 
-say "  * creating a Postgres cluster in ./demo (port $port)..."
+say "  * creating a Postgres cluster in $demo/data (port $port)..."
 as_user "$bindir/initdb" -D "$demo/data" -U postgres -A trust --no-locale -E UTF8 --no-sync >initdb.log 2>&1 ||
 	{ cat initdb.log >&2; die "initdb failed"; }
 cat >>"$demo/data/postgresql.conf" <<EOF

@@ -34,16 +34,33 @@ An unauthenticated admin API (JSON in and out) drives it from tests:
                                           stores each record byte for byte, unvalidated (invalid
                                           UTF-8, BOMs, duplicate keys, NaN, deep nesting ...)
   POST   /admin/consumers/<cid>/script    {"steps": [step, ...], "append": false}: scripted raw
-                                          replies for the next /next requests (see SCRIPT_STEP
-                                          below); {"steps": []} clears.  GET: the steps left and
-                                          a log of the steps served (bytes sent, client hang-ups)
-  POST   /admin/reset                     forget every consumer
+                                          replies for the next /next (or /ack, /nack) requests
+                                          (see SCRIPT_STEP below); {"steps": []} clears.  GET: the
+                                          steps left and a log of the steps served (bytes sent,
+                                          client hang-ups)
+  GET    /admin/requests                  every /v1 request is recorded: {"connections": the
+                                          connections that carried one, "requests": how many,
+                                          "last": {"method", "path", "headers" (names lower-case),
+                                          "body"} or null}
+  GET    /admin/requests.txt              the same as text, for a client without a JSON parser
+                                          (the C++ HTTP client test): "connections: N",
+                                          "requests: M", "method: ...", "path: ...", one
+                                          "h-<name>: <value>" line per header, an empty line, then
+                                          the last request's body verbatim
+  POST   /admin/requests/reset            zero those counters (a connection already counted is
+                                          not counted again) and forget the last request
+  POST   /admin/reset                     forget every consumer and the recorded requests
   GET    /admin/health                    200 {"ok": true}
 
 Standard library only.  Run:
 
     python3 test/fake_sequin.py --port 0 --port-file /tmp/fake.port [--quiet]
         [--consumer c1:secret ...] [--publish test/fixtures/sample_records.json]
+        [--setup test/fixtures/http_client_consumers.json]
+
+--setup creates the consumers a JSON file describes, each with its settings, script, faults and
+records: {"consumers": [{"id": ..., "token": ..., "script": [step, ...], "faults": {...},
+"records": [...]}]}, through the same checks as the admin API.
 
 The first line on stdout is the port it listens on (127.0.0.1 only); --port-file gets the same
 number, written atomically, so a script can wait for the file and read it.  SIGTERM or SIGINT
@@ -59,6 +76,8 @@ entry per delivered batch.  Nothing ever scans the queue.
 import argparse
 import base64
 import binascii
+import email.utils
+import gzip
 import heapq
 import itertools
 import json
@@ -66,6 +85,7 @@ import os
 import random
 import re
 import secrets
+import select
 import signal
 import socket
 import socketserver
@@ -477,13 +497,17 @@ class Consumer:
             self.script.extend(steps)
             return len(self.script)
 
-    def next_step(self):
-        """The scripted step that answers this /next, or None.  A step with "times": n answers n
-        requests; "times": -1 answers every request until the script is changed."""
+    def next_step(self, op="next"):
+        """The scripted step that answers this request (op: "next", "ack" or "nack"), or None.
+        Steps are served in order; the first one answers only the requests its "op" names, others
+        are served as usual.  A step with "times": n answers n requests; "times": -1 answers
+        every request until the script is changed."""
         with self.cond:
             if not self.script:
                 return None
             st = self.script[0]
+            if st["op"] not in (op, "any"):
+                return None
             if st["times"] > 0:
                 st["times"] -= 1
                 if st["times"] == 0:
@@ -544,15 +568,18 @@ def _is_number(v):
 # Scripted replies
 # --------------------------------------------------------------------------------------------
 
-# One step of a /next script.  Everything is optional; {} is an ordinary reply.
+# One step of a script.  Everything is optional; {} is an ordinary reply to a /next.
 SCRIPT_STEP = {
+    "op": "next",           # the requests it answers: "next", "ack", "nack" or "any"; a scripted
+                            # /ack or /nack acknowledges nothing, it only sends the reply
     "status": 200,          # HTTP status
     "reason": None,         # reason phrase (default: the standard one)
     "headers": [],          # extra [name, value] pairs, sent as given
     "content_type": "application/json; charset=utf-8",   # null: no Content-Type header
     "body": None,           # list of parts, each {"text": s} | {"b64": s} | {"reply": true},
                             # with an optional "repeat": n; null = [{"reply": true}], the
-                            # ordinary reply (takes messages from the queue, long-polls).
+                            # ordinary reply (takes messages from the queue, long-polls; on an
+                            # /ack or /nack, a "reply" part is empty).
                             # Repeats are generated while sending, never built whole.
     "framing": "length",    # "length" (Content-Length of the whole body), "chunked", or "close"
                             # (no length: the end of the body is the closed connection)
@@ -560,10 +587,25 @@ SCRIPT_STEP = {
     "raw": None,            # {"text"|"b64"}: send these bytes verbatim instead of a response
     "close_after": None,    # send only the first K body bytes, then close the connection
     "trickle_ms": 0,        # send the body one byte at a time, one every trickle_ms
-    "delay_ms": 0,          # wait before the status line
-    "times": 1,             # how many /next requests this step answers; -1 = until cleared
+    "delay_ms": 0,          # wait before the status line (delay and trickle end early when the
+                            # client hangs up)
+    "gzip": False,          # send the body gzip-compressed, with Content-Encoding: gzip
+    "template": False,      # in text parts and header values, "{token}" becomes the request's
+                            # bearer token and "{date+N}" the HTTP date N seconds from now
+    "times": 1,             # how many requests this step answers; -1 = until cleared
 }
 FRAMINGS = ("length", "chunked", "close")
+SCRIPT_OPS = ("next", "ack", "nack", "any")
+_TEMPLATE = re.compile(r"\{(token|date\+(\d+))\}")
+
+
+def _fill_template(text, token):
+    """A template's "{token}" and "{date+N}" filled in (see SCRIPT_STEP)."""
+    def one(m):
+        if m.group(1) == "token":
+            return token
+        return email.utils.formatdate(time.time() + int(m.group(2)), usegmt=True)
+    return _TEMPLATE.sub(one, text)
 
 
 def check_step(st):
@@ -579,6 +621,11 @@ def check_step(st):
         raise ApiError(400, "status must be an integer between 100 and 999")
     if out["framing"] not in FRAMINGS:
         raise ApiError(400, "framing must be one of " + ", ".join(FRAMINGS))
+    if out["op"] not in SCRIPT_OPS:
+        raise ApiError(400, "op must be one of " + ", ".join(SCRIPT_OPS))
+    for k in ("gzip", "template"):
+        if not isinstance(out[k], bool):
+            raise ApiError(400, f"{k} must be a boolean")
     for h in out["headers"]:
         if len(h) != 2 or not all(isinstance(x, str) for x in h):
             raise ApiError(400, "headers must be [name, value] string pairs")
@@ -600,8 +647,9 @@ def check_step(st):
     return out
 
 
-def _part_bytes(part, check_only=False):
-    """The bytes of one {"text"|"b64"} part (one repetition)."""
+def _part_bytes(part, check_only=False, token=None):
+    """The bytes of one {"text"|"b64"} part (one repetition); with a token, a text part is a
+    template (see SCRIPT_STEP)."""
     if not isinstance(part, dict):
         raise ApiError(400, "a body part must be a JSON object")
     kinds = [k for k in ("text", "b64", "reply") if k in part]
@@ -618,7 +666,8 @@ def _part_bytes(part, check_only=False):
             if not isinstance(part["text"], str):
                 raise ValueError("text must be a string")
             # surrogatepass: a lone surrogate ("\ud800") becomes its 3-byte (invalid) UTF-8 form
-            data = part["text"].encode("utf-8", "surrogatepass")
+            text = part["text"] if token is None else _fill_template(part["text"], token)
+            data = text.encode("utf-8", "surrogatepass")
         else:
             data = base64.b64decode(part["b64"], validate=True)
     except (ValueError, TypeError, binascii.Error) as e:
@@ -709,6 +758,28 @@ class Registry:
     def __init__(self):
         self.lock = threading.Lock()
         self.consumers = {}
+        self.requests = {"connections": 0, "requests": 0, "last": None}
+
+    def record(self, handler, method, body):
+        """Note one /v1 request (see GET /admin/requests): the connection it came on is counted
+        once, the first time it carries one."""
+        last = {"method": method, "path": handler.path,
+                "headers": {k.lower(): v for k, v in handler.headers.items()},
+                "body": body.decode("utf-8", "replace")}
+        with self.lock:
+            if not handler.recorded:
+                handler.recorded = True
+                self.requests["connections"] += 1
+            self.requests["requests"] += 1
+            self.requests["last"] = last
+
+    def recorded(self):
+        with self.lock:
+            return dict(self.requests)
+
+    def reset_requests(self):
+        with self.lock:
+            self.requests = {"connections": 0, "requests": 0, "last": None}
 
     def get(self, cid):
         with self.lock:
@@ -765,6 +836,7 @@ class Registry:
         with self.lock:
             old = list(self.consumers.values())
             self.consumers = {}
+            self.requests = {"connections": 0, "requests": 0, "last": None}
         for c in old:
             c.close()
 
@@ -792,6 +864,9 @@ ROUTES = [
     ({"GET", "POST"}, re.compile(r"^/admin/consumers/%s/faults$" % _CID), "admin_faults"),
     ({"POST"}, re.compile(r"^/admin/consumers/%s/publish_raw$" % _CID), "admin_publish_raw"),
     ({"GET", "POST"}, re.compile(r"^/admin/consumers/%s/script$" % _CID), "admin_script"),
+    ({"GET"}, re.compile(r"^/admin/requests$"), "admin_requests"),
+    ({"GET"}, re.compile(r"^/admin/requests\.txt$"), "admin_requests_text"),
+    ({"POST"}, re.compile(r"^/admin/requests/reset$"), "admin_requests_reset"),
 ]
 
 
@@ -805,6 +880,10 @@ class Handler(BaseHTTPRequestHandler):
     quiet = False
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    def setup(self):
+        super().setup()
+        self.recorded = False        # this connection carried a recorded /v1 request
 
     def do_GET(self):
         self._dispatch("GET")
@@ -842,13 +921,13 @@ class Handler(BaseHTTPRequestHandler):
             raise ValueError("negative Content-Length")
         return self.rfile.read(n) if n else b""
 
-    def _send(self, status, body=b"", headers=()):
+    def _send(self, status, body=b"", headers=(), content_type="application/json; charset=utf-8"):
         """Write the whole reply with a single write (status line, headers, body)."""
         reason = self.responses.get(status, ("",))[0]
         head = ["HTTP/1.1 %d %s" % (status, reason), "Server: " + self.server_version]
         if status != 204:
             # RFC 9110: a 204 carries neither a body nor Content-Length.
-            head.append("Content-Type: application/json; charset=utf-8")
+            head.append("Content-Type: " + content_type)
             head.append("Content-Length: %d" % len(body))
         else:
             body = b""
@@ -873,6 +952,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "malformed request body framing")
             url = urlsplit(self.path)
             path = url.path.rstrip("/") or "/"
+            if path.startswith("/v1/"):
+                self.registry.record(self, method, body)
             for methods, rx, name in ROUTES:
                 m = rx.match(path)
                 if m:
@@ -941,9 +1022,9 @@ class Handler(BaseHTTPRequestHandler):
         batch_size = _int_param(params, "batch_size", 1, 1)
         wait_for = _int_param(params, "wait_for", 0, 0)
 
-        step = c.next_step()
+        step = c.next_step("next")
         if step is not None:
-            self._scripted_reply(c, step, batch_size, wait_for)
+            self._scripted_reply(c, step, batch_size, wait_for, "next")
             return
 
         slow = c.faults.cfg["slow_ms"]
@@ -962,15 +1043,39 @@ class Handler(BaseHTTPRequestHandler):
         _, status, out, headers = result
         self._send(status, out, headers)
 
-    def _scripted_reply(self, c, st, batch_size, wait_for):
-        """Answer one /next as the script step says, logging what was actually sent."""
-        entry = {"status": st["status"], "bytes_sent": 0, "body_length": None, "finished": False,
-                 "client_closed": False, "messages": 0}
+    def _bearer_token(self):
+        return self.headers.get("Authorization", "").partition(" ")[2].strip()
+
+    def _client_gone(self, seconds):
+        """Waits `seconds`; True as soon as the client closes the connection (then the rest of a
+        delay or a trickle is not worth waiting for)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            readable, _, _ = select.select([self.connection], [], [], remaining)
+            if not readable:
+                return False
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            time.sleep(remaining)   # the client sent more (a pipelined request): just wait
+            return False
+
+    def _scripted_reply(self, c, st, batch_size, wait_for, op):
+        """Answer one request (op: "next", "ack" or "nack") as the script step says, logging what
+        was actually sent."""
+        entry = {"op": op, "status": st["status"], "bytes_sent": 0, "body_length": None,
+                 "finished": False, "client_closed": False, "messages": 0}
+        token = self._bearer_token() if st["template"] else None
         try:
-            if st["delay_ms"]:
-                time.sleep(st["delay_ms"] / 1000.0)
+            if st["delay_ms"] and self._client_gone(st["delay_ms"] / 1000.0):
+                raise ConnectionResetError("the client hung up during the delay")
             if st["raw"] is not None:
-                raw = _part_bytes(st["raw"])
+                raw = _part_bytes(st["raw"], token=token)
                 entry["body_length"] = len(raw)
                 self.close_connection = True
                 self._write_body(_Body([(raw, 1)]), st, entry, chunked=False, raw=True)
@@ -978,13 +1083,17 @@ class Handler(BaseHTTPRequestHandler):
             parts = []
             for part in st["body"] if st["body"] is not None else [{"reply": True}]:
                 if "reply" in part:
-                    result = c.next(batch_size, wait_for)
-                    data = result[2] if result[0] == "reply" else b""
+                    data = b""
+                    if op == "next":
+                        result = c.next(batch_size, wait_for)
+                        data = result[2] if result[0] == "reply" else b""
                     entry["messages"] += data.count(b'{"ack_token":"')
                 else:
-                    data = _part_bytes(part)
+                    data = _part_bytes(part, token=token)
                 parts.append((data, part.get("repeat", 1)))
             body = _Body(parts)
+            if st["gzip"]:
+                body = _Body([(gzip.compress(b"".join(body.slices()), mtime=0), 1)])
             entry["body_length"] = body.length
             status = st["status"]
             reason = st["reason"]
@@ -993,6 +1102,8 @@ class Handler(BaseHTTPRequestHandler):
             head = ["HTTP/1.1 %d %s" % (status, reason), "Server: " + self.server_version]
             if st["content_type"] is not None:
                 head.append("Content-Type: " + st["content_type"])
+            if st["gzip"]:
+                head.append("Content-Encoding: gzip")
             chunked = st["framing"] == "chunked"
             if st["framing"] == "length":
                 n = st["content_length"] if st["content_length"] is not None else body.length
@@ -1004,7 +1115,7 @@ class Handler(BaseHTTPRequestHandler):
             if st["close_after"] is not None:
                 self.close_connection = True
             for k, v in st["headers"]:
-                head.append("%s: %s" % (k, v))
+                head.append("%s: %s" % (k, v if token is None else _fill_template(v, token)))
             if self.close_connection:
                 head.append("Connection: close")
             self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
@@ -1026,8 +1137,10 @@ class Handler(BaseHTTPRequestHandler):
             if trickle:
                 for i in range(len(piece)):
                     write(piece[i:i + 1] if not chunked else b"1\r\n" + piece[i:i + 1] + b"\r\n")
+                    self.wfile.flush()
                     entry["bytes_sent"] += 1
-                    time.sleep(trickle)
+                    if self._client_gone(trickle):
+                        raise ConnectionResetError("the client hung up during the trickle")
             elif piece:
                 write(piece if not chunked else b"%x\r\n%s\r\n" % (len(piece), piece))
                 entry["bytes_sent"] += len(piece)
@@ -1059,6 +1172,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def api_ack(self, method, body, query, cid):
         c = self._consumer_for_api(cid, method)
+        step = c.next_step("ack")
+        if step is not None:
+            self._scripted_reply(c, step, 0, 0, "ack")
+            return
         tokens = self._tokens(body)
         if c.faults.cfg["ack_slow_ms"]:
             time.sleep(c.faults.cfg["ack_slow_ms"] / 1000.0)
@@ -1067,6 +1184,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def api_nack(self, method, body, query, cid):
         c = self._consumer_for_api(cid, method)
+        step = c.next_step("nack")
+        if step is not None:
+            self._scripted_reply(c, step, 0, 0, "nack")
+            return
         tokens = self._tokens(body)
         if c.faults.cfg["ack_slow_ms"]:
             time.sleep(c.faults.cfg["ack_slow_ms"] / 1000.0)
@@ -1130,6 +1251,23 @@ class Handler(BaseHTTPRequestHandler):
             c.set_script(doc["steps"], bool(doc.get("append", False)))
         self._send_json(200, c.script_state())
 
+    def admin_requests(self, method, body, query):
+        self._send_json(200, self.registry.recorded())
+
+    def admin_requests_text(self, method, body, query):
+        rec = self.registry.recorded()
+        lines = ["connections: %d" % rec["connections"], "requests: %d" % rec["requests"]]
+        last = rec["last"]
+        if last is not None:
+            lines += ["method: " + last["method"], "path: " + last["path"]]
+            lines += ["h-%s: %s" % kv for kv in last["headers"].items()]
+        text = "\n".join(lines) + "\n\n" + (last["body"] if last is not None else "")
+        self._send(200, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
+
+    def admin_requests_reset(self, method, body, query):
+        self.registry.reset_requests()
+        self._send_json(200, {"ok": True})
+
     def admin_stats(self, method, body, query, cid):
         self._send_json(200, self._admin_consumer(cid).snapshot())
 
@@ -1175,6 +1313,29 @@ def make_server(port=0, quiet=False, registry=None):
     return server
 
 
+def apply_setup(registry, doc):
+    """--setup: create the consumers doc describes, each with its settings, script, faults and
+    records ({"consumers": [...]}, see the module doc; a "comment" member is ignored), through
+    the checks the admin API makes.  Raises ApiError or ValueError on a bad document."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("consumers"), list):
+        raise ValueError('a setup file is {"consumers": [...]}')
+    for spec in doc["consumers"]:
+        if not isinstance(spec, dict):
+            raise ValueError("each consumer is a JSON object")
+        spec = dict(spec)
+        spec.pop("comment", None)
+        script = spec.pop("script", [])
+        faults = spec.pop("faults", None)
+        records = spec.pop("records", [])
+        if not isinstance(script, list) or not isinstance(records, list):
+            raise ValueError("script and records are arrays")
+        c, _ = registry.upsert(spec)
+        c.set_script(script, append=False)
+        if faults is not None:
+            c.set_faults(faults)
+        c.publish([json.dumps(r, ensure_ascii=False).encode("utf-8") for r in records])
+
+
 def _write_port_file(path, port):
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
@@ -1208,6 +1369,9 @@ def main(argv=None):
                     help="create this consumer at start-up (repeatable)")
     ap.add_argument("--publish", metavar="FILE",
                     help="publish this JSON array of records to every --consumer at start-up")
+    ap.add_argument("--setup", metavar="FILE",
+                    help="create the consumers (settings, scripts, faults, records) this JSON file "
+                         "describes")
     args = ap.parse_args(argv)
 
     _keep_freed_memory()
@@ -1220,6 +1384,12 @@ def main(argv=None):
         if args.publish:
             with open(args.publish, "rb") as f:
                 c.publish(split_json_array(f.read()))
+    if args.setup:
+        try:
+            with open(args.setup, "rb") as f:
+                apply_setup(server.registry, json.load(f))
+        except (OSError, ValueError, ApiError) as e:
+            ap.error(f"--setup {args.setup}: {e}")
 
     port = server.server_address[1]
     if args.port_file:

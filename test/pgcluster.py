@@ -1,7 +1,6 @@
 """
-pgcluster.py - a throwaway PostgreSQL cluster and a fake Sequin consumer, shared by the fault
-test (test/fault_test.py), the hostile-input test (test/hostile_test.py) and the benchmark
-(test/bench.py).
+pgcluster.py - a throwaway PostgreSQL cluster and a fake Sequin consumer, shared by the Python
+suites (through conftest.py's fixtures), the benchmark (test/bench.py) and the sanitizer canary.
 
 initdb and postgres refuse to run as root, so as root every server program (initdb, pg_ctl and
 the postmaster, psql, pg_dump ...) runs as the ordinary user `sequin_test` (created if missing, as
@@ -282,3 +281,14 @@ class FakeSequin:
         if self.err is not None:
             self.err.close()
             self.err = None
+
+
+# The postgresql.conf settings of a test cluster with sequin_sync preloaded (for the database
+# postgres): conftest.py's default, and the base of the suites' own.
+PRELOAD_SETTINGS = {
+    "shared_preload_libraries": "'sequin_sync'",
+    "sequin_sync.database": "'postgres'",
+    "max_worker_processes": "32",
+    "fsync": "off",
+    "log_line_prefix": "'%m [%p] %b '",
+}

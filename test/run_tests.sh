@@ -5,7 +5,10 @@
 #
 # Usage: test/run_tests.sh            (after make && make install; `make test` does all of it)
 #        SUITES="pg_regress fault" test/run_tests.sh    only those suites
+#        SUITES=hostile PYTEST_ADDOPTS="-k utf8" test/run_tests.sh    only some pytest cases
 # Keeps going after a failing suite and ends with "N passed, M failed" over the suites.
+# The Python suites are the pytest modules test/test_*.py (fixtures in test/conftest.py), one
+# suite each.
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -97,11 +100,18 @@ unit_tests() {
 	mkdir -p "$out"
 	build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
 		"$repo/test/unit/json_doc_test.cpp" -o "$out/json_doc_test" &&
-		(cd "$repo/test/unit" && "$out/json_doc_test") &&
+		"$out/json_doc_test" "$repo/test/fixtures" &&
 		echo "replaying the fuzz corpus:" &&
 		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
 			"$repo/test/unit/fuzz_json_doc.cpp" "$repo/test/unit/fuzz_replay.cpp" -o "$out/fuzz_replay" &&
-		"$out/fuzz_replay" "$repo/test/unit/corpus/json_doc" "$repo/test/unit/fixtures" &&
+		"$out/fuzz_replay" "$repo/test/unit/corpus/json_doc" "$repo/test/fixtures" &&
+		mkdir -p "$out/empty_corpus" &&
+		if "$out/fuzz_replay" "$out/empty_corpus" >/dev/null 2>&1; then
+			echo "FAIL: fuzz_replay passed an empty corpus"
+			false
+		else
+			echo "an empty corpus fails the replay: ok"
+		fi &&
 		echo "record layer:" &&
 		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/record.cpp" \
 			"$repo/test/unit/record_test.cpp" -o "$out/record_test" &&
@@ -123,7 +133,7 @@ http_client_test() {
 
 # The fake Sequin consumer for the worker tests; its port reaches SQL as a setting.
 start_fake() {
-	run_as_tester python3 "$work/test/fake_sequin.py" --port 0 --port-file "$work/fake.port" --quiet &
+	run_as_tester python3 "$work/test/fake_sequin.py" --port 0 --port-file "$work/fake.port" --quiet >/dev/null &
 	fake_pid=$!
 	for _ in $(seq 1 100); do
 		[ -s "$work/fake.port" ] && break
@@ -157,23 +167,27 @@ regress() {
 	return $rc
 }
 
+# The isolation tests: test/isolation/specs/*.spec, their expected output in test/isolation/expected.
 isolation() {
 	local specs
-	specs=$(cd "$work/test/specs" && ls ./*.spec | sed -e 's|^\./||' -e 's|\.spec$||' | sort)
+	specs=$(cd "$work/test/isolation/specs" && ls ./*.spec | sed -e 's|^\./||' -e 's|\.spec$||' | sort)
 	# shellcheck disable=SC2086
 	run_as_tester "$pg_isolation_regress" --temp-instance="$work/tmp_check_iso" \
-		--temp-config="$work/test/isolation.conf" --inputdir="$work/test" --outputdir="$work/isolation" \
+		--temp-config="$work/test/isolation.conf" --inputdir="$work/test/isolation" --outputdir="$work/isolation" \
 		--bindir="$bindir" --encoding=UTF8 --no-locale --dbname=isolation_regression $specs
 	local rc=$?
 	[ $rc -eq 0 ] || { [ -f "$work/isolation/regression.diffs" ] && cat "$work/isolation/regression.diffs"; }
 	return $rc
 }
 
-# A Python suite: one pytest module of test/ (pgcluster.py gives it throwaway clusters, run as
-# sequin_test when we are root).  Debian's python3, which has python3-pytest (another python3
-# may come first on PATH).
+# A Python suite: one pytest module of test/, run from the copy in $work (conftest.py gives it
+# throwaway clusters, run as sequin_test when we are root, and the fake consumer; SEQUIN_SYNC_REPO
+# is the tree itself, for the suites that build or copy it).  Debian's python3, which has
+# python3-pytest (another python3 may come first on PATH).  -v: one line per test, so the log
+# names every case and check.  PYTEST_ADDOPTS reaches pytest.
 pytest_suite() {
-	(cd "$work/test" && PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider "$1")
+	(cd "$work/test" && SEQUIN_SYNC_REPO="$repo" PYTHONDONTWRITEBYTECODE=1 \
+		/usr/bin/python3 -m pytest -v -p no:cacheprovider "$1")
 }
 
 # The version lives in the control file; the Makefile reads it; META.json must say the same.
@@ -196,9 +210,6 @@ suite "isolation" isolation
 for module in $(cd "$repo/test" && ls test_*.py | sort); do
 	suite "python: ${module%.py}" pytest_suite "$module"
 done
-suite "fault test (faults, kills, crash restarts)" python3 "$repo/test/fault_test.py"
-suite "hostile input" python3 "$repo/test/hostile_test.py"
-[ -n "${SANITIZE:-}" ] && suite "sanitizer canary (planted undefined behaviour is reported)" python3 "$repo/test/sanitizer_canary.py"
 [ -n "${SANITIZE:-}" ] && suite "sanitizer reports" sanitizer_reports
 
 echo

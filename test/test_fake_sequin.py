@@ -8,10 +8,12 @@ section 1 of the consumer API notes says: auth and error bodies, next/ack/nack, 
 ack_wait_ms, the max_ack_pending cap, long polls, fault injection, and speed (a 1000-record batch
 must cost a few milliseconds, or benchmarks would measure the fake).
 
-Run from the repository root:
-    python3 -m unittest test/test_fake_sequin.py -v
+Run (test/run_tests.sh runs it as the suite "python: test_fake_sequin"):
+    /usr/bin/python3 -m pytest test/test_fake_sequin.py [-k NAME]
 
-The server runs in a subprocess on a free port (127.0.0.1), found through --port-file.
+One server for the module runs in a subprocess on a free port (127.0.0.1), found through
+--port-file; every test starts from an empty one (/admin/reset).  The startup and shutdown tests
+start their own.
 """
 
 import base64
@@ -25,7 +27,8 @@ import sys
 import tempfile
 import threading
 import time
-import unittest
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -106,51 +109,44 @@ def one_shot(port, method, path, body=None, headers=None):
         c.close()
 
 
-SERVER = None
-PORT = None
-TMP = None
+@pytest.fixture(scope="module")
+def server_port():
+    """The module's server; it must exit 0 on SIGTERM."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_server(tmp)
+        yield port
+        rc = stop_server(proc)
+        assert rc == 0, f"fake_sequin exited {rc} on SIGTERM"
 
 
-def setUpModule():
-    global SERVER, PORT, TMP
-    TMP = tempfile.TemporaryDirectory()
-    SERVER, PORT = start_server(TMP.name)
-
-
-def tearDownModule():
-    rc = stop_server(SERVER)
-    TMP.cleanup()
-    if rc != 0:
-        raise AssertionError(f"fake_sequin exited {rc} on SIGTERM")
-
-
-class FakeSequinCase(unittest.TestCase):
+class FakeSequinCase:
     """Shared helpers; every test starts from an empty server."""
 
-    def setUp(self):
-        self.c = Client(PORT)
+    @pytest.fixture(autouse=True)
+    def _empty_server(self, server_port):
+        self.port = server_port
+        self.c = Client(server_port)
         self.admin("POST", "/admin/reset")
-
-    def tearDown(self):
+        yield
         self.c.close()
 
     # -- helpers ------------------------------------------------------------------------------
 
     def admin(self, method, path, body=None, expect=200):
         status, _, data = self.c.request(method, path, body)
-        self.assertEqual(status, expect, data)
+        assert status == expect, data
         return json.loads(data) if data else None
 
     def consumer(self, cid="c1", token="secret", **settings):
         doc = {"id": cid, "token": token}
         doc.update(settings)
         status, _, data = self.c.request("POST", "/admin/consumers", doc)
-        self.assertIn(status, (200, 201), data)
+        assert status in (200, 201), data
         return cid
 
     def publish(self, records, cid="c1"):
         out = self.admin("POST", f"/admin/consumers/{cid}/publish", records)
-        self.assertEqual(out, {"published": len(records)})
+        assert out == {"published": len(records)}
 
     def stats(self, cid="c1"):
         return self.admin("GET", f"/admin/consumers/{cid}/stats")
@@ -164,15 +160,15 @@ class FakeSequinCase(unittest.TestCase):
 
     def next(self, cid="c1", token="secret", client=None, **params):
         status, _, data = self.raw_next(cid, token, client, **params)
-        self.assertEqual(status, 200, data)
+        assert status == 200, data
         return json.loads(data)
 
     def ack(self, tokens, cid="c1", token="secret", kind="ack"):
         status, hdrs, data = self.c.request("POST", f"/v1/http-consumers/{cid}/{kind}",
                                             {"ack_tokens": tokens},
                                             {"Authorization": f"Bearer {token}"})
-        self.assertEqual(status, 204, data)
-        self.assertEqual(data, b"")
+        assert status == 204, data
+        assert data == b""
 
     def nack(self, tokens, cid="c1"):
         self.ack(tokens, cid, kind="nack")
@@ -188,36 +184,36 @@ class FakeSequinCase(unittest.TestCase):
     def publish_later(self, records, delay, cid="c1"):
         def run():
             time.sleep(delay)
-            one_shot(PORT, "POST", f"/admin/consumers/{cid}/publish", records)
+            one_shot(self.port, "POST", f"/admin/consumers/{cid}/publish", records)
         t = threading.Thread(target=run)
         t.start()
         return t
 
 
-class AuthAndErrors(FakeSequinCase):
+class TestAuthAndErrors(FakeSequinCase):
 
     def test_health(self):
-        self.assertEqual(self.admin("GET", "/admin/health"), {"ok": True})
+        assert self.admin("GET", "/admin/health") == {"ok": True}
 
     def test_missing_and_wrong_token_401(self):
         self.consumer()
         for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
             status, hdrs, data = self.c.request("POST", "/v1/http-consumers/c1/next", {},
                                                 headers)
-            self.assertEqual(status, 401, headers)
-            self.assertIsInstance(json.loads(data)["summary"], str)
-            self.assertEqual(int(hdrs["content-length"]), len(data))
+            assert status == 401, headers
+            assert isinstance(json.loads(data)["summary"], str)
+            assert int(hdrs["content-length"]) == len(data)
         status, _, data = self.c.request("POST", "/v1/http-consumers/c1/ack",
                                          {"ack_tokens": ["x"]}, {"Authorization": "Bearer no"})
-        self.assertEqual(status, 401)
-        self.assertIn("summary", json.loads(data))
-        self.assertEqual(self.stats()["auth_failures"], 2)
+        assert status == 401
+        assert "summary" in json.loads(data)
+        assert self.stats()["auth_failures"] == 2
 
     def test_unknown_consumer_404(self):
         self.consumer()
         status, _, data = self.raw_next(cid="nope")
-        self.assertEqual(status, 404)
-        self.assertIn("summary", json.loads(data))
+        assert status == 404
+        assert "summary" in json.loads(data)
 
     def test_bad_bodies_400_422(self):
         self.consumer()
@@ -226,24 +222,24 @@ class AuthAndErrors(FakeSequinCase):
                            ("ack", b'{"ack_tokens": []}'), ("ack", b"{}"),
                            ("nack", b'{"ack_tokens": "abc"}'), ("ack", b'{"ack_tokens": [1]}')):
             status, _, data = self.c.request("POST", f"/v1/http-consumers/c1/{path}", body, auth)
-            self.assertEqual(status, 400, (path, body))
-            self.assertIn("summary", json.loads(data))
+            assert status == 400, (path, body)
+            assert "summary" in json.loads(data)
         status, _, data = self.raw_next(batch_size=0)
-        self.assertEqual(status, 422)
-        self.assertIn("batch_size", json.loads(data)["validation_errors"])
+        assert status == 422
+        assert "batch_size" in json.loads(data)["validation_errors"]
 
     def test_admin_validation(self):
         for doc in ({"id": "c1"}, {"token": "t"}, {"id": "c1", "token": "t", "bogus": 1},
                     {"id": "c1", "token": "t", "max_deliver": 0}):
             status, _, _ = self.c.request("POST", "/admin/consumers", doc)
-            self.assertEqual(status, 400, doc)
+            assert status == 400, doc
         self.consumer()
         status, _, data = self.c.request("POST", "/admin/consumers/c1/publish", b'{"a": 1}')
-        self.assertEqual(status, 400)
+        assert status == 400
         status, _, _ = self.c.request("POST", "/admin/consumers/c1/publish", b"[1, NaN]")
-        self.assertEqual(status, 400)
+        assert status == 400
         status, _, _ = self.c.request("POST", "/admin/consumers/zz/publish", b"[]")
-        self.assertEqual(status, 404)
+        assert status == 404
 
     def test_keep_alive_and_content_length(self):
         self.consumer()
@@ -252,44 +248,44 @@ class AuthAndErrors(FakeSequinCase):
         sock = self.c.conn.sock
         for _ in range(3):
             status, hdrs, data = self.raw_next()
-            self.assertEqual(int(hdrs["content-length"]), len(data))
+            assert int(hdrs["content-length"]) == len(data)
             self.ack([json.loads(data)["data"][0]["ack_token"]])
         status, hdrs, data = self.raw_next(token="wrong")
-        self.assertEqual(int(hdrs["content-length"]), len(data))
-        self.assertIs(self.c.conn.sock, sock, "the connection was not kept alive")
+        assert int(hdrs["content-length"]) == len(data)
+        assert self.c.conn.sock is sock, "the connection was not kept alive"
 
 
-class Delivery(FakeSequinCase):
+class TestDelivery(FakeSequinCase):
 
     def test_next_ack_nack(self):
         self.consumer()
         self.publish(self.recs("a", "b", "c"))
         r = self.next(batch_size=2)
-        self.assertEqual(self.ids(r), ["a", "b"])
-        self.assertEqual(r["info"], {"num_pending": 1, "num_ack_pending": 2})
+        assert self.ids(r) == ["a", "b"]
+        assert r["info"] == {"num_pending": 1, "num_ack_pending": 2}
         ta, tb = (d["ack_token"] for d in r["data"])
-        self.assertNotEqual(ta, tb)
+        assert ta != tb
         self.ack([ta])
         self.nack([tb])
         # b is available again at once, after the newer c.
         r = self.next(batch_size=10)
-        self.assertEqual(self.ids(r), ["c", "b"])
-        self.assertNotIn(tb, [d["ack_token"] for d in r["data"]])
+        assert self.ids(r) == ["c", "b"]
+        assert tb not in [d["ack_token"] for d in r["data"]]
         self.ack([d["ack_token"] for d in r["data"]])
         s = self.stats()
-        self.assertEqual((s["published"], s["delivered"], s["redelivered"], s["acked"],
-                          s["nacked"], s["pending"], s["ack_pending"], s["outstanding"],
-                          s["bad_tokens"]), (3, 4, 1, 3, 1, 0, 0, 0, 0))
-        self.assertEqual(self.next(batch_size=5)["data"], [])
+        assert (s["published"], s["delivered"], s["redelivered"], s["acked"],
+                s["nacked"], s["pending"], s["ack_pending"], s["outstanding"],
+                s["bad_tokens"]) == (3, 4, 1, 3, 1, 0, 0, 0, 0)
+        assert self.next(batch_size=5)["data"] == []
 
     def test_defaults_and_get_with_query(self):
         self.consumer()
         self.publish(self.recs("a", "b", "c"))
-        self.assertEqual(self.ids(self.next()), ["a"])             # batch_size defaults to 1
+        assert self.ids(self.next()) == ["a"]             # batch_size defaults to 1
         status, _, data = self.c.request("GET", "/v1/http-consumers/c1/next?batch_size=5",
                                          None, {"Authorization": "Bearer secret"})
-        self.assertEqual(status, 200)
-        self.assertEqual(self.ids(json.loads(data)), ["b", "c"])
+        assert status == 200
+        assert self.ids(json.loads(data)) == ["b", "c"]
 
     def test_unknown_tokens_are_ignored(self):
         self.consumer()
@@ -298,27 +294,27 @@ class Delivery(FakeSequinCase):
         self.ack(["no-such-token", t, t])
         self.nack(["nope"])
         s = self.stats()
-        self.assertEqual((s["acked"], s["bad_tokens"], s["outstanding"]), (1, 3, 0))
+        assert (s["acked"], s["bad_tokens"], s["outstanding"]) == (1, 3, 0)
 
     def test_redelivery_after_ack_wait(self):
         self.consumer(ack_wait_ms=200)
         self.publish(self.recs("a"))
         t1 = self.next()["data"][0]["ack_token"]
-        self.assertEqual(self.next(batch_size=5)["data"], [])      # in flight
+        assert self.next(batch_size=5)["data"] == []      # in flight
         # A long poll wakes up when the message times out, not at the end of wait_for.
         t0 = time.monotonic()
         r = self.next(batch_size=5, wait_for=3000)
         elapsed = time.monotonic() - t0
-        self.assertEqual(self.ids(r), ["a"])
-        self.assertLess(elapsed, 1.5)
+        assert self.ids(r) == ["a"]
+        assert elapsed < 1.5
         t2 = r["data"][0]["ack_token"]
-        self.assertNotEqual(t1, t2)
+        assert t1 != t2
         self.ack([t1])                                              # expired token: ignored
         s = self.stats()
-        self.assertEqual((s["acked"], s["bad_tokens"], s["outstanding"], s["redelivered"],
-                          s["expired"]), (0, 1, 1, 1, 1))
+        assert (s["acked"], s["bad_tokens"], s["outstanding"], s["redelivered"],
+                s["expired"]) == (0, 1, 1, 1, 1)
         self.ack([t2])
-        self.assertEqual(self.stats()["outstanding"], 0)
+        assert self.stats()["outstanding"] == 0
 
     def test_redelivered_message_comes_after_newer_ones(self):
         self.consumer(ack_wait_ms=150)
@@ -327,56 +323,55 @@ class Delivery(FakeSequinCase):
         self.publish([{"id": "A", "updated_idx": 2}, {"id": "B", "updated_idx": 1}])
         time.sleep(0.3)
         r = self.next(batch_size=10)
-        self.assertEqual([(d["record"]["id"], d["record"]["updated_idx"]) for d in r["data"]],
-                         [("A", 2), ("B", 1), ("A", 1)])
+        assert [(d["record"]["id"], d["record"]["updated_idx"]) for d in r["data"]] == [("A", 2), ("B", 1), ("A", 1)]
 
     def test_max_ack_pending(self):
         self.consumer(max_ack_pending=3)
         self.publish(self.recs("a", "b", "c", "d", "e"))
         r = self.next(batch_size=10)
-        self.assertEqual(self.ids(r), ["a", "b", "c"])
-        self.assertEqual(r["info"], {"num_pending": 2, "num_ack_pending": 3})
-        self.assertEqual(self.next(batch_size=10)["data"], [])
+        assert self.ids(r) == ["a", "b", "c"]
+        assert r["info"] == {"num_pending": 2, "num_ack_pending": 3}
+        assert self.next(batch_size=10)["data"] == []
         # A long poll blocked by the cap returns when an ack makes room.
         tokens = [d["ack_token"] for d in r["data"]]
         threading.Timer(0.2, lambda: one_shot(
-            PORT, "POST", "/v1/http-consumers/c1/ack", {"ack_tokens": tokens[:1]},
+            self.port, "POST", "/v1/http-consumers/c1/ack", {"ack_tokens": tokens[:1]},
             {"Authorization": "Bearer secret"})).start()
         t0 = time.monotonic()
         r2 = self.next(batch_size=10, wait_for=3000)
-        self.assertLess(time.monotonic() - t0, 1.5)
-        self.assertEqual(self.ids(r2), ["d"])
+        assert (time.monotonic() - t0) < 1.5
+        assert self.ids(r2) == ["d"]
 
     def test_max_deliver(self):
         self.consumer(ack_wait_ms=100, max_deliver=2)
         self.publish(self.recs("a"))
-        self.assertEqual(self.ids(self.next()), ["a"])
-        self.assertEqual(self.ids(self.next(wait_for=2000)), ["a"])    # second delivery
-        self.assertEqual(self.next(wait_for=400)["data"], [])          # then dropped
+        assert self.ids(self.next()) == ["a"]
+        assert self.ids(self.next(wait_for=2000)) == ["a"]    # second delivery
+        assert self.next(wait_for=400)["data"] == []          # then dropped
         s = self.stats()
-        self.assertEqual((s["dropped"], s["delivered"], s["outstanding"]), (1, 2, 0))
+        assert (s["dropped"], s["delivered"], s["outstanding"]) == (1, 2, 0)
 
     def test_nack_counts_toward_max_deliver(self):
         self.consumer(max_deliver=1)
         self.publish(self.recs("a"))
         self.nack([self.next()["data"][0]["ack_token"]])
-        self.assertEqual(self.next()["data"], [])
-        self.assertEqual(self.stats()["dropped"], 1)
+        assert self.next()["data"] == []
+        assert self.stats()["dropped"] == 1
 
     def test_info_can_be_omitted(self):
         self.consumer(send_info=False)
         r = self.next()
-        self.assertEqual(r, {"data": []})
+        assert r == {"data": []}
 
     def test_update_keeps_messages_purge_drops_them(self):
         self.consumer()
         self.publish(self.recs("a", "b"))
         self.consumer(token="new-token")
         status, _, _ = self.raw_next(token="secret")
-        self.assertEqual(status, 401)
-        self.assertEqual(self.ids(self.next(token="new-token")), ["a"])
+        assert status == 401
+        assert self.ids(self.next(token="new-token")) == ["a"]
         self.consumer(token="new-token", purge=True)
-        self.assertEqual(self.stats()["outstanding"], 0)
+        assert self.stats()["outstanding"] == 0
 
     def test_concurrent_workers_share_the_stream(self):
         self.consumer(max_ack_pending=100000)
@@ -384,7 +379,7 @@ class Delivery(FakeSequinCase):
         seen, lock = [], threading.Lock()
 
         def worker():
-            c = Client(PORT)
+            c = Client(self.port)
             try:
                 while True:
                     r = self.next(client=c, batch_size=97)
@@ -402,10 +397,10 @@ class Delivery(FakeSequinCase):
             t.start()
         for t in threads:
             t.join(60)
-        self.assertEqual(len(seen), 3000)
-        self.assertEqual(len(set(seen)), 3000)
+        assert len(seen) == 3000
+        assert len(set(seen)) == 3000
         s = self.stats()
-        self.assertEqual((s["acked"], s["outstanding"], s["bad_tokens"]), (3000, 0, 0))
+        assert (s["acked"], s["outstanding"], s["bad_tokens"]) == (3000, 0, 0)
 
     def test_fixture_records_round_trip(self):
         with open(FIXTURE, "rb") as f:
@@ -414,22 +409,22 @@ class Delivery(FakeSequinCase):
         self.consumer()
         self.admin("POST", "/admin/consumers/c1/publish", raw)
         status, _, data = self.raw_next(batch_size=100)
-        self.assertEqual([d["record"] for d in json.loads(data)["data"]], expected)
+        assert [d["record"] for d in json.loads(data)["data"]] == expected
         # Numbers travel as published, digit for digit.
-        self.assertIn(b"12345678901234567890", data)
-        self.assertIn(b"98.765", data)
+        assert b"12345678901234567890" in data
+        assert b"98.765" in data
 
     def test_stats_fields(self):
         self.consumer()
         s = self.stats()
         for k in ("published", "delivered", "redelivered", "acked", "nacked", "pending",
                   "ack_pending", "outstanding", "bad_tokens"):
-            self.assertEqual(s[k], 0, k)
+            assert s[k] == 0, k
         status, _, _ = self.c.request("GET", "/admin/consumers/zz/stats")
-        self.assertEqual(status, 404)
+        assert status == 404
 
 
-class LongPoll(FakeSequinCase):
+class TestLongPoll(FakeSequinCase):
 
     def test_eager_returns_on_publish(self):
         self.consumer()
@@ -438,9 +433,9 @@ class LongPoll(FakeSequinCase):
         r = self.next(batch_size=100, wait_for=5000)
         elapsed = time.monotonic() - t0
         t.join()
-        self.assertEqual(self.ids(r), ["a"])
-        self.assertGreater(elapsed, 0.15)
-        self.assertLess(elapsed, 2.0)
+        assert self.ids(r) == ["a"]
+        assert elapsed > 0.15
+        assert elapsed < 2.0
 
     def test_not_eager_waits_for_full_batch_or_timeout(self):
         self.consumer(eager=False)
@@ -449,87 +444,87 @@ class LongPoll(FakeSequinCase):
         r = self.next(batch_size=5, wait_for=600)
         elapsed = time.monotonic() - t0
         t.join()
-        self.assertEqual(self.ids(r), ["a"])
-        self.assertGreater(elapsed, 0.55)
+        assert self.ids(r) == ["a"]
+        assert elapsed > 0.55
         # A full batch ends the wait early.
         t = self.publish_later(self.recs("b", "c", "d", "e", "f"), 0.1)
         t0 = time.monotonic()
         r = self.next(batch_size=5, wait_for=5000)
         elapsed = time.monotonic() - t0
         t.join()
-        self.assertEqual(len(r["data"]), 5)
-        self.assertLess(elapsed, 2.0)
+        assert len(r["data"]) == 5
+        assert elapsed < 2.0
 
     def test_empty_long_poll_times_out(self):
         self.consumer()
         t0 = time.monotonic()
-        self.assertEqual(self.next(batch_size=10, wait_for=300)["data"], [])
-        self.assertGreater(time.monotonic() - t0, 0.28)
+        assert self.next(batch_size=10, wait_for=300)["data"] == []
+        assert (time.monotonic() - t0) > 0.28
         t0 = time.monotonic()
-        self.assertEqual(self.next(batch_size=10)["data"], [])
-        self.assertLess(time.monotonic() - t0, 0.2)
+        assert self.next(batch_size=10)["data"] == []
+        assert (time.monotonic() - t0) < 0.2
 
 
-class Faults(FakeSequinCase):
+class TestFaults(FakeSequinCase):
 
     def test_status_500(self):
         self.consumer()
         self.publish(self.recs("a"))
         self.faults({"status_500": 1})
         status, _, data = self.raw_next()
-        self.assertEqual(status, 500)
-        self.assertIn("summary", json.loads(data))
-        self.assertEqual(self.stats()["ack_pending"], 0)        # nothing was delivered
+        assert status == 500
+        assert "summary" in json.loads(data)
+        assert self.stats()["ack_pending"] == 0        # nothing was delivered
         self.faults({})
-        self.assertEqual(self.ids(self.next()), ["a"])
+        assert self.ids(self.next()) == ["a"]
 
     def test_status_429_retry_after(self):
         self.consumer()
         self.faults({"status_429": 1.0, "retry_after": 2})
         status, hdrs, data = self.raw_next()
-        self.assertEqual(status, 429)
-        self.assertEqual(hdrs["retry-after"], "2")
-        self.assertIn("summary", json.loads(data))
+        assert status == 429
+        assert hdrs["retry-after"] == "2"
+        assert "summary" in json.loads(data)
 
     def test_status_for_next(self):
         self.consumer()
         for code in (401, 403, 502):
             self.faults({"status_for_next": code})
             status, _, data = self.raw_next()
-            self.assertEqual(status, code)
-            self.assertIn("summary", json.loads(data))
+            assert status == code
+            assert "summary" in json.loads(data)
         self.faults({})
-        self.assertEqual(self.raw_next()[0], 200)
+        assert self.raw_next()[0] == 200
 
     def test_drop_connection(self):
         self.consumer(ack_wait_ms=200)
         self.publish(self.recs("a"))
         self.faults({"drop_connection": 1})
-        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
             self.raw_next()
         self.faults({})
         # The message went in flight with the lost reply: it comes back after ack_wait_ms.
-        self.assertEqual(self.stats()["ack_pending"], 1)
-        self.assertEqual(self.ids(self.next(wait_for=2000)), ["a"])
+        assert self.stats()["ack_pending"] == 1
+        assert self.ids(self.next(wait_for=2000)) == ["a"]
 
     def test_truncate(self):
         self.consumer()
         self.publish(self.recs("a", "b"))
         self.faults({"truncate": 1})
         status, hdrs, data = self.raw_next(batch_size=2)
-        self.assertEqual(status, 200)
-        self.assertEqual(int(hdrs["content-length"]), len(data))
-        self.assertGreater(len(data), 10)
-        with self.assertRaises(ValueError):
+        assert status == 200
+        assert int(hdrs["content-length"]) == len(data)
+        assert len(data) > 10
+        with pytest.raises(ValueError):
             json.loads(data)
-        self.assertEqual(self.raw_next()[0], 200)              # the connection still works
+        assert self.raw_next()[0] == 200              # the connection still works
 
     def test_slow(self):
         self.consumer()
         self.faults({"slow_ms": 300})
         t0 = time.monotonic()
         self.next()
-        self.assertGreater(time.monotonic() - t0, 0.28)
+        assert (time.monotonic() - t0) > 0.28
 
     def test_ack_slow(self):
         self.consumer()
@@ -538,8 +533,8 @@ class Faults(FakeSequinCase):
         self.faults({"ack_slow_ms": 300})
         t0 = time.monotonic()
         self.ack(toks)
-        self.assertGreater(time.monotonic() - t0, 0.28)
-        self.assertEqual(self.stats()["acked"], 1)
+        assert (time.monotonic() - t0) > 0.28
+        assert self.stats()["acked"] == 1
 
     def test_duplicate(self):
         self.consumer()
@@ -548,17 +543,16 @@ class Faults(FakeSequinCase):
         r = self.next(batch_size=10)
         ids = self.ids(r)
         tokens = [d["ack_token"] for d in r["data"]]
-        self.assertEqual(len(ids), 4)
-        self.assertEqual(sorted(set(ids)), ["a", "b", "c"])
-        self.assertEqual(len(set(tokens)), 4)
+        assert len(ids) == 4
+        assert sorted(set(ids)) == ["a", "b", "c"]
+        assert len(set(tokens)) == 4
         self.ack(tokens)                                        # both copies: no bad token
         s = self.stats()
-        self.assertEqual((s["acked"], s["bad_tokens"], s["outstanding"], s["duplicated"]),
-                         (3, 0, 0, 1))
+        assert (s["acked"], s["bad_tokens"], s["outstanding"], s["duplicated"]) == (3, 0, 0, 1)
         # Never more than batch_size: with batch_size 2, one message twice.
         self.publish(self.recs("d", "e", "f"))
         r = self.next(batch_size=2)
-        self.assertEqual(self.ids(r), ["d", "d"])
+        assert self.ids(r) == ["d", "d"]
 
     def test_ack_drop(self):
         self.consumer()
@@ -567,10 +561,10 @@ class Faults(FakeSequinCase):
         t = self.next()["data"][0]["ack_token"]
         self.ack([t])
         s = self.stats()
-        self.assertEqual((s["acked"], s["ack_dropped"], s["ack_pending"]), (0, 1, 1))
+        assert (s["acked"], s["ack_dropped"], s["ack_pending"]) == (0, 1, 1)
         self.faults({})
         self.ack([t])
-        self.assertEqual(self.stats()["acked"], 1)
+        assert self.stats()["acked"] == 1
 
     def test_seed_is_deterministic_and_limit(self):
         self.consumer()
@@ -579,27 +573,27 @@ class Faults(FakeSequinCase):
             self.faults({"status_500": 0.5, "seed": 42})
             return [self.raw_next()[0] for _ in range(30)]
         a, b = run(), run()
-        self.assertEqual(a, b)
-        self.assertEqual(set(a), {200, 500})
+        assert a == b
+        assert set(a) == {200, 500}
         self.faults({"status_500": 1, "limit": 2})
-        self.assertEqual([self.raw_next()[0] for _ in range(4)], [500, 500, 200, 200])
-        self.assertEqual(self.stats()["faults_injected"], 2)
+        assert [self.raw_next()[0] for _ in range(4)] == [500, 500, 200, 200]
+        assert self.stats()["faults_injected"] == 2
 
     def test_bad_fault_settings(self):
         self.consumer()
         for cfg in ({"status_500": 2}, {"nonsense": 1}, {"status_for_next": "x"}):
             status, _, _ = self.c.request("POST", "/admin/consumers/c1/faults", cfg)
-            self.assertEqual(status, 400, cfg)
+            assert status == 400, cfg
 
 
-class Scripted(FakeSequinCase):
+class TestScripted(FakeSequinCase):
     """publish_raw (byte-exact records) and scripted raw /next replies."""
 
     def raw_socket_next(self, cid="c1", token="secret"):
         """One /next on a fresh socket; returns every byte the server sent until it closed
         (or 5 s passed)."""
         import socket
-        s = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
         body = b'{"batch_size":10,"wait_for":0}'
         s.sendall(b"POST /v1/http-consumers/%s/next HTTP/1.1\r\nHost: x\r\n"
                   b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
@@ -638,14 +632,14 @@ class Scripted(FakeSequinCase):
         out = self.admin("POST", "/admin/consumers/c1/publish_raw",
                          {"records": [{"b64": base64.b64encode(r).decode()} for r in recs[:4]]
                           + [{"text": recs[4].decode()}]})
-        self.assertEqual(out, {"published": 5})
+        assert out == {"published": 5}
         raw = self.raw_socket_next()
         body = raw.split(b"\r\n\r\n", 1)[1]
         for r in recs:
-            self.assertIn(b'","record":' + r + b"}", body)
+            assert (b'","record":' + r + b"}") in body
         for bad in ({"records": [{"b64": "!!"}]}, {"records": "x"}, {"records": [{"reply": True}]}):
             status, _, _ = self.c.request("POST", "/admin/consumers/c1/publish_raw", bad)
-            self.assertEqual(status, 400, bad)
+            assert status == 400, bad
 
     def test_fixed_body_status_headers_and_then_normal(self):
         self.consumer()
@@ -655,14 +649,14 @@ class Scripted(FakeSequinCase):
                     {"status": 302, "headers": [["Location", "ftp://elsewhere/"]],
                      "body": [{"text": ""}]})
         status, hdrs, data = self.raw_next(batch_size=10)
-        self.assertEqual((status, hdrs["content-type"], hdrs["x-proxy"], data),
-                         (502, "text/html", "p", b"<html>bad gateway</html>"))
+        assert (status, hdrs["content-type"], hdrs["x-proxy"], data) == \
+            (502, "text/html", "p", b"<html>bad gateway</html>")
         status, hdrs, data = self.raw_next(batch_size=10)
-        self.assertEqual((status, hdrs["location"], data), (302, "ftp://elsewhere/", b""))
-        self.assertEqual(self.ids(self.next(batch_size=10)), ["a"])   # script used up
+        assert (status, hdrs["location"], data) == (302, "ftp://elsewhere/", b"")
+        assert self.ids(self.next(batch_size=10)) == ["a"]   # script used up
         log = self.script_log(2)
-        self.assertEqual([e["status"] for e in log], [502, 302])
-        self.assertTrue(all(e["finished"] for e in log))
+        assert [e["status"] for e in log] == [502, 302]
+        assert all(e["finished"] for e in log)
 
     def test_wrapping_the_real_reply_and_repeats(self):
         self.consumer()
@@ -670,59 +664,59 @@ class Scripted(FakeSequinCase):
         self.script({"body": [{"b64": base64.b64encode(b"\xef\xbb\xbf").decode()}, {"reply": True},
                               {"text": " ", "repeat": 200000}]})
         status, _, data = self.raw_next(batch_size=10)
-        self.assertEqual(status, 200)
-        self.assertTrue(data.startswith(b"\xef\xbb\xbf{\"data\":["))
-        self.assertEqual(len(data) - len(data.rstrip(b" ")), 200000)
-        self.assertEqual(self.ids(json.loads(data[3:])), ["a", "b"])   # real, ackable tokens
-        self.assertEqual(self.stats()["ack_pending"], 2)
-        self.assertEqual(self.script_log(1)[0]["messages"], 2)
+        assert status == 200
+        assert data.startswith(b"\xef\xbb\xbf{\"data\":[")
+        assert (len(data) - len(data.rstrip(b" "))) == 200000
+        assert self.ids(json.loads(data[3:])) == ["a", "b"]   # real, ackable tokens
+        assert self.stats()["ack_pending"] == 2
+        assert self.script_log(1)[0]["messages"] == 2
 
     def test_times_and_sticky(self):
         self.consumer()
         self.script({"status": 500, "body": [{"text": "x"}], "times": 2},
                     {"status": 503, "body": [{"text": "y"}], "times": -1})
-        self.assertEqual([self.raw_next()[0] for _ in range(5)], [500, 500, 503, 503, 503])
-        self.assertEqual(len(self.script()["steps"]), 0)      # cleared
-        self.assertEqual(self.raw_next()[0], 200)
+        assert [self.raw_next()[0] for _ in range(5)] == [500, 500, 503, 503, 503]
+        assert len(self.script()["steps"]) == 0      # cleared
+        assert self.raw_next()[0] == 200
 
     def test_chunked_close_framing_and_content_length_lie(self):
         self.consumer()
         self.script({"framing": "chunked", "body": [{"text": '{"data":[]}'}]})
         status, hdrs, data = self.raw_next()
-        self.assertEqual((status, hdrs.get("transfer-encoding"), data), (200, "chunked", b'{"data":[]}'))
+        assert (status, hdrs.get("transfer-encoding"), data) == (200, "chunked", b'{"data":[]}')
         self.script({"framing": "close", "body": [{"text": '{"data":[]}'}]})
         raw = self.raw_socket_next()
-        self.assertNotIn(b"content-length", raw.lower())
-        self.assertTrue(raw.endswith(b'\r\n\r\n{"data":[]}'))
+        assert b"content-length" not in raw.lower()
+        assert raw.endswith(b'\r\n\r\n{"data":[]}')
         self.script({"content_length": 100, "close_after": 5, "body": [{"text": "0123456789"}]})
         raw = self.raw_socket_next()
-        self.assertIn(b"Content-Length: 100\r\n", raw)
-        self.assertTrue(raw.endswith(b"\r\n\r\n01234"))
+        assert b"Content-Length: 100\r\n" in raw
+        assert raw.endswith(b"\r\n\r\n01234")
         log = self.script_log(3)
-        self.assertEqual((log[-1]["bytes_sent"], log[-1]["finished"]), (5, False))
+        assert (log[-1]["bytes_sent"], log[-1]["finished"]) == (5, False)
 
     def test_raw_and_trickle_and_delay(self):
         self.consumer()
         self.script({"raw": {"text": "NOT HTTP AT ALL\n"}})
-        self.assertEqual(self.raw_socket_next(), b"NOT HTTP AT ALL\n")
+        assert self.raw_socket_next() == b"NOT HTTP AT ALL\n"
         self.script({"trickle_ms": 100, "delay_ms": 200, "body": [{"text": '{"data":[]}'}]})
         t0 = time.monotonic()
         status, _, data = self.raw_next()
-        self.assertEqual((status, data), (200, b'{"data":[]}'))
-        self.assertGreater(time.monotonic() - t0, 1.2)
+        assert (status, data) == (200, b'{"data":[]}')
+        assert (time.monotonic() - t0) > 1.2
 
     def test_client_hangup_is_logged(self):
         self.consumer()
         self.script({"framing": "chunked", "body": [{"text": "x" * 1000, "repeat": 200000}]})
         import socket
-        s = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
         s.sendall(b"POST /v1/http-consumers/c1/next HTTP/1.1\r\nHost: x\r\n"
                   b"Authorization: Bearer secret\r\nContent-Length: 0\r\n\r\n")
         s.recv(65536)
         s.close()
         log = self.script_log(1)
-        self.assertTrue(log[0]["client_closed"])
-        self.assertLess(log[0]["bytes_sent"], log[0]["body_length"] // 10)
+        assert log[0]["client_closed"]
+        assert log[0]["bytes_sent"] < (log[0]["body_length"] // 10)
 
     def test_ack_tokens_are_logged(self):
         self.consumer()
@@ -730,18 +724,114 @@ class Scripted(FakeSequinCase):
         toks = [d["ack_token"] for d in self.next(batch_size=2)["data"]]
         self.ack(toks[:1])
         self.nack(toks[1:] + ["bogus"])
-        self.assertEqual(self.script()["tokens"],
-                         [{"kind": "ack", "tokens": toks[:1]}, {"kind": "nack", "tokens": [toks[1], "bogus"]}])
+        assert self.script()["tokens"] == [{"kind": "ack", "tokens": toks[:1]},
+                                           {"kind": "nack", "tokens": [toks[1], "bogus"]}]
 
     def test_bad_steps(self):
         self.consumer()
         for st in ({"status": 42}, {"framing": "smoke"}, {"body": "x"}, {"body": [{"b64": "@@"}]},
-                   {"times": 0}, {"nonsense": 1}, {"headers": [["a"]]}, {"close_after": -1}):
+                   {"times": 0}, {"nonsense": 1}, {"headers": [["a"]]}, {"close_after": -1},
+                   {"op": "delete"}, {"gzip": 1}, {"template": "yes"}):
             status, _, _ = self.c.request("POST", "/admin/consumers/c1/script", {"steps": [st]})
-            self.assertEqual(status, 400, st)
+            assert status == 400, st
+
+    def test_steps_for_ack_and_nack(self):
+        self.consumer()
+        self.publish(self.recs("a"))
+        self.script({"op": "ack", "status": 200, "body": [], "content_type": None},
+                    {"op": "any", "status": 500, "body": [{"text": "down"}], "times": 2})
+        # /next is not the first step's: served as usual, while the step waits for an /ack
+        tok = self.next()["data"][0]["ack_token"]
+        status, hdrs, data = self.c.request("POST", "/v1/http-consumers/c1/ack", {"ack_tokens": [tok]},
+                                            {"Authorization": "Bearer secret"})
+        assert (status, data, "content-type" in hdrs) == (200, b"", False)
+        assert self.stats()["acked"] == 0            # a scripted ack acknowledges nothing
+        status, _, data = self.c.request("POST", "/v1/http-consumers/c1/nack", {"ack_tokens": [tok]},
+                                         {"Authorization": "Bearer secret"})
+        assert (status, data) == (500, b"down")
+        assert self.raw_next()[0] == 500             # "any" answers a /next too
+        self.ack([tok])                              # the script is used up: a real ack
+        assert self.stats()["acked"] == 1
+        assert [(e["op"], e["status"]) for e in self.script_log(3)] == [("ack", 200), ("nack", 500), ("next", 500)]
+
+    def test_gzip(self):
+        import gzip
+        self.consumer()
+        self.script({"gzip": True, "body": [{"text": '{"data": [], "pad": "'}, {"text": "x", "repeat": 10000},
+                                            {"text": '"}'}]})
+        status, hdrs, data = self.raw_next()      # http.client does not decode: the raw bytes
+        assert (status, hdrs["content-encoding"]) == (200, "gzip")
+        assert int(hdrs["content-length"]) == len(data) < 1000
+        assert json.loads(gzip.decompress(data))["pad"] == "x" * 10000
+
+    def test_template(self):
+        import email.utils
+        self.consumer(token="tok-1")
+        self.script({"template": True, "status": 429, "headers": [["Retry-After", "{date+120}"],
+                                                                  ["Location", "/x?t={token}"]],
+                     "body": [{"text": '{"summary": "token {token} {other}"}'}]},
+                    {"status": 200, "headers": [["X-Plain", "{token}"]], "body": [{"text": "{token}"}]})
+        status, hdrs, data = self.raw_next(token="tok-1")
+        assert (status, hdrs["location"], data) == (429, "/x?t=tok-1", b'{"summary": "token tok-1 {other}"}')
+        ahead = email.utils.parsedate_to_datetime(hdrs["retry-after"]).timestamp() - time.time()
+        assert 115 < ahead <= 121, hdrs["retry-after"]
+        status, hdrs, data = self.raw_next(token="tok-1")     # not a template: kept as is
+        assert (hdrs["x-plain"], data) == ("{token}", b"{token}")
+
+    def test_delay_ends_when_the_client_hangs_up(self):
+        self.consumer()
+        self.script({"delay_ms": 30000, "body": [{"text": '{"data":[]}'}], "times": -1})
+        import socket
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        s.sendall(b"POST /v1/http-consumers/c1/next HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer secret\r\nContent-Length: 0\r\n\r\n")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        s.close()
+        log = self.script_log(1)
+        assert time.monotonic() - t0 < 3
+        assert (log[0]["client_closed"], log[0]["bytes_sent"]) == (True, 0)
 
 
-class Performance(FakeSequinCase):
+class TestRecordedRequests(FakeSequinCase):
+    """Every /v1 request is recorded (GET /admin/requests and /admin/requests.txt)."""
+
+    def test_last_request_and_counts(self):
+        self.consumer()
+        self.admin("POST", "/admin/requests/reset")
+        self.next(batch_size=3, wait_for=0)
+        self.ack(["t1"])
+        rec = self.admin("GET", "/admin/requests")
+        assert (rec["connections"], rec["requests"]) == (1, 2)    # one keep-alive connection
+        last = rec["last"]
+        assert (last["method"], last["path"]) == ("POST", "/v1/http-consumers/c1/ack")
+        assert last["headers"]["authorization"] == "Bearer secret"
+        assert json.loads(last["body"]) == {"ack_tokens": ["t1"]}
+        # admin requests are not recorded; unknown consumers are
+        one_shot(self.port, "POST", "/v1/http-consumers/nobody/next", {}, {"Authorization": "Bearer x"})
+        rec = self.admin("GET", "/admin/requests")
+        assert (rec["connections"], rec["requests"], rec["last"]["path"]) == \
+            (2, 3, "/v1/http-consumers/nobody/next")
+
+    def test_text_form_and_reset(self):
+        self.consumer()
+        self.next()
+        status, hdrs, data = self.c.request("GET", "/admin/requests.txt")
+        assert status == 200 and hdrs["content-type"].startswith("text/plain")
+        head, body = data.decode().split("\n\n", 1)
+        lines = head.split("\n")
+        assert lines[:4] == ["connections: 1", "requests: 1", "method: POST", "path: /v1/http-consumers/c1/next"]
+        assert "h-authorization: Bearer secret" in lines
+        assert json.loads(body) == {}
+        self.admin("POST", "/admin/requests/reset")
+        assert self.admin("GET", "/admin/requests") == {"connections": 0, "requests": 0, "last": None}
+        assert self.c.request("GET", "/admin/requests.txt")[2] == b"connections: 0\nrequests: 0\n\n"
+        # a connection counted before the reset is not counted again
+        self.next()
+        assert self.admin("GET", "/admin/requests")["connections"] == 0
+
+
+class TestPerformance(FakeSequinCase):
 
     def test_1000_record_batch_is_fast(self):
         self.consumer(max_ack_pending=100000)
@@ -752,15 +842,15 @@ class Performance(FakeSequinCase):
             t0 = time.perf_counter()
             status, hdrs, data = self.raw_next(batch_size=1000)
             times.append((time.perf_counter() - t0) * 1000)
-            self.assertEqual(status, 200)
+            assert status == 200
         reply = json.loads(data)
-        self.assertEqual(len(reply["data"]), 1000)
-        self.assertEqual(len({d["ack_token"] for d in reply["data"]}), 1000)
+        assert len(reply["data"]) == 1000
+        assert len({d["ack_token"] for d in reply["data"]}) == 1000
         med = statistics.median(times)
         print(f"\n    1000-record batch ({len(data) / 1e6:.2f} MB): median {med:.1f} ms, "
               f"min {min(times):.1f} ms, max {max(times):.1f} ms (client round trip)",
               file=sys.stderr)
-        self.assertLess(med, 250)
+        assert med < 250
 
     def test_publish_100k(self):
         self.consumer()
@@ -772,14 +862,14 @@ class Performance(FakeSequinCase):
         elapsed = time.perf_counter() - t0
         print(f"\n    publish 100k records ({len(body) / 1e6:.0f} MB): {elapsed:.2f} s",
               file=sys.stderr)
-        self.assertLess(elapsed, 30)
-        self.assertEqual(self.stats()["pending"], 100000)
+        assert elapsed < 30
+        assert self.stats()["pending"] == 100000
         r = self.next(batch_size=1000)
-        self.assertEqual(r["data"][0]["record"]["id"], "r0")
-        self.assertEqual(r["data"][-1]["record"]["id"], "r999")
+        assert r["data"][0]["record"]["id"] == "r0"
+        assert r["data"][-1]["record"]["id"] == "r999"
 
 
-class Shutdown(unittest.TestCase):
+class TestShutdown:
 
     def test_sigint_with_a_long_poll_in_progress(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -797,10 +887,36 @@ class Shutdown(unittest.TestCase):
             t.start()
             time.sleep(0.2)
             t0 = time.monotonic()
-            self.assertEqual(stop_server(proc, signal.SIGINT), 0)
-            self.assertLess(time.monotonic() - t0, 5)
+            assert stop_server(proc, signal.SIGINT) == 0
+            assert (time.monotonic() - t0) < 5
             t.join(10)
-            self.assertEqual(outcome, ["cut off"])
+            assert outcome == ["cut off"]
+
+    def test_startup_setup_file(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            setup = os.path.join(tmp, "setup.json")
+            with open(setup, "w") as f:
+                json.dump({"consumers": [
+                    {"id": "a", "token": "ta", "comment": "ignored", "max_deliver": 3,
+                     "records": [{"id": "r1", "updated_idx": 12345678901234567890}],
+                     "faults": {"slow_ms": 1}, "script": [{"status": 503, "body": [], "times": -1}]},
+                    {"id": "b", "token": "tb"}]}, f)
+            proc, port = start_server(tmp, "--setup", setup)
+            try:
+                status, _, data = one_shot(port, "GET", "/admin/consumers/a")
+                a = json.loads(data)
+                assert (a["max_deliver"], a["faults"]["slow_ms"], a["stats"]["published"]) == (3, 1, 1)
+                assert one_shot(port, "POST", "/v1/http-consumers/a/next", {}, {"Authorization": "Bearer ta"})[0] == 503
+                status, _, data = one_shot(port, "POST", "/v1/http-consumers/b/next", {},
+                                           {"Authorization": "Bearer tb"})
+                assert (status, json.loads(data)["data"]) == (200, [])
+            finally:
+                assert stop_server(proc) == 0
+            with open(setup, "w") as f:
+                json.dump({"consumers": [{"id": "a", "token": "t", "script": [{"op": "put"}]}]}, f)
+            p = subprocess.run([sys.executable, FAKE, "--port", "0", "--setup", setup], capture_output=True,
+                               text=True, timeout=30)
+            assert p.returncode == 2 and "op must be one of" in p.stderr, p.stderr
 
     def test_startup_publish(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -809,12 +925,12 @@ class Shutdown(unittest.TestCase):
                 status, _, data = one_shot(
                     port, "GET", "/v1/http-consumers/c1/next?batch_size=100", None,
                     {"Authorization": "Bearer t"})
-                self.assertEqual(len(json.loads(data)["data"]), 8)
+                assert len(json.loads(data)["data"]) == 8
             finally:
-                self.assertEqual(stop_server(proc), 0)
+                assert stop_server(proc) == 0
 
 
-class GenRecords(unittest.TestCase):
+class TestGenRecords:
 
     ALL = "stripe:customer,stripe:subscription,salesforce:contact,hubspot:deal"
 
@@ -822,8 +938,8 @@ class GenRecords(unittest.TestCase):
         a = gen_records.generate(self.ALL, count=50, versions=3, seed=9, shuffle=True)
         b = gen_records.generate(self.ALL, count=50, versions=3, seed=9, shuffle=True)
         c = gen_records.generate(self.ALL, count=50, versions=3, seed=10, shuffle=True)
-        self.assertEqual(a, b)
-        self.assertNotEqual(a, c)
+        assert a == b
+        assert a != c
 
     def test_versions_deletes_and_order(self):
         recs = gen_records.generate(self.ALL, count=200, versions=4, delete_fraction=0.25,
@@ -831,27 +947,27 @@ class GenRecords(unittest.TestCase):
         by_id = {}
         for r in recs:
             by_id.setdefault(r["id"], []).append(r)
-        self.assertEqual(len(by_id), 200)
-        self.assertTrue(all(1 <= len(v) <= 4 for v in by_id.values()))
-        self.assertTrue(any(len(v) == 4 for v in by_id.values()))
+        assert len(by_id) == 200
+        assert all(1 <= len(v) <= 4 for v in by_id.values())
+        assert any(len(v) == 4 for v in by_id.values())
         idx = [r["updated_idx"] for r in recs]
-        self.assertEqual(idx, sorted(idx))                       # stream order
+        assert idx == sorted(idx)                       # stream order
         for versions in by_id.values():
             vi = [r["updated_idx"] for r in versions]
-            self.assertEqual(len(set(vi)), len(vi))              # strictly increasing per id
-            self.assertTrue(all(not r["deleted"] for r in versions[:-1]))
+            assert len(set(vi)) == len(vi)              # strictly increasing per id
+            assert all(not r["deleted"] for r in versions[:-1])
         newest = gen_records.newest_by_id(recs)
-        self.assertEqual(sum(r["deleted"] for r in newest.values()), 50)
+        assert sum(r["deleted"] for r in newest.values()) == 50
         for rid, versions in by_id.items():
-            self.assertIs(newest[rid], versions[-1])
+            assert newest[rid] is versions[-1]
 
     def test_shuffle(self):
         plain = gen_records.generate(count=100, versions=3, seed=4)
         shuffled = gen_records.generate(count=100, versions=3, seed=4, shuffle=True)
         key = lambda r: (r["id"], r["updated_idx"])  # noqa: E731
-        self.assertNotEqual([key(r) for r in plain], [key(r) for r in shuffled])
-        self.assertEqual(sorted(map(key, plain)), sorted(map(key, shuffled)))
-        self.assertEqual(gen_records.newest_by_id(plain), gen_records.newest_by_id(shuffled))
+        assert [key(r) for r in plain] != [key(r) for r in shuffled]
+        assert sorted(map(key, plain)) == sorted(map(key, shuffled))
+        assert gen_records.newest_by_id(plain) == gen_records.newest_by_id(shuffled)
 
     def test_shapes(self):
         recs = gen_records.generate(self.ALL, count=40, versions=2, seed=2, slug_fraction=0.25)
@@ -859,38 +975,38 @@ class GenRecords(unittest.TestCase):
         for r in recs:
             coll = gen_records.collection_of(r)
             seen.add(coll)
-            self.assertEqual(len(r["id"]), 36)
+            assert len(r["id"]) == 36
             for k in ("upstream_id", "provider", "deleted", "updated_idx", "upstream_created_at",
                       "upstream_updated_at", "inserted_at", "data"):
-                self.assertIn(k, r)
+                assert k in r
             if "collection_slug" in r:
-                self.assertNotIn("collection_id", r)
-                self.assertNotIn("sync", r)
-                self.assertIn("sync_id", r)
+                assert "collection_id" not in r
+                assert "sync" not in r
+                assert "sync_id" in r
             else:
-                self.assertEqual(set(r["sync"]), {"id", "external_id", "metadata"})
+                assert set(r["sync"]) == {"id", "external_id", "metadata"}
             d = r["data"]
             if coll == "stripe:customer":
-                self.assertIsInstance(d["created"], int)
-                self.assertIsInstance(d["balance"], int)
-                self.assertIsInstance(d["metadata"], dict)
-                self.assertIsInstance(d["preferred_locales"], list)
+                assert isinstance(d["created"], int)
+                assert isinstance(d["balance"], int)
+                assert isinstance(d["metadata"], dict)
+                assert isinstance(d["preferred_locales"], list)
             elif coll == "stripe:subscription":
-                self.assertIsInstance(d["plan"]["amount"], int)
+                assert isinstance(d["plan"]["amount"], int)
             elif coll == "salesforce:contact":
-                self.assertEqual(len(str(d["AnnualRevenue__c"])), 20)
-                self.assertIn("FirstName", d)
+                assert len(str(d["AnnualRevenue__c"])) == 20
+                assert "FirstName" in d
             elif coll == "hubspot:deal":
-                self.assertIsInstance(d["properties"]["amount"], str)
-        self.assertEqual(seen, set(self.ALL.split(",")))
-        self.assertEqual(sum("collection_slug" in r for r in
-                             gen_records.newest_by_id(recs).values()), 10)
+                assert isinstance(d["properties"]["amount"], str)
+        assert seen == set(self.ALL.split(","))
+        assert sum("collection_slug" in r for r in
+                   gen_records.newest_by_id(recs).values()) == 10
 
     def test_nul_strings(self):
         recs = gen_records.generate(count=100, seed=1, nul_fraction=0.5)
         n = sum("\u0000" in (r["data"].get("description") or "") for r in recs)
-        self.assertGreater(n, 20)
-        self.assertNotIn("\u0000", json.dumps(gen_records.generate(count=100, seed=1)))
+        assert n > 20
+        assert "\u0000" not in json.dumps(gen_records.generate(count=100, seed=1))
 
     def test_cli(self):
         out = subprocess.run([sys.executable, os.path.join(HERE, "gen_records.py"),
@@ -898,12 +1014,9 @@ class GenRecords(unittest.TestCase):
                               "--versions", "2", "--seed", "8", "--shuffle"],
                              check=True, capture_output=True).stdout
         recs = json.loads(out)
-        self.assertEqual(recs, gen_records.generate("salesforce:contact", count=5, versions=2,
-                                                    seed=8, shuffle=True))
-        self.assertEqual(json.loads(subprocess.run(
+        assert recs == gen_records.generate("salesforce:contact", count=5, versions=2,
+                                            seed=8, shuffle=True)
+        assert json.loads(subprocess.run(
             [sys.executable, os.path.join(HERE, "gen_records.py"), "--count", "0"],
-            check=True, capture_output=True).stdout), [])
+            check=True, capture_output=True).stdout) == []
 
-
-if __name__ == "__main__":
-    unittest.main()

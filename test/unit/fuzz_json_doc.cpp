@@ -1,10 +1,10 @@
 /*
  * fuzz_json_doc.cpp - libFuzzer target for json_doc.cpp and next_reply.cpp.  Build and run:
  *
- *   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc src/json_doc.cpp \
- *       src/next_reply.cpp test/unit/fuzz_json_doc.cpp -o /tmp/fuzz_json
+ *   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc src/core/json_doc.cpp \
+ *       src/core/next_reply.cpp test/unit/fuzz_json_doc.cpp -o /tmp/fuzz_json
  *   mkdir -p /tmp/fuzz_json_corpus
- *   /tmp/fuzz_json -max_total_time=60 /tmp/fuzz_json_corpus test/unit/corpus/json_doc test/unit/fixtures
+ *   /tmp/fuzz_json -max_total_time=60 /tmp/fuzz_json_corpus test/unit/corpus/json_doc test/fixtures
  *
  * (libFuzzer writes new inputs into the first directory, so keep a scratch one first.)
  * Beyond "no crash": a document that parses must serialize to JSON that parses again and

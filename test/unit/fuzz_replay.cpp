@@ -1,7 +1,8 @@
 /*
  * fuzz_replay.cpp - runs a libFuzzer target over saved inputs without libFuzzer, so `make test`
  * replays the committed corpus with any compiler.  Usage: fuzz_replay FILE|DIR...
- * Prints "N passed, 0 failed" (a crash or sanitizer report fails the run by itself).
+ * Prints "N passed, 0 failed" (a crash or sanitizer report fails the run by itself).  A path
+ * that does not exist, or no input at all, fails the run: a replay of nothing proves nothing.
  */
 #include <cstdint>
 #include <cstdio>
@@ -32,6 +33,10 @@ main(int argc, char **argv)
 	int passed = 0;
 	for (int i = 1; i < argc; i++) {
 		std::filesystem::path p(argv[i]);
+		if (!std::filesystem::exists(p)) {
+			fprintf(stderr, "fuzz_replay: %s does not exist\n", argv[i]);
+			return 1;
+		}
 		if (std::filesystem::is_directory(p)) {
 			for (const auto &entry : std::filesystem::directory_iterator(p))
 				if (entry.is_regular_file())
@@ -39,6 +44,11 @@ main(int argc, char **argv)
 		} else {
 			passed += RunFile(p);
 		}
+	}
+	if (passed == 0) {
+		fprintf(stderr, "fuzz_replay: no input to replay (an empty corpus?)\n");
+		printf("0 passed, 1 failed\n");
+		return 1;
 	}
 	printf("%d passed, 0 failed\n", passed);
 	return 0;

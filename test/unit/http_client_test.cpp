@@ -1,15 +1,15 @@
 /*
  * http_client_test.cpp - unit test of the endpoint validation (src/endpoint.cpp) and the Sequin
- * consumer HTTP client (src/http_client.cpp), against a misbehaving fake consumer
- * (test/unit/http_stub.py).  No Postgres needed.
+ * consumer HTTP client (src/http_client.cpp), against the fake consumer (test/fake_sequin.py)
+ * misbehaving as test/fixtures/http_client_consumers.json scripts it: one consumer per
+ * scenario, named for it.  No Postgres needed.
  *
- *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/endpoint.cpp src/http_client.cpp \
- *       test/unit/http_client_test.cpp -lcurl -o /tmp/http_client_test
+ *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/core/endpoint.cpp \
+ *       src/core/http_client.cpp test/unit/http_client_test.cpp -lcurl -o /tmp/http_client_test
  *   bash test/unit/run_http_client_test.sh /tmp/http_client_test
  *
- * With "--port N" it uses a stub already listening on 127.0.0.1:N (what the wrapper script
- * does); without, it starts test/unit/http_stub.py itself (path from $HTTP_STUB, else next to
- * this source file) and stops it at the end.  Prints "N passed, M failed"; exits 1 on failure.
+ * The wrapper starts the fake, runs the test with "--port N" (the fake's port on 127.0.0.1) and
+ * stops the fake.  Prints "N passed, M failed"; exits 1 on failure.
  */
 #include "core/endpoint.hpp"
 #include "core/http_client.hpp"
@@ -20,21 +20,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
 #include <string>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <thread>
 #include <arpa/inet.h>
 #include <unistd.h>
 #include <vector>
-
-extern char **environ;
 
 using namespace sequin_sync;
 using Clock = std::chrono::steady_clock;
@@ -109,7 +102,7 @@ Show(const char *what, const HttpResult &r)
 			r.elapsed_ms, r.error.c_str(), r.summary.c_str());
 }
 
-/* ---- the test's own access to the stub's side routes, with a plain libcurl handle ---- */
+/* ---- the test's own access to the fake's record of requests, with a plain libcurl handle ---- */
 
 size_t
 AppendToString(char *data, size_t size, size_t nmemb, void *arg)
@@ -134,7 +127,7 @@ Side(const char *path, bool post = false)
 	CURLcode rc = curl_easy_perform(curl);
 	curl_easy_cleanup(curl);
 	if (rc != CURLE_OK)
-		fprintf(stderr, "    side route %s failed: %s\n", path, curl_easy_strerror(rc));
+		fprintf(stderr, "    admin request %s failed: %s\n", path, curl_easy_strerror(rc));
 	return out;
 }
 
@@ -153,7 +146,7 @@ LastRequest
 Last()
 {
 	LastRequest last;
-	std::string text = Side("/_last");
+	std::string text = Side("/admin/requests.txt");
 	size_t split = text.find("\n\n");
 	if (split == std::string::npos)
 		return last;
@@ -187,16 +180,16 @@ Stats
 GetStats()
 {
 	Stats s;
-	std::string text = Side("/_stats");
-	if (sscanf(text.c_str(), "connections %d requests %d", &s.connections, &s.requests) != 2)
-		fprintf(stderr, "    bad /_stats reply \"%s\"\n", text.c_str());
+	std::string text = Side("/admin/requests.txt");
+	if (sscanf(text.c_str(), "connections: %d\nrequests: %d", &s.connections, &s.requests) != 2)
+		fprintf(stderr, "    bad /admin/requests.txt reply \"%s\"\n", text.c_str());
 	return s;
 }
 
 void
 Reset()
 {
-	Side("/_reset", true);
+	Side("/admin/requests/reset", true);
 }
 
 std::unique_ptr<V1Client>
@@ -498,7 +491,7 @@ TestHttpErrors()
 
 	r = Track(c404->Receive(1, 0));
 	CHECK(r.http_status == 404);
-	CHECK_STR(r.summary, "no such consumer");
+	CHECK_STR(r.summary, "Not found: no consumer with id nosuchscenario");
 }
 
 void
@@ -714,7 +707,8 @@ TestTokenNeverInErrors()
 	CHECK(r.http_status == 307);
 	CHECK(r.error.find("[redacted]") != std::string::npos);
 
-	/* A one-letter token that also occurs in "[redacted]": scrubbing must still end. */
+	/* A one-letter token that also occurs in "[redacted]": scrubbing must still end.  (The fake
+	 * refuses the token with its own 401, "Unauthorized: the API token is invalid": full of t.) */
 	std::string error;
 	auto tiny = V1Client::Create(Base() + "tokenecho", "t", HttpSettings(), &error);
 	CHECK(tiny != nullptr);
@@ -742,61 +736,6 @@ TestOutcomeNames()
 	CHECK_STR(HttpOutcomeName(HttpOutcome::Aborted), "aborted");
 }
 
-/* ---- running the stub when no wrapper did ---- */
-
-pid_t stub_pid = 0;
-
-bool
-StartStub(const char *argv0)
-{
-	(void) argv0;
-	std::string stub = getenv("HTTP_STUB") ? getenv("HTTP_STUB") : "";
-	if (stub.empty()) {
-		std::string here = __FILE__;
-		size_t slash = here.rfind('/');
-		stub = (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) +
-			   "/http_stub.py";
-	}
-	char dir_template[] = "/tmp/http_client_test.XXXXXX";
-	if (mkdtemp(dir_template) == nullptr)
-		return false;
-	std::string port_file = std::string(dir_template) + "/port";
-	const char *args[] = {"python3", stub.c_str(), "--port-file", port_file.c_str(), nullptr};
-	if (posix_spawnp(&stub_pid, "python3", nullptr, nullptr, const_cast<char **>(args), environ) !=
-		0) {
-		fprintf(stderr, "cannot start python3 %s\n", stub.c_str());
-		return false;
-	}
-	for (int i = 0; i < 200 && port == 0; i++) {
-		std::ifstream in(port_file);
-		if (!(in >> port))
-			port = 0;
-		if (port == 0) {
-			if (waitpid(stub_pid, nullptr, WNOHANG) == stub_pid) {
-				stub_pid = 0; /* it exited: reaped, nothing to stop */
-				break;
-			}
-			std::this_thread::sleep_for(std::chrono::milliseconds(50));
-		}
-	}
-	unlink(port_file.c_str());
-	rmdir(dir_template);
-	if (port == 0)
-		fprintf(stderr, "the stub %s did not start (run from the repository root, or set "
-						"HTTP_STUB, or use run_http_client_test.sh)\n",
-				stub.c_str());
-	return port != 0;
-}
-
-void
-StopStub()
-{
-	if (stub_pid > 0) {
-		kill(stub_pid, SIGTERM);
-		waitpid(stub_pid, nullptr, 0);
-	}
-}
-
 } /* namespace */
 
 int
@@ -820,9 +759,11 @@ main(int argc, char **argv)
 
 	if (argc == 3 && strcmp(argv[1], "--port") == 0)
 		port = atoi(argv[2]);
-	else if (!StartStub(argv[0])) {
-		StopStub();
-		return 1;
+	if (port <= 0) {
+		fprintf(stderr, "usage: %s --port N (the fake consumer's port; "
+						"test/unit/run_http_client_test.sh starts it)\n",
+				argv[0]);
+		return 2;
 	}
 
 	TestCreate();
@@ -838,7 +779,6 @@ main(int argc, char **argv)
 	TestAbort();
 	TestTokenNeverInErrors();
 
-	StopStub();
 	curl_global_cleanup();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;

@@ -2,11 +2,11 @@
  * json_doc_test.cpp - unit tests for the record decoder's JSON layer (json_doc.cpp) and the
  * `/next` reply decoder (next_reply.cpp).  No framework and no Postgres: build and run with
  *
- *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/json_doc.cpp src/next_reply.cpp \
- *       test/unit/json_doc_test.cpp -o /tmp/json_doc_test && /tmp/json_doc_test
+ *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/core/json_doc.cpp \
+ *       src/core/next_reply.cpp test/unit/json_doc_test.cpp -o /tmp/json_doc_test && /tmp/json_doc_test
  *
  * from the repository root (add -fsanitize=address,undefined to check memory too).  Fixtures
- * are read from test/unit/fixtures, or from the directory given as the first argument.  Every
+ * are read from test/fixtures, or from the directory given as the first argument.  Every
  * document is parsed from a heap buffer of exactly its size, with no NUL after it, so that
  * AddressSanitizer catches any read or write past the end.  Prints each failed check, then
  * "N passed, M failed"; exits non-zero on any failure.
@@ -71,7 +71,7 @@ ErrorOf(std::string_view text)
 	return p.ok ? std::string() : p.Error();
 }
 
-std::string fixture_dir = "test/unit/fixtures";
+std::string fixture_dir = "test/fixtures";
 
 std::string
 ReadFixture(const char *name)
@@ -567,7 +567,7 @@ TestTruncation(const char *fixture)
 void
 TestRoundTrip()
 {
-	const char *fixtures[] = {"next-response.json", "records.json", "strings.json", "numbers.json"};
+	const char *fixtures[] = {"next-response.json", "sample_records.json", "strings.json", "numbers.json"};
 	for (const char *f : fixtures) {
 		std::string text = ReadFixture(f);
 		Parsed p(text);
@@ -639,7 +639,7 @@ TestArrayLiteral()
 	CHECK(o.doc.ArrayLiteral(o.doc.Find(o.Root(), "a"), &out, &len) && out[len] == '\0');
 
 	/* an array from the sample records */
-	std::string text = ReadFixture("records.json");
+	std::string text = ReadFixture("sample_records.json");
 	Parsed r(text);
 	const Node *locales = r.doc.FindPath(r.doc.First(r.Root()), "data.preferred_locales");
 	CHECK(locales != nullptr);
@@ -649,7 +649,7 @@ TestArrayLiteral()
 void
 TestFindPath()
 {
-	std::string text = ReadFixture("records.json");
+	std::string text = ReadFixture("sample_records.json");
 	Parsed p(text);
 	CHECK(p.ok);
 	const Node *rec = p.doc.First(p.Root());
@@ -936,10 +936,11 @@ main(int argc, char **argv)
 	if (argc > 1)
 		fixture_dir = argv[1];
 	else {
-		/* default: fixtures/ beside this source file, as named on the compile command line */
+		/* default: test/fixtures/, found from this source file (test/unit/json_doc_test.cpp) as
+		 * named on the compile command line */
 		std::string here = __FILE__;
 		size_t slash = here.rfind('/');
-		fixture_dir = (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) + "/fixtures";
+		fixture_dir = (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) + "/../fixtures";
 	}
 
 	TestKinds();
@@ -953,7 +954,7 @@ main(int argc, char **argv)
 	TestDeepNesting();
 	TestLargeString();
 	TestTruncation("next-response.json");
-	TestTruncation("records.json");
+	TestTruncation("sample_records.json");
 	TestRoundTrip();
 	TestArrayLiteral();
 	TestFindPath();

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # run_http_client_test.sh - runs the HTTP client unit test (http_client_test.cpp) against the fake
-# consumer http_stub.py: starts the stub on a free 127.0.0.1 port, passes the port to the test
-# binary, stops the stub whatever happens, and exits with the test's status.
+# consumer (test/fake_sequin.py) with the consumers of test/fixtures/http_client_consumers.json:
+# starts the fake on a free 127.0.0.1 port, passes the port to the test binary, stops the fake
+# whatever happens, and exits with the test's status.
 #
 #   bash test/unit/run_http_client_test.sh /tmp/http_client_test
 set -euo pipefail
 
 bin=${1:?usage: run_http_client_test.sh <http_client_test binary>}
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+test_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/http_client_test.XXXXXX")
-stub_pid=
+fake_pid=
 
 cleanup() {
-	if [[ -n $stub_pid ]]; then
-		kill "$stub_pid" 2>/dev/null || true
-		wait "$stub_pid" 2>/dev/null || true
+	if [[ -n $fake_pid ]]; then
+		kill "$fake_pid" 2>/dev/null || true
+		wait "$fake_pid" 2>/dev/null || true
 	fi
 	rm -rf "$work"
 }
@@ -23,19 +24,20 @@ trap cleanup EXIT
 # A proxy from the environment would swallow the requests to 127.0.0.1.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 
-python3 "$here/http_stub.py" --port-file "$work/port" &
-stub_pid=$!
+python3 "$test_dir/fake_sequin.py" --port 0 --port-file "$work/port" --quiet \
+	--setup "$test_dir/fixtures/http_client_consumers.json" >/dev/null &
+fake_pid=$!
 
 for _ in $(seq 1 200); do
 	[[ -s $work/port ]] && break
-	if ! kill -0 "$stub_pid" 2>/dev/null; then
-		echo "run_http_client_test.sh: the stub exited before listening" >&2
+	if ! kill -0 "$fake_pid" 2>/dev/null; then
+		echo "run_http_client_test.sh: the fake consumer exited before listening" >&2
 		exit 1
 	fi
 	sleep 0.05
 done
 if [[ ! -s $work/port ]]; then
-	echo "run_http_client_test.sh: the stub did not write its port" >&2
+	echo "run_http_client_test.sh: the fake consumer did not write its port" >&2
 	exit 1
 fi
 

@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """
-hostile_test.py - sequin_sync against hostile input: what a broken, compromised or merely odd
-consumer (or a proxy in front of it) can send a worker.
+test_hostile.py - sequin_sync against hostile input: what a broken, compromised or merely odd
+consumer (or a proxy in front of it) can send a worker (pytest; the suite "python: test_hostile").
 
-A throwaway cluster (test/pgcluster.py) with sequin_sync preloaded, and test/fake_sequin.py on
-127.0.0.1.  Each case gets its own consumer, both in the fake and in sequin_sync, and feeds the
-worker one kind of hostile input:
+A throwaway cluster (conftest.py's `cluster`) with sequin_sync preloaded, and the fake consumer
+(conftest.py's `fake`) on 127.0.0.1.  Each case gets its own consumer, both in the fake and in
+sequin_sync, and feeds the worker one kind of hostile input:
 
   * records published byte for byte (publish_raw): invalid UTF-8, \\u0000, deep nesting, huge
     strings and numbers, NaN, duplicate keys, BOMs, standard fields of the wrong type ...;
@@ -25,15 +24,19 @@ checks that
     replies that are not usable are neither acked nor nacked, and their messages come back;
   * the worker keeps working: once the hostile input stops, a probe record goes through.
 
-Cases that fail because of a known bug of the extension are listed in KNOWN_FAILURES with the
-observed behaviour; they are reported (XFAIL) without failing the suite, and a known failure
-that passes (XPASS) is reported too so that the list is kept honest.
+Each case is one pytest test, test_case[<name>], so a failure names its case.  The cases run
+--hostile-jobs (4) at a time, each with its own consumer, in the background as soon as the first
+test starts; the heavy ones (bodies of tens of MB, timed requests, configuration changes) one by
+one afterwards.  Each test waits for its own case.
 
-Usage:  python3 test/hostile_test.py [--keep] [-k SUBSTRING ...] [--list]
-Prints one line per case and "N passed, M failed (K known failures)"; exits 1 on a failure.
+Cases that fail because of a known bug of the extension are listed in KNOWN_FAILURES with the
+observed behaviour; they are marked xfail (reported without failing the suite), and a known
+failure that passes shows as XPASS so that the list is kept honest.
+
+    /usr/bin/python3 -m pytest test/test_hostile.py [-k utf8] [--hostile-jobs N] [--keep]
+    /usr/bin/python3 -m pytest test/test_hostile.py --collect-only -q      (the cases)
 """
 
-import argparse
 import base64
 import concurrent.futures
 import json
@@ -42,6 +45,8 @@ import re
 import sys
 import time
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import pgcluster  # noqa: E402
@@ -49,18 +54,14 @@ import pgcluster  # noqa: E402
 TOKEN = "hostile-token"
 COLLECTION = "stripe:customer"
 TABLE = "public.hostile"
-SETTINGS = {
-    "shared_preload_libraries": "'sequin_sync'",
-    "sequin_sync.database": "'postgres'",
+CLUSTER_SETTINGS = dict(pgcluster.PRELOAD_SETTINGS, **{
     # fast cases: a /next may take wait_for + 2 s; retries wait at most 0.5 s
     "sequin_sync.poll_margin": "'2s'",
     "sequin_sync.backoff_max": "'500ms'",
     "sequin_sync.connect_timeout": "'2s'",
     "sequin_sync.max_response_size": "'16MB'",
-    "max_worker_processes": "32",
-    "fsync": "off",
-    "log_line_prefix": "'%m [%p] %b '",
-}
+})
+CLUSTER_PREFIX = "sequin_hostile_"
 MAX_RESPONSE = 16 * 1024 * 1024
 WAIT_FOR = "200 milliseconds"
 ACK_WAIT_MS = 1000          # the fake delivers an unacknowledged message again after this
@@ -910,114 +911,82 @@ def describe(st, s):
             f"nacked {s.get('nacked')}, outstanding {s.get('outstanding')}")
 
 
-def main():
-    ap = argparse.ArgumentParser(description="sequin_sync hostile-input test")
-    ap.add_argument("--keep", action="store_true", help="keep the cluster directory")
-    ap.add_argument("-k", action="append", default=[], help="run only cases whose name contains this")
-    ap.add_argument("--list", action="store_true", help="list the cases and exit")
-    ap.add_argument("-v", action="store_true", help="print status and fake counters for every case")
-    ap.add_argument("--jobs", type=int, default=4, help="cases run at the same time (default 4)")
-    args = ap.parse_args()
+# --------------------------------------------------------------------------------------------
+# The cases as tests
+# --------------------------------------------------------------------------------------------
 
-    cases = build_cases()
-    names = [c.name for c in cases]
+CASES = build_cases()
+
+
+class Schedule:
+    """Runs the selected cases in the background: the light ones `jobs` at a time, then the heavy
+    ones (Case.alone) one by one; result(case) waits for one case's outcome."""
+
+    def __init__(self, runner, cases, jobs):
+        self.runner = runner
+        self.light = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+        self.heavy = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.futures = {}
+        light = [(n, c) for n, c in cases if not c.alone]
+        for n, c in light:
+            self.futures[c.name] = self.light.submit(self.run_one, n, c)
+        light_futures = list(self.futures.values())
+        for n, c in cases:
+            if c.alone:
+                self.futures[c.name] = self.heavy.submit(self.run_alone, light_futures, n, c)
+
+    def run_one(self, n, case):
+        t = time.monotonic()
+        try:
+            out = self.runner.run(case, n)
+        except Exception as e:  # noqa: BLE001 - a broken case must not stop the others
+            out = [f"the case crashed: {e!r}"], [], {}, {}
+            self.runner.cluster.psql("SELECT sequin_sync.drop_consumer('h%02d')" % n, check=False)
+        return out + (time.monotonic() - t,)
+
+    def run_alone(self, light_futures, n, case):
+        concurrent.futures.wait(light_futures)
+        self.runner.concurrent = False
+        return self.run_one(n, case)
+
+    def result(self, case):
+        return self.futures[case.name].result()
+
+    def shutdown(self):
+        for f in self.futures.values():
+            f.cancel()
+        self.light.shutdown(wait=True)
+        self.heavy.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def schedule(cluster, fake, request, say):
+    """The cluster's schema, the redirect trap, and the cases this run selected, started."""
+    cluster.psql(SCHEMA)
+    fake.http("POST", "/admin/consumers", {"id": "trap", "token": TOKEN})
+    wanted = {item.callspec.params["case"].name for item in request.session.items
+              if item.module is request.module and hasattr(item, "callspec")
+              and "case" in item.callspec.params}
+    numbered = [(n, c) for n, c in enumerate(CASES, 1) if c.name in wanted]
+    say(f"hostile: cluster in {cluster.dir} (port {cluster.port}); fake consumer on 127.0.0.1:{fake.port}; "
+        f"{len(numbered)} cases")
+    sched = Schedule(Runner(cluster, fake), numbered, request.config.getoption("--hostile-jobs"))
+    yield sched
+    sched.shutdown()
+
+
+def test_case_table_is_consistent():
+    names = [c.name for c in CASES]
     dup = {n for n in names if names.count(n) > 1}
     assert not dup, f"duplicate case names: {dup}"
     unknown = set(KNOWN_FAILURES) - set(names)
     assert not unknown, f"KNOWN_FAILURES names no case: {unknown}"
-    if args.k:
-        cases = [c for c in cases if any(k in c.name for k in args.k)]
-    if args.list:
-        for c in cases:
-            print(f"{c.name:32} {c.expect:8} {c.what}")
-        print(f"{len(cases)} cases")
-        return 0
-
-    t0 = time.monotonic()
-    cluster = pgcluster.Cluster(SETTINGS, keep=True, prefix="sequin_hostile_")
-    fake = None
-    passed = failed = xfail = xpass = 0
-    failures = []
-    try:
-        cluster.start()
-        cluster.psql(SCHEMA)
-        fake = pgcluster.FakeSequin(os.path.join(HERE, "fake_sequin.py"), cluster.dir)
-        fake.start()
-        fake.http("POST", "/admin/consumers", {"id": "trap", "token": TOKEN})
-        print(f"cluster in {cluster.dir} (port {cluster.port}); fake consumer on 127.0.0.1:{fake.port}; "
-              f"{len(cases)} cases", flush=True)
-        runner = Runner(cluster, fake)
-
-        def run_one(n, case):
-            t = time.monotonic()
-            try:
-                out = runner.run(case, n)
-            except Exception as e:  # noqa: BLE001 - a broken case must not stop the others
-                out = [f"the case crashed: {e!r}"], [], {}, {}
-                cluster.psql("SELECT sequin_sync.drop_consumer('h%02d')" % n, check=False)
-            return out + (time.monotonic() - t,)
-
-        counts = {"passed": 0, "failed": 0, "xfail": 0, "xpass": 0}
-
-        def report(case, result):
-            fails, notes, st, s, secs = result
-            known = KNOWN_FAILURES.get(case.name)
-            lines = []
-            if not fails:
-                if known:
-                    counts["xpass"] += 1
-                    lines.append(f"XPASS {case.name} ({secs:.1f} s): listed in KNOWN_FAILURES but passes now")
-                else:
-                    counts["passed"] += 1
-                    lines.append(f"ok    {case.name:32} {secs:5.1f} s  {case.what}")
-            elif known:
-                counts["xfail"] += 1
-                lines.append(f"XFAIL {case.name:32} {secs:5.1f} s  known bug: {known}")
-                lines += [f"        {f}" for f in fails]
-                lines.append(f"        {describe(st, s)}")
-            else:
-                counts["failed"] += 1
-                failures.append(case.name)
-                lines.append(f"FAIL  {case.name:32} {secs:5.1f} s  {case.what}")
-                lines += [f"        {f}" for f in fails]
-                lines.append(f"        {describe(st, s)}")
-            if args.v or (fails and not known):
-                lines += [f"        note: {note}" for note in notes]
-                if args.v and not fails:
-                    lines.append(f"        {describe(st, s)}")
-            print("\n".join(lines), flush=True)
-
-        # Light cases run --jobs at a time, each with its own consumer; the heavy ones (bodies of
-        # tens of MB) one by one afterwards.
-        numbered = list(enumerate(cases, 1))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(run_one, n, c): c for n, c in numbered if not c.alone}
-            for fut in concurrent.futures.as_completed(futures):
-                report(futures[fut], fut.result())
-        runner.concurrent = False
-        for n, c in numbered:
-            if c.alone:
-                report(c, run_one(n, c))
-        passed, failed, xfail, xpass = counts["passed"], counts["failed"], counts["xfail"], counts["xpass"]
-    except Exception as e:  # noqa: BLE001
-        import traceback
-        traceback.print_exc()
-        failed += 1
-        failures.append(f"setup: {e}")
-    finally:
-        if fake is not None:
-            fake.stop()
-        cluster.stop()
-        if failed or args.keep:
-            print(f"kept {cluster.dir} (server.log, fake.log, data/)")
-        else:
-            cluster.cleanup()
-    print(f"run time: {time.monotonic() - t0:.1f} s")
-    if failures:
-        print("failed: " + ", ".join(failures))
-    print(f"{passed} passed, {failed} failed ({xfail} known failures, {xpass} known failures now passing)")
-    return 1 if failed else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=KNOWN_FAILURES[c.name], strict=False)]
+                 if c.name in KNOWN_FAILURES else []) for c in CASES])
+def test_case(schedule, case):
+    fails, notes, st, s, secs = schedule.result(case)
+    assert not fails, "\n".join([f"{case.what} ({secs:.1f} s)"] + fails + [describe(st, s)]
+                                 + [f"note: {n}" for n in notes])

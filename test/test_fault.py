@@ -1,14 +1,15 @@
-#!/usr/bin/env python3
 """
-fault_test.py - sequin_sync's end-to-end fault test.
+test_fault.py - sequin_sync's end-to-end fault test (pytest; the suite "python: test_fault").
 
-A throwaway cluster (temp dir, unix socket only) with sequin_sync preloaded pulls a few thousand
-out-of-order records, duplicates and poison records from test/fake_sequin.py while everything
-that can go wrong does: the fake answers 500s, 429s with Retry-After, drops connections, cuts
-JSON replies in half, replies slowly, delivers a message twice in one batch and "loses" acks;
-meanwhile the test kills the workers (pg_terminate_backend) several times, the launcher once, and
-restarts the server in immediate mode (a crash, as far as the data is concerned) mid-stream.
-Then it clears the faults, waits until every message is acknowledged, and checks:
+A throwaway cluster (conftest.py's `cluster`, unix socket only) with sequin_sync preloaded pulls a
+few thousand out-of-order records, duplicates and poison records from the fake consumer
+(conftest.py's `fake`) while everything that can go wrong does: the fake answers 500s, 429s with
+Retry-After, drops connections, cuts JSON replies in half, replies slowly, delivers a message twice
+in one batch and "loses" acks; meanwhile the test kills the workers (pg_terminate_backend) several
+times, the launcher once, and restarts the server in immediate mode (a crash, as far as the data
+is concerned) mid-stream.  Then it clears the faults, waits until every message is acknowledged,
+and takes a snapshot of the tables, dead letters, the fake's counters and sequin_sync.status.  The
+tests check that snapshot:
 
   * each target table equals the expected state exactly: newest version per id (soft deletes:
     the row is there with deleted = true; hard deletes: the row is absent and a tombstone holds
@@ -21,36 +22,35 @@ Then it clears the faults, waits until every message is acknowledged, and checks
     row and counts an attempt.  Exactly one row per poison record is asserted, and the re-parks
     are printed;
   * the fake's books balance: acked == published, outstanding == 0;
-  * the server log has no PANIC, crash (terminated by signal, segfault, assertion) or crash
-    recovery outside the immediate restart's own window;
-  * sequin_sync.status is coherent with the tables (see check_status below).
+  * sequin_sync.status is coherent with the tables (see the test_status_* tests).
 
-Phase 2 (skip with --skip-durability) then checks that an acknowledgement follows a durable
+Phase 2 (skipped with --skip-durability) then checks that an acknowledgement follows a durable
 commit: with synchronous_commit = off (and wal_writer_delay = 10s to make the window
 deterministic) it restarts the server in immediate mode right after an ack, twice, and checks the
 tables again: a record acknowledged to Sequin is gone from Sequin, so it must be in the table.
+Phase 3 dumps, drops and restores the database.  Last, the server log must show no PANIC, crash
+(terminated by signal, segfault, assertion) or crash recovery outside the immediate restarts'
+own windows.
 
-Python standard library only; psql through subprocess.  The cluster and the fake come from
-test/pgcluster.py: as root, initdb, postgres and psql run as the ordinary user "sequin_test"
-(created if missing) via runuser, with the environment passed through.  Ends with
-"N passed, M failed"; exits 1 on any failure, and then keeps its temp dir (and prints where it is
-and the tail of the server log).
+The phases run once, in module-scoped fixtures, whatever tests are selected; each test only
+asserts on a phase's snapshot.  Progress and figures are printed as the run goes.  After a failure
+the cluster's directory is kept (conftest.py).
 
-Usage:  python3 test/fault_test.py [--ids N] [--seed S] [--keep] [--skip-durability]
+    /usr/bin/python3 -m pytest test/test_fault.py [--fault-ids N] [--fault-seed S] [--keep]
+        [--skip-durability] [-k NAME]
 """
 
-import argparse
 import copy
 import json
 import os
 import random
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
+from types import SimpleNamespace
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -106,87 +106,46 @@ CREATE TABLE {HARD_TABLE} (
 );
 """
 
+CLUSTER_SETTINGS = dict(pgcluster.PRELOAD_SETTINGS, **{"sequin_sync.backoff_max": "'2s'"})
+CLUSTER_PREFIX = "sequin_fault_"
+
+_say = print
+
 
 def log(msg):
-    print(msg, flush=True)
+    """Progress, printed at once (conftest.py's say, set by the `stream` fixture)."""
+    _say(msg)
 
 
-class Failed(Exception):
-    pass
+def wait_until(what, cond, timeout):
+    """pgcluster.wait_until, polling every POLL_S."""
+    return pgcluster.wait_until(what, cond, timeout, POLL_S)
 
 
-# --------------------------------------------------------------------------------------------
-# Checks
-# --------------------------------------------------------------------------------------------
+class Env:
+    """The module's cluster (its methods are the Env's: psql, scalar, query_json, pg_ctl, run,
+    server_log, port, bindir ...) plus the fake consumer."""
 
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-        self.failures = []
+    def __init__(self, cluster, fake):
+        self.cluster = cluster
+        self.fake = fake
 
-    def check(self, ok, name, detail=""):
-        if ok:
-            self.passed += 1
-            log(f"  ok    {name}")
-        else:
-            self.failed += 1
-            self.failures.append(name)
-            log(f"  FAIL  {name}" + (f": {detail}" if detail else ""))
-        return ok
-
-
-# --------------------------------------------------------------------------------------------
-# The cluster and the fake, run as an ordinary user
-# --------------------------------------------------------------------------------------------
-
-FAULT_SETTINGS = {
-    "shared_preload_libraries": "'sequin_sync'",
-    "sequin_sync.database": "'postgres'",
-    "sequin_sync.backoff_max": "'2s'",
-    "max_worker_processes": "32",
-    "fsync": "off",
-    "log_line_prefix": "'%m [%p] %b '",
-}
-
-
-class Env(pgcluster.Cluster):
-    """The cluster (test/pgcluster.py) plus the fake Sequin consumer."""
-
-    def __init__(self):
-        # keep=True: main() removes the directory itself, and keeps it after a failure.
-        super().__init__(FAULT_SETTINGS, keep=True, prefix="sequin_fault_")
-        self.fake = None
+    def __getattr__(self, name):
+        return getattr(self.cluster, name)
 
     @property
     def tmp(self):
-        return self.dir
+        return self.cluster.dir
 
     @property
     def fake_port(self):
         return self.fake.port
-
-    def start_fake(self):
-        self.fake = pgcluster.FakeSequin(os.path.join(HERE, "fake_sequin.py"), self.dir)
-        self.fake.start()
-
-    def stop_fake(self):
-        if self.fake is not None:
-            self.fake.stop()
 
     def http(self, method, path, doc=None, raw=None):
         return self.fake.http(method, path, doc, raw, timeout=30)
 
     def stats(self):
         return self.http("GET", f"/admin/consumers/{CONSUMER}/stats")
-
-
-def wait_until(what, cond, timeout):
-    """pgcluster.wait_until, polling every POLL_S, raising Failed after timeout."""
-    try:
-        return pgcluster.wait_until(what, cond, timeout, POLL_S)
-    except TimeoutError as e:
-        raise Failed(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,21 +305,21 @@ STATUS_SQL = ("SELECT consumer, state, workers, received, inserted, updated, del
               "dead_lettered, acked, pending, last_error FROM sequin_sync.status")
 
 
-def run(env, checks, args, figures):
+def stream_phase(env, ids, seed, figures):
+    """Phase 1: the stream with faults, kills and an immediate restart, then the drain.  Returns
+    what the checks need: the data set, the kill rounds, the drain's problems, a snapshot."""
     t_start = time.monotonic()
-    messages, soft_newest, hard_newest, poison = build_records(args.ids, args.seed)
+    messages, soft_newest, hard_newest, poison = build_records(ids, seed)
     figures["ids"] = len(soft_newest) + len(hard_newest)
     figures["messages"] = len(messages)
     figures["poison"] = len(poison)
     log(f"data: {len(soft_newest)} {SOFT_COLL} ids (soft), {len(hard_newest)} {HARD_COLL} ids "
         f"(hard), {len(poison)} poison records, {len(messages)} messages with duplicates")
 
-    env.start()
     env.psql(SCHEMA)
-    env.start_fake()
     env.http("POST", "/admin/consumers", {"id": CONSUMER, "token": TOKEN,
                                           "ack_wait_ms": ACK_WAIT_MS, "max_ack_pending": 1000})
-    fault_cfg = dict(FAULTS, seed=args.seed)
+    fault_cfg = dict(FAULTS, seed=seed)
     env.http("POST", f"/admin/consumers/{CONSUMER}/faults", fault_cfg)
     log(f"cluster in {env.tmp} (port {env.port}); fake Sequin on 127.0.0.1:"
         f"{env.fake_port}; faults on: {json.dumps(FAULTS)}")
@@ -391,6 +350,7 @@ COMMIT;
     figures["workers killed"] = 0
     figures["launchers killed"] = 0
     kills_that_hit = 0
+    launchers_terminated = []
     t_stream = time.monotonic()
     for i in range(1, nchunks):
         # One chunk every CHUNK_EVERY_S: the stream, and the faults, last ~25 s.
@@ -413,7 +373,7 @@ COMMIT;
         elif ev == "kill launcher":
             n = kill(env, "sequin_sync launcher")
             figures["launchers killed"] += n
-            checks.check(n == 1, "the launcher was found and terminated", f"terminated {n}")
+            launchers_terminated.append(n)
             t0 = time.monotonic()
             wait_until("a new launcher", lambda: (worker_pids(env)[1] - old_l), 30)
             secs = wait_workers_back(env, old_w, "workers to come back after the launcher was killed")
@@ -427,8 +387,6 @@ COMMIT;
                 f"({outstanding} messages outstanding); syncing again after "
                 f"{time.monotonic() - t0:.1f} s")
     rounds = sum(1 for e in events.values() if e == "kill workers")
-    checks.check(kills_that_hit == rounds, "every pg_terminate_backend round hit running workers",
-                 f"{kills_that_hit} of {rounds} rounds found workers")
     figures["published"] = published
 
     # Faults off (their counters go with them: keep them); everything must now drain.
@@ -437,14 +395,16 @@ COMMIT;
     env.http("POST", f"/admin/consumers/{CONSUMER}/faults", {})
     log(f"  [{time.monotonic() - t_start:5.1f}s] all published, faults cleared "
         f"({faults_stats['outstanding']} outstanding); waiting for the drain")
-    drain_and_settle(env, checks, t_start)
+    drain_problems = drain_and_settle(env, t_start)
     figures["elapsed"] = time.monotonic() - t_start
-
-    verify(env, checks, figures, soft_newest, hard_newest, poison, published)
-    if not args.skip_durability:
-        durability_phase(env, checks, figures, args, soft_newest, hard_newest)
-    dump_restore_phase(env, checks)
-    check_log(env, checks)
+    snap = snapshot(env)
+    figures["fake stats"] = snap.fake_stats    # of phase 1
+    figures["status"] = snap.status[0] if len(snap.status) == 1 else {}
+    figures["dead letters"] = len(snap.dead_letters)
+    return SimpleNamespace(env=env, soft_newest=soft_newest, hard_newest=hard_newest, poison=poison,
+                           published=published, launchers_terminated=launchers_terminated,
+                           kill_rounds=rounds, kills_that_hit=kills_that_hit,
+                           drain_problems=drain_problems, snap=snap)
 
 
 CONFIG_SNAPSHOT = """
@@ -461,9 +421,10 @@ SELECT json_build_object(
 """
 
 
-def dump_restore_phase(env, checks):
-    """pg_dump keeps the configuration: dump the database, drop the extension and the tables,
-    restore, and compare consumers, mappings, dead letters and tombstones."""
+def dump_restore_phase(env):
+    """Phase 3, pg_dump keeps the configuration: dump the database, drop the extension and the
+    tables, restore; returns the configuration (consumers, mappings, dead letters, tombstones)
+    before and after."""
     log("phase 3: pg_dump and pg_restore keep the configuration")
     before = json.loads(env.scalar(CONFIG_SNAPSHOT))
     dump = os.path.join(env.tmp, "dump.custom")
@@ -474,14 +435,14 @@ def dump_restore_phase(env, checks):
     env.run([os.path.join(env.bindir, "pg_restore"), "-h", env.tmp, "-p", str(env.port),
              "-U", "postgres", "-d", "postgres", "--exit-on-error", dump])
     after = json.loads(env.scalar(CONFIG_SNAPSHOT))
-    checks.check(after == before, "pg_dump/pg_restore: consumers (token included), mappings, dead letters, "
-                                  "tombstones and rows come back as they were",
-                 f"before {json.dumps(before)[:400]}\nafter  {json.dumps(after)[:400]}")
+    return before, after
 
 
-def drain_and_settle(env, checks, t_start):
+def drain_and_settle(env, t_start):
     """Waits (bounded) until the fake has nothing outstanding, then until the workers are idle
-    and the counters stop moving (a stale delivery may still be applying after the last ack)."""
+    and the counters stop moving (a stale delivery may still be applying after the last ack).
+    Returns what went wrong (empty: drained and settled)."""
+    problems = []
     t_drain = time.monotonic()
     last_report = [t_drain]
 
@@ -494,10 +455,9 @@ def drain_and_settle(env, checks, t_start):
         return st["outstanding"] == 0
     try:
         wait_until("every message to be acknowledged", drained, DRAIN_TIMEOUT_S)
-        checks.check(True, f"drained: every message acknowledged "
-                           f"(in {time.monotonic() - t_drain:.1f} s)")
-    except Failed as e:
-        checks.check(False, "every message acknowledged", str(e))
+        log(f"  drained: every message acknowledged (in {time.monotonic() - t_drain:.1f} s)")
+    except TimeoutError as e:
+        problems.append(f"not every message was acknowledged: {e}")
 
     stable = {"last": None, "since": time.monotonic()}
 
@@ -512,11 +472,12 @@ def drain_and_settle(env, checks, t_start):
         return rows and rows[0]["state"] == "idle" and now - stable["since"] >= 1.0
     try:
         wait_until("the workers to go idle and the counters to settle", settled, 30)
-    except Failed as e:
-        checks.check(False, "workers idle and counters stable after the drain", str(e))
+    except TimeoutError as e:
+        problems.append(f"workers not idle or counters not stable after the drain: {e}")
+    return problems
 
 
-def durability_phase(env, checks, figures, args, soft_newest, hard_newest):
+def durability_phase(env, figures, seed, soft_newest, hard_newest):
     """Phase 2: an acknowledgement must follow a DURABLE commit.
 
     The worker acks a batch once its transaction commits; Sequin then forgets the messages for
@@ -529,15 +490,15 @@ def durability_phase(env, checks, figures, args, soft_newest, hard_newest):
     deterministic; with the default 200 ms the loss happens less often, but it happens."""
     t_start = time.monotonic()
     log("phase 2: durability - synchronous_commit = off, crash right after an ack, twice")
-    soft2 = generate(SOFT_COLL, count=600, versions=2, delete_fraction=0.1, seed=args.seed + 7,
+    soft2 = generate(SOFT_COLL, count=600, versions=2, delete_fraction=0.1, seed=seed + 7,
                      shuffle=True)
-    hard2 = generate(HARD_COLL, count=600, versions=2, delete_fraction=0.2, seed=args.seed + 8,
+    hard2 = generate(HARD_COLL, count=600, versions=2, delete_fraction=0.2, seed=seed + 8,
                      shuffle=True)
     env.psql("ALTER SYSTEM SET synchronous_commit = off;\n"
              "ALTER SYSTEM SET wal_writer_delay = '10s';\n"
              "SELECT pg_reload_conf();")
     msgs = soft2 + hard2
-    random.Random(args.seed).shuffle(msgs)
+    random.Random(seed).shuffle(msgs)
     for half in (msgs[:len(msgs) // 2], msgs[len(msgs) // 2:]):
         # Publish, then crash the moment an acknowledgement lands (tight, bounded poll).
         acked0 = env.stats()["acked"]
@@ -550,165 +511,62 @@ def durability_phase(env, checks, figures, args, soft_newest, hard_newest):
         log(f"  [{time.monotonic() - t_start:5.1f}s] pg_ctl restart -m immediate just after an "
             f"ack ({st['acked'] - acked0} messages acked since the last look, "
             f"{st['outstanding']} outstanding)")
-    drain_and_settle(env, checks, t_start)
+    drain_problems = drain_and_settle(env, t_start)
     env.psql("ALTER SYSTEM RESET synchronous_commit;\n"
              "ALTER SYSTEM RESET wal_writer_delay;\n"
              "SELECT pg_reload_conf();")
     soft_all = dict(soft_newest, **newest_by_id(soft2))
     hard_all = dict(hard_newest, **newest_by_id(hard2))
-    verify_tables(env, checks, figures, soft_all, hard_all,
-                  label="after crashes with synchronous_commit = off: ")
+    snap = snapshot(env)
     figures["phase 2 elapsed"] = time.monotonic() - t_start
+    return SimpleNamespace(soft_newest=soft_all, hard_newest=hard_all, drain_problems=drain_problems,
+                           snap=snap)
 
 
-def verify_tables(env, checks, figures, soft_newest, hard_newest, label=""):
-    """Both tables and the tombstones against the expected state; returns the hard table's rows.
-    The number of ids whose row is missing or not at its newest version goes to figures."""
-    soft_rows = env.query_json(
-        "SELECT id, updated_idx, deleted, email, name, balance, "
-        "EXTRACT(epoch FROM created)::bigint AS created, metadata, address_city "
-        f"FROM {SOFT_TABLE}")
-    actual = {r["id"]: r for r in soft_rows}
+def snapshot(env):
+    """Everything the checks compare, read once a phase has settled: the tables, tombstones, dead
+    letters, the fake's counters and sequin_sync.status."""
+    return SimpleNamespace(
+        soft_rows=env.query_json(
+            "SELECT id, updated_idx, deleted, email, name, balance, "
+            "EXTRACT(epoch FROM created)::bigint AS created, metadata, address_city "
+            f"FROM {SOFT_TABLE}"),
+        hard_rows=env.query_json(
+            "SELECT id, updated_idx, first_name, last_name, email, score, annual_revenue "
+            f"FROM {HARD_TABLE}"),
+        tombstones={r["id"]: r["updated_idx"] for r in env.query_json(
+            f"SELECT id, updated_idx FROM sequin_sync.tombstones WHERE target = '{HARD_TABLE}'::regclass")},
+        other_tombstones=int(env.scalar("SELECT count(*) FROM sequin_sync.tombstones "
+                                        f"WHERE target <> '{HARD_TABLE}'::regclass")),
+        dead_letters=env.query_json("SELECT consumer, collection, record, record_text, error, sqlstate, "
+                                    "attempts FROM sequin_sync.dead_letters"),
+        fake_stats=env.stats(),
+        status=env.query_json(STATUS_SQL))
+
+
+def table_checks(snap, soft_newest, hard_newest):
+    """The tables against the expected state: {check: (ok, detail)}, and how many ids are not at
+    their newest version (missing, wrong, unexpected, tombstone missing)."""
+    out = {}
+    actual = {r["id"]: r for r in snap.soft_rows}
     expected = {i: expected_soft_row(r) for i, r in soft_newest.items()}
-    ok, detail = compare_rows("soft", actual, expected)
+    out["soft"] = compare_rows("soft", actual, expected)
     wrong = sum(1 for i in expected if actual.get(i) != expected[i]) + len(set(actual) - set(expected))
-    n_soft_deleted = sum(1 for r in soft_newest.values() if r["deleted"])
-    checks.check(ok, f"{label}{SOFT_TABLE} equals the newest version of each of its {len(expected)} "
-                     f"ids ({n_soft_deleted} soft-deleted rows)", detail)
-    figures["rows " + SOFT_TABLE] = len(soft_rows)
 
-    hard_rows = env.query_json(
-        "SELECT id, updated_idx, first_name, last_name, email, score, annual_revenue "
-        f"FROM {HARD_TABLE}")
-    actual = {r["id"]: r for r in hard_rows}
+    actual = {r["id"]: r for r in snap.hard_rows}
     expected = {i: expected_hard_row(r) for i, r in hard_newest.items() if not r["deleted"]}
     hard_deleted = {i: r["updated_idx"] for i, r in hard_newest.items() if r["deleted"]}
-    ok, detail = compare_rows("hard", actual, expected)
+    out["hard"] = compare_rows("hard", actual, expected)
     wrong += sum(1 for i in expected if actual.get(i) != expected[i]) + len(set(actual) - set(expected))
-    checks.check(ok, f"{label}{HARD_TABLE} equals the newest live version of each id "
-                     f"({len(expected)} rows, {len(hard_deleted)} hard-deleted ids absent)", detail)
-    figures["rows " + HARD_TABLE] = len(hard_rows)
 
-    tomb = env.query_json("SELECT id, updated_idx FROM sequin_sync.tombstones "
-                          f"WHERE target = '{HARD_TABLE}'::regclass")
-    tomb = {r["id"]: r["updated_idx"] for r in tomb}
-    checks.check(tomb == hard_deleted,
-                 f"{label}one tombstone per hard-deleted id, at its deleted version ({len(tomb)})",
-                 f"{len(set(hard_deleted) - set(tomb))} missing, "
-                 f"{len(set(tomb) - set(hard_deleted))} extra, "
-                 f"{sum(1 for k in tomb if k in hard_deleted and tomb[k] != hard_deleted[k])} wrong")
+    tomb = snap.tombstones
+    out["tombstones"] = (tomb == hard_deleted,
+                         f"{len(set(hard_deleted) - set(tomb))} missing, "
+                         f"{len(set(tomb) - set(hard_deleted))} extra, "
+                         f"{sum(1 for k in tomb if k in hard_deleted and tomb[k] != hard_deleted[k])} wrong")
     wrong += len(set(hard_deleted) - set(tomb))
-    other_tomb = int(env.scalar("SELECT count(*) FROM sequin_sync.tombstones "
-                                f"WHERE target <> '{HARD_TABLE}'::regclass"))
-    checks.check(other_tomb == 0, f"{label}no tombstone for the soft-delete table",
-                 f"{other_tomb} found")
-    figures[label + "ids not at their newest version"] = wrong
-    return hard_rows
-
-
-def verify(env, checks, figures, soft_newest, hard_newest, poison, published):
-    log("checks:")
-    hard_rows = verify_tables(env, checks, figures, soft_newest, hard_newest)
-
-    # -- dead letters --
-    dl = env.query_json("SELECT consumer, collection, record, record_text, error, sqlstate, attempts "
-                        "FROM sequin_sync.dead_letters")
-    parked = {}
-    unparseable = 0
-    for r in dl:
-        rec = r["record"]
-        if rec is None and r["record_text"] is not None:
-            try:
-                rec = json.loads(r["record_text"])
-            except ValueError:
-                rec = None
-        if not isinstance(rec, dict):
-            unparseable += 1
-            continue
-        parked.setdefault(rec.get("id"), []).append(r)
-    figures["dead letters"] = len(dl)
-    missing = [i for i in poison if i not in parked]
-    checks.check(not missing, f"every poison record ({len(poison)}) is in dead_letters",
-                 f"missing: {[(i, poison[i][2]) for i in missing]}")
-    # A poison record parked again (redelivered after a lost ack, or delivered twice) updates its
-    # row and counts an attempt: one row per poison record, never a copy.
-    copies = [i for i, v in parked.items() if i in poison and len(v) > 1]
-    checks.check(not copies, "each poison record is parked in exactly one row (redeliveries count attempts)",
-                 f"{len(copies)} poison ids have several rows")
-    extra = [i for i in parked if i not in poison]
-    checks.check(not extra and unparseable == 0, "no other record was parked",
-                 f"{len(extra)} non-poison ids parked (e.g. "
-                 f"{[(i, parked[i][0]['error']) for i in extra[:3]]}), {unparseable} unreadable")
-    bad = []
-    for i, rows in parked.items():
-        if i not in poison:
-            continue
-        coll, sqlstate, what = poison[i]
-        for r in rows:
-            if r["sqlstate"] != sqlstate or r["collection"] != coll or r["consumer"] != CONSUMER:
-                bad.append((what, r["sqlstate"], r["collection"], r["error"]))
-    checks.check(not bad, "each parked poison record has its expected SQLSTATE, collection and "
-                          "consumer", f"{bad[:4]}")
-    nul_id = [i for i, p in poison.items() if p[1] == "22P05"]
-    nul_rows = [r for i in nul_id for r in parked.get(i, [])]
-    checks.check(bool(nul_rows) and all(r["record"] is None and r["record_text"] for r in nul_rows),
-                 "the record jsonb cannot hold is kept as record_text",
-                 json.dumps(nul_rows)[:300])
-    figures["poison re-parked"] = sum(r["attempts"] - 1 for i, v in parked.items() if i in poison for r in v)
-
-    # -- the fake's books --
-    st = env.stats()
-    figures["fake stats"] = st    # of phase 1
-    checks.check(st["published"] == published and st["acked"] == published and st["outstanding"] == 0,
-                 "fake: acked == published, nothing outstanding",
-                 f"published {st['published']}, acked {st['acked']}, outstanding {st['outstanding']}")
-
-    # -- status coherence --
-    check_status(env, checks, figures, st, soft_newest, hard_newest, hard_rows, sum(r["attempts"] for r in dl))
-
-
-
-def check_status(env, checks, figures, st, soft_newest, hard_newest, hard_rows, n_dead):
-    """The durable counters are written in the same transaction as each batch, so:
-      received = inserted + updated + deleted + skipped + dead_lettered  (each record is one)
-      deleted  = soft ids whose newest is a delete + hard-deleted ids  (each counted once)
-      inserted: soft rows (never removed) + live hard rows, plus hard ids inserted then deleted
-      dead_lettered = the attempts of all dead letters (none retried or removed)
-      published <= received <= delivered  (each message was in >= 1 committed batch)
-      acked <= received; acked >= fake acked - WORKERS * BATCH_SIZE (the immediate restart may
-      lose the acks of the last batch per worker, counted in shared memory only until the next
-      batch)."""
-    rows = env.query_json(STATUS_SQL)
-    if not checks.check(len(rows) == 1, "sequin_sync.status has one row", json.dumps(rows)):
-        return
-    s = rows[0]
-    figures["status"] = s
-    total = s["inserted"] + s["updated"] + s["deleted"] + s["skipped"] + s["dead_lettered"]
-    checks.check(s["received"] == total,
-                 "status: received = inserted + updated + deleted + skipped + dead_lettered",
-                 f"received {s['received']}, sum {total}")
-    n_soft = len(soft_newest)
-    soft_del = sum(1 for r in soft_newest.values() if r["deleted"])
-    hard_del = sum(1 for r in hard_newest.values() if r["deleted"])
-    checks.check(s["deleted"] == soft_del + hard_del,
-                 "status: deleted = soft-deleted ids + hard-deleted ids (each once)",
-                 f"deleted {s['deleted']}, expected {soft_del} + {hard_del}")
-    lo = n_soft + len(hard_rows)
-    hi = lo + hard_del
-    checks.check(lo <= s["inserted"] <= hi, "status: inserted within [rows, rows + hard-deleted ids]",
-                 f"inserted {s['inserted']}, expected {lo}..{hi}")
-    checks.check(s["dead_lettered"] == n_dead, "status: dead_lettered = the attempts of all dead letters",
-                 f"{s['dead_lettered']} vs {n_dead}")
-    checks.check(st["published"] <= s["received"] <= st["delivered"],
-                 "status: published <= received <= delivered",
-                 f"{st['published']} <= {s['received']} <= {st['delivered']}")
-    checks.check(st["acked"] - WORKERS * BATCH_SIZE <= s["acked"] <= s["received"],
-                 "status: acked within [fake acked - one batch per worker, received]",
-                 f"acked {s['acked']}, fake acked {st['acked']}, received {s['received']}")
-    checks.check(s["state"] == "idle" and s["workers"] == WORKERS,
-                 f"status: state idle with {WORKERS} workers",
-                 f"state {s['state']}, workers {s['workers']}")
-
+    out["soft tombstones"] = (snap.other_tombstones == 0, f"{snap.other_tombstones} found")
+    return out, wrong
 
 CRASH_PATTERNS = [
     (re.compile(r"\bPANIC:"), "PANIC"),
@@ -724,10 +582,10 @@ CRASH_PATTERNS = [
 ]
 
 
-def check_log(env, checks):
-    """No crash anywhere, except the immediate restart's own shutdown and recovery lines (from
-    'received immediate shutdown request' to the next 'ready to accept connections')."""
-    text = env.server_log()
+def crash_lines(text):
+    """The server log's crash lines, except the immediate restarts' own shutdown and recovery
+    lines (from 'received immediate shutdown request' to the next 'ready to accept
+    connections'), and its "exited unexpectedly" lines."""
     in_restart = False
     hits = []
     for line in text.splitlines():
@@ -744,13 +602,8 @@ def check_log(env, checks):
             if rx.search(line):
                 hits.append(line)
                 break
-    checks.check(not hits, "server log: no PANIC, crash or crash recovery (but the immediate "
-                           "restart's own)", "\n        " + "\n        ".join(hits[:8]))
     unexpected = [ln for ln in text.splitlines() if "exited unexpectedly" in ln]
-    checks.check(not unexpected, "server log: the launcher saw no worker exit unexpectedly "
-                                 "(pg_terminate_backend is a clean stop)",
-                 "\n        " + "\n        ".join(unexpected[:5]))
-
+    return hits, unexpected
 
 def print_figures(figures):
     st = figures.get("fake stats", {})
@@ -788,51 +641,262 @@ def print_figures(figures):
         log(f"  phase 2 elapsed: {figures['phase 2 elapsed']:.1f} s")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ids", type=int, default=3000, help="distinct record ids (two collections)")
-    ap.add_argument("--seed", type=int, default=20241110)
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir even on success")
-    ap.add_argument("--skip-durability", action="store_true",
-                    help="skip phase 2 (crashes right after an ack with synchronous_commit = off)")
-    args = ap.parse_args()
+# --------------------------------------------------------------------------------------------
+# The phases, once per module
+# --------------------------------------------------------------------------------------------
 
-    t0 = time.monotonic()
-    checks = Checks()
+def check_tables(phase, figures, label=""):
+    """phase.tables: the table checks of its snapshot; the figures get the rows and the number
+    of ids not at their newest version."""
+    phase.tables, wrong = table_checks(phase.snap, phase.soft_newest, phase.hard_newest)
+    figures[label + "ids not at their newest version"] = wrong
+    figures["rows " + SOFT_TABLE] = len(phase.snap.soft_rows)
+    figures["rows " + HARD_TABLE] = len(phase.snap.hard_rows)
+
+
+@pytest.fixture(scope="module")
+def stream(cluster, fake, request, say):
+    """Phase 1 (see stream_phase); the figures are printed when the module ends."""
+    global _say
+    _say = say
     figures = {}
-    env = Env()
-    crashed = None
     try:
-        run(env, checks, args, figures)
-    except (Failed, pgcluster.ClusterError) as e:
-        crashed = str(e)
-    except Exception as e:   # a bug in the test, or something unexpected: still clean up
-        import traceback
-        traceback.print_exc()
-        crashed = repr(e)
+        st = stream_phase(Env(cluster, fake), request.config.getoption("--fault-ids"),
+                          request.config.getoption("--fault-seed"), figures)
+        st.figures = figures
+        check_tables(st, figures)
+        parked, _ = parked_records(st)
+        figures["poison re-parked"] = sum(r["attempts"] - 1 for i, v in parked.items()
+                                          if i in st.poison for r in v)
+        yield st
     finally:
-        if crashed is not None:
-            checks.check(False, "the test ran to the end", crashed)
-        try:
-            print_figures(figures)
-        except Exception as e:
-            log(f"(could not print figures: {e!r})")
-        env.stop()       # keeps the directory (keep=True): removed below unless needed
-        env.stop_fake()
-        log(f"run time: {time.monotonic() - t0:.1f} s")
-        if env.tmp:
-            if checks.failed or args.keep:
-                log(f"kept {env.tmp} (server.log, fake.log, data/)")
-                if checks.failed:
-                    tail = env.server_log().splitlines()[-40:]
-                    log("--- tail of server.log ---")
-                    for line in tail:
-                        log("  " + line)
-            else:
-                shutil.rmtree(env.tmp, ignore_errors=True)
-    log(f"{checks.passed} passed, {checks.failed} failed")
-    return 1 if checks.failed else 0
+        print_figures(figures)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@pytest.fixture(scope="module")
+def durability(stream, request):
+    """Phase 2 (see durability_phase)."""
+    if request.config.getoption("--skip-durability"):
+        pytest.skip("--skip-durability")
+    d = durability_phase(stream.env, stream.figures, request.config.getoption("--fault-seed"),
+                         stream.soft_newest, stream.hard_newest)
+    check_tables(d, stream.figures, "after crashes with synchronous_commit = off: ")
+    return d
+
+
+@pytest.fixture(scope="module")
+def dump_restore(stream, request):
+    """Phase 3, after phase 2 (unless skipped): the configuration before and after."""
+    if not request.config.getoption("--skip-durability"):
+        request.getfixturevalue("durability")
+    return dump_restore_phase(stream.env)
+
+
+@pytest.fixture(scope="module")
+def after_stream(stream):
+    return stream.tables
+
+
+@pytest.fixture(scope="module")
+def after_crashes(durability):
+    return durability.tables
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 1: the stream
+# --------------------------------------------------------------------------------------------
+
+def test_the_launcher_was_found_and_terminated(stream):
+    assert stream.launchers_terminated == [1], f"terminated {stream.launchers_terminated}"
+
+
+def test_every_pg_terminate_backend_round_hit_running_workers(stream):
+    assert stream.kills_that_hit == stream.kill_rounds, \
+        f"{stream.kills_that_hit} of {stream.kill_rounds} rounds found workers"
+
+
+def test_drained_every_message_acknowledged(stream):
+    assert not stream.drain_problems, "; ".join(stream.drain_problems)
+
+
+# The tables after phase 1 (after_stream), and again after phase 2's crashes with
+# synchronous_commit = off (after_crashes): each check of table_checks() in each phase.
+TABLE_PHASES = ["after_stream", "after_crashes"]
+TABLE_CHECKS = {
+    "soft": "public.customers_soft holds the newest version of each id, soft-deleted rows included",
+    "hard": "public.contacts_hard holds the newest live version of each id; hard-deleted ids absent",
+    "tombstones": "one tombstone per hard-deleted id, at its deleted version",
+    "soft tombstones": "no tombstone for the soft-delete table",
+}
+
+
+@pytest.mark.parametrize("phase", TABLE_PHASES)
+@pytest.mark.parametrize("check", list(TABLE_CHECKS))
+def test_tables(request, phase, check):
+    ok, detail = request.getfixturevalue(phase)[check]
+    assert ok, f"{TABLE_CHECKS[check]}: {detail}"
+
+
+def parked_records(stream):
+    """{record id: [dead letter rows]} and how many dead letters hold no readable record."""
+    parked = {}
+    unparseable = 0
+    for r in stream.snap.dead_letters:
+        rec = r["record"]
+        if rec is None and r["record_text"] is not None:
+            try:
+                rec = json.loads(r["record_text"])
+            except ValueError:
+                rec = None
+        if not isinstance(rec, dict):
+            unparseable += 1
+            continue
+        parked.setdefault(rec.get("id"), []).append(r)
+    return parked, unparseable
+
+
+def test_every_poison_record_is_in_dead_letters(stream):
+    parked, _ = parked_records(stream)
+    missing = [i for i in stream.poison if i not in parked]
+    assert not missing, f"missing: {[(i, stream.poison[i][2]) for i in missing]}"
+
+
+def test_each_poison_record_is_parked_in_exactly_one_row(stream):
+    """A poison record parked again (redelivered after a lost ack, or delivered twice) updates
+    its row and counts an attempt: one row per poison record, never a copy."""
+    parked, _ = parked_records(stream)
+    copies = [i for i, v in parked.items() if i in stream.poison and len(v) > 1]
+    assert not copies, f"{len(copies)} poison ids have several rows"
+
+
+def test_no_other_record_was_parked(stream):
+    parked, unparseable = parked_records(stream)
+    extra = [i for i in parked if i not in stream.poison]
+    assert not extra and unparseable == 0, \
+        (f"{len(extra)} non-poison ids parked (e.g. {[(i, parked[i][0]['error']) for i in extra[:3]]}), "
+         f"{unparseable} unreadable")
+
+
+def test_each_parked_poison_record_has_its_sqlstate_collection_and_consumer(stream):
+    parked, _ = parked_records(stream)
+    bad = []
+    for i, rows in parked.items():
+        if i not in stream.poison:
+            continue
+        coll, sqlstate, what = stream.poison[i]
+        for r in rows:
+            if r["sqlstate"] != sqlstate or r["collection"] != coll or r["consumer"] != CONSUMER:
+                bad.append((what, r["sqlstate"], r["collection"], r["error"]))
+    assert not bad, f"{bad[:4]}"
+
+
+def test_the_record_jsonb_cannot_hold_is_kept_as_record_text(stream):
+    parked, _ = parked_records(stream)
+    nul_id = [i for i, p in stream.poison.items() if p[1] == "22P05"]
+    nul_rows = [r for i in nul_id for r in parked.get(i, [])]
+    assert nul_rows and all(r["record"] is None and r["record_text"] for r in nul_rows), \
+        json.dumps(nul_rows)[:300]
+
+
+def test_fake_acked_everything_published_nothing_outstanding(stream):
+    st = stream.snap.fake_stats
+    assert st["published"] == stream.published and st["acked"] == stream.published and \
+        st["outstanding"] == 0, \
+        f"published {st['published']}, acked {st['acked']}, outstanding {st['outstanding']}"
+
+
+# sequin_sync.status against the tables.  The durable counters are written in the same
+# transaction as each batch, so:
+#   received = inserted + updated + deleted + skipped + dead_lettered  (each record is one)
+#   deleted  = soft ids whose newest is a delete + hard-deleted ids  (each counted once)
+#   inserted: soft rows (never removed) + live hard rows, plus hard ids inserted then deleted
+#   dead_lettered = the attempts of all dead letters (none retried or removed)
+#   published <= received <= delivered  (each message was in >= 1 committed batch)
+#   acked <= received; acked >= fake acked - WORKERS * BATCH_SIZE (the immediate restart may
+#   lose the acks of the last batch per worker, counted in shared memory only until the next
+#   batch).
+
+def status_row(stream):
+    rows = stream.snap.status
+    assert len(rows) == 1, f"sequin_sync.status has {len(rows)} rows: {json.dumps(rows)}"
+    return rows[0]
+
+
+def test_status_has_one_row(stream):
+    status_row(stream)
+
+
+def test_status_received_is_the_sum_of_the_outcomes(stream):
+    s = status_row(stream)
+    total = s["inserted"] + s["updated"] + s["deleted"] + s["skipped"] + s["dead_lettered"]
+    assert s["received"] == total, f"received {s['received']}, sum {total}"
+
+
+def test_status_deleted_counts_each_deleted_id_once(stream):
+    s = status_row(stream)
+    soft_del = sum(1 for r in stream.soft_newest.values() if r["deleted"])
+    hard_del = sum(1 for r in stream.hard_newest.values() if r["deleted"])
+    assert s["deleted"] == soft_del + hard_del, f"deleted {s['deleted']}, expected {soft_del} + {hard_del}"
+
+
+def test_status_inserted_within_rows_and_rows_plus_hard_deleted_ids(stream):
+    s = status_row(stream)
+    hard_del = sum(1 for r in stream.hard_newest.values() if r["deleted"])
+    lo = len(stream.soft_newest) + len(stream.snap.hard_rows)
+    hi = lo + hard_del
+    assert lo <= s["inserted"] <= hi, f"inserted {s['inserted']}, expected {lo}..{hi}"
+
+
+def test_status_dead_lettered_is_the_attempts_of_all_dead_letters(stream):
+    s = status_row(stream)
+    n_dead = sum(r["attempts"] for r in stream.snap.dead_letters)
+    assert s["dead_lettered"] == n_dead, f"{s['dead_lettered']} vs {n_dead}"
+
+
+def test_status_published_le_received_le_delivered(stream):
+    s = status_row(stream)
+    st = stream.snap.fake_stats
+    assert st["published"] <= s["received"] <= st["delivered"], \
+        f"{st['published']} <= {s['received']} <= {st['delivered']}"
+
+
+def test_status_acked_within_fake_acked_minus_a_batch_per_worker_and_received(stream):
+    s = status_row(stream)
+    st = stream.snap.fake_stats
+    assert st["acked"] - WORKERS * BATCH_SIZE <= s["acked"] <= s["received"], \
+        f"acked {s['acked']}, fake acked {st['acked']}, received {s['received']}"
+
+
+def test_status_idle_with_all_workers(stream):
+    s = status_row(stream)
+    assert s["state"] == "idle" and s["workers"] == WORKERS, f"state {s['state']}, workers {s['workers']}"
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 2: crashes right after acks with synchronous_commit = off (the tables: see above)
+# --------------------------------------------------------------------------------------------
+
+def test_durability_drained_every_message_acknowledged(durability):
+    assert not durability.drain_problems, "; ".join(durability.drain_problems)
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 3 and the server log
+# --------------------------------------------------------------------------------------------
+
+def test_pg_dump_and_pg_restore_keep_consumers_mappings_dead_letters_tombstones_rows(dump_restore):
+    """Consumers (token included), mappings, dead letters, tombstones and rows come back."""
+    before, after = dump_restore
+    assert after == before, f"before {json.dumps(before)[:400]}\nafter  {json.dumps(after)[:400]}"
+
+
+def test_server_log_no_panic_crash_or_crash_recovery(stream, dump_restore):
+    """... but the immediate restarts' own."""
+    hits, _ = crash_lines(stream.env.server_log())
+    assert not hits, "\n        " + "\n        ".join(hits[:8])
+
+
+def test_server_log_no_worker_exited_unexpectedly(stream, dump_restore):
+    """pg_terminate_backend is a clean stop: the launcher must not see an unexpected exit."""
+    _, unexpected = crash_lines(stream.env.server_log())
+    assert not unexpected, "\n        " + "\n        ".join(unexpected[:5])
