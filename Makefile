@@ -31,6 +31,8 @@ ISOLATION    = $(patsubst test/isolation/specs/%.spec,%,$(sort $(wildcard test/i
 ISOLATION_OPTS = --inputdir=test/isolation --use-existing
 
 PG_CONFIG ?= pg_config
+# `make test PG_CONFIG=/path/to/pg_config` tests against that installation: the scripts read it too.
+export PG_CONFIG
 
 # C++17; warnings are errors; Postgres' own CXXFLAGS come from pg_config.
 PG_CPPFLAGS  = -I$(srcdir)/src -DSEQUIN_SYNC_VERSION='"$(EXTVERSION)"'
@@ -59,10 +61,16 @@ ISOLATION_TESTDB = $(CONTRIB_TESTDB)
 # Postgres-side files never throw: built without exceptions.
 $(PG_SRCS:.cpp=.o): override CXXFLAGS += -fno-exceptions
 
-# Rebuild an object when a header it includes changes (shared structs must agree everywhere).
+# Rebuild an object when a header it includes changes (shared structs must agree everywhere), and
+# every object when the PostgreSQL it is built for or the sanitizer flag changes: the stamp file
+# holds both, and is rewritten only when they differ from the last build's.
 override CXXFLAGS += -MMD -MP
 -include $(OBJS:.o=.d)
-EXTRA_CLEAN += $(OBJS:.o=.d)
+BUILD_STAMP := .build-stamp
+BUILD_ID := $(shell $(PG_CONFIG) --version) $(shell $(PG_CONFIG) --includedir-server) SANITIZE=$(SANITIZE)
+$(shell [ "$$(cat $(BUILD_STAMP) 2>/dev/null)" = "$(BUILD_ID)" ] || echo "$(BUILD_ID)" > $(BUILD_STAMP))
+$(OBJS): $(BUILD_STAMP)
+EXTRA_CLEAN += $(OBJS:.o=.d) $(BUILD_STAMP)
 
 # The install script is kept as sql/sequin_sync.sql and copied to the versioned name at build time.
 all: $(EXTENSION)--$(EXTVERSION).sql

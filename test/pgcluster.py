@@ -33,7 +33,8 @@ class ClusterError(Exception):
 
 
 def pg_config(flag):
-    return subprocess.run(["pg_config", flag], check=True, capture_output=True, text=True).stdout.strip()
+    """The PostgreSQL under test: $PG_CONFIG (`make test PG_CONFIG=...` exports it), else PATH's."""
+    return subprocess.run([os.environ.get("PG_CONFIG") or "pg_config", flag], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def free_port():

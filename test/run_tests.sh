@@ -12,8 +12,9 @@
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-bindir=$(pg_config --bindir)
-pgxs_dir=$(dirname "$(dirname "$(dirname "$(pg_config --pgxs)")")")
+pg_config=${PG_CONFIG:-pg_config}
+bindir=$("$pg_config" --bindir)
+pgxs_dir=$(dirname "$(dirname "$(dirname "$("$pg_config" --pgxs)")")")
 pg_regress="$pgxs_dir/src/test/regress/pg_regress"
 pg_isolation_regress="$pgxs_dir/src/test/isolation/pg_isolation_regress"
 

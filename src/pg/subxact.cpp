@@ -27,7 +27,6 @@ IsTransient(const ErrorData *e)
 		case ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE:	 /* 55: lock not available */
 		case ERRCODE_OPERATOR_INTERVENTION:				 /* 57: cancel, shutdown */
 		case ERRCODE_SYSTEM_ERROR:						 /* 58: I/O */
-		case ERRCODE_SNAPSHOT_TOO_OLD:					 /* 72 */
 		case ERRCODE_CONFIG_FILE_ERROR:					 /* F0 */
 		case ERRCODE_INTERNAL_ERROR:					 /* XX */
 			return true;
