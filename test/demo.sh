@@ -90,7 +90,7 @@ if [ "${1:-start}" = stop ]; then
 fi
 [ "${1:-start}" = start ] || die "usage: bash test/demo.sh [start|stop]"
 
-[ -f "$(pg_config --sharedir)/extension/sequin_sync.control" ] ||
+[ -f "$("${PG_CONFIG:-pg_config}" --sharedir)/extension/sequin_sync.control" ] ||
 	die "sequin_sync is not installed: run 'make demo' (or 'make && make install' as root) first."
 
 if find_demo; then
