@@ -99,7 +99,7 @@ unit_tests() {
 		"$repo/test/unit/json_doc_test.cpp" -o "$out/json_doc_test" &&
 		(cd "$repo/test/unit" && "$out/json_doc_test") &&
 		echo "replaying the fuzz corpus:" &&
-		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
+		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" "$repo/src/core/record.cpp" \
 			"$repo/test/unit/fuzz_json_doc.cpp" "$repo/test/unit/fuzz_replay.cpp" -o "$out/fuzz_replay" &&
 		"$out/fuzz_replay" "$repo/test/unit/corpus/json_doc" "$repo/test/unit/fixtures" &&
 		echo "record layer:" &&
@@ -116,8 +116,8 @@ unit_tests() {
 http_client_test() {
 	local out="$work/unit"
 	mkdir -p "$out"
-	build_unit -I"$repo/src" "$repo/src/core/endpoint.cpp" "$repo/src/core/http_client.cpp" \
-		"$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
+	build_unit -I"$repo/src" "$repo/src/core/endpoint.cpp" "$repo/src/core/http_client.cpp" "$repo/src/core/next_reply.cpp" \
+		"$repo/src/core/json_doc.cpp" "$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
 		bash "$repo/test/unit/run_http_client_test.sh" "$out/http_client_test"
 }
 
