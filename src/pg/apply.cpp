@@ -405,7 +405,10 @@ ColumnType(const MappedColumn *col)
  * column that is NOT NULL (or a domain that is) would refuse the delete of a row that exists.
  * Existing rows are therefore UPDATEd, and only ids without a row are INSERTed (with their data
  * columns' defaults); a row inserted meanwhile by someone else still meets ON CONFLICT.  Both
- * parts see the same snapshot, so each record goes to exactly one of them.
+ * parts see the same snapshot, so each record goes to exactly one of them.  Being a second
+ * statement of the group, it can deadlock with a concurrent batch whose statements lock the same
+ * rows in the other order; Postgres detects it, and a deadlock is transient (the batch is
+ * retried).
  */
 void
 BuildUpsert(Stmt *s)
