@@ -1,10 +1,11 @@
 /*
- * http_client_test.cpp - unit test of the endpoint validation (src/endpoint.cpp) and the Sequin
- * consumer HTTP client (src/http_client.cpp), against a misbehaving fake consumer
- * (test/unit/http_stub.py).  No Postgres needed.
+ * http_client_test.cpp - unit test of the endpoint validation (src/core/endpoint.cpp) and the
+ * Sequin consumer HTTP client (src/core/http_client.cpp, which sends next_reply.cpp's ack body),
+ * against a misbehaving fake consumer (test/unit/http_stub.py).  No Postgres needed.
  *
- *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/endpoint.cpp src/http_client.cpp \
- *       test/unit/http_client_test.cpp -lcurl -o /tmp/http_client_test
+ *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/core/endpoint.cpp src/core/http_client.cpp \
+ *       src/core/next_reply.cpp src/core/json_doc.cpp test/unit/http_client_test.cpp -lcurl \
+ *       -o /tmp/http_client_test
  *   bash test/unit/run_http_client_test.sh /tmp/http_client_test
  *
  * With "--port N" it uses a stub already listening on 127.0.0.1:N (what the wrapper script
