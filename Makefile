@@ -150,7 +150,8 @@ FUZZ_CXX = clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sa
 fuzz:
 	@command -v clang++ >/dev/null || { echo "make fuzz needs clang (apt-get install clang)" >&2; exit 1; }
 	mkdir -p test/unit/bin/corpus/json_doc test/unit/bin/corpus/record
-	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp test/unit/fuzz_json_doc.cpp -o test/unit/bin/fuzz_json_doc
+	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/record.cpp test/unit/fuzz_json_doc.cpp \
+		-o test/unit/bin/fuzz_json_doc
 	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/record.cpp test/unit/fuzz_record.cpp \
 		-o test/unit/bin/fuzz_record
 	test/unit/bin/fuzz_json_doc -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=test/unit/bin/ \

@@ -59,9 +59,9 @@ SELECT record->>'id' AS id, error, sqlstate FROM sequin_sync.dead_letters ORDER 
 -- a uuid key: ids match whatever their case
 CREATE TABLE by_uuid (id uuid PRIMARY KEY, updated_idx numeric, deleted boolean);
 SELECT sequin_sync.map_collection('c', 'by_uuid', 'by_uuid');
-SELECT * FROM sequin_sync.apply('c', '[{"id": "0F0C9A1E-2B7B-4C1E-9A5E-6A7F1F0D9B11", "collection_id": "by_uuid", "updated_idx": 1}]');
-SELECT * FROM sequin_sync.apply('c', '[{"id": "0f0c9a1e-2b7b-4c1e-9a5e-6a7f1f0d9b11", "collection_id": "by_uuid", "updated_idx": 2}]');
-SELECT * FROM sequin_sync.apply('c', '[{"id": "not-a-uuid", "collection_id": "by_uuid", "updated_idx": 2}]');
+SELECT * FROM sequin_sync.apply('c', '[{"id": "0F0C9A1E-2B7B-4C1E-9A5E-6A7F1F0D9B11", "collection_id": "by_uuid", "updated_idx": 1, "data": {}}]');
+SELECT * FROM sequin_sync.apply('c', '[{"id": "0f0c9a1e-2b7b-4c1e-9a5e-6a7f1f0d9b11", "collection_id": "by_uuid", "updated_idx": 2, "data": {}}]');
+SELECT * FROM sequin_sync.apply('c', '[{"id": "not-a-uuid", "collection_id": "by_uuid", "updated_idx": 2, "data": {}}]');
 SELECT * FROM by_uuid;
 
 DROP EXTENSION sequin_sync;

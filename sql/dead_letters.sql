@@ -7,7 +7,7 @@ CREATE TABLE items (id text PRIMARY KEY, updated_idx bigint, deleted boolean, na
 	qty integer CHECK (qty >= 0), account text REFERENCES accounts (id), sku text UNIQUE);
 SELECT sequin_sync.map_collection('c', 'items', 'items');
 SELECT sequin_sync.map_collection('c', 'accounts', 'accounts');
-SELECT * FROM sequin_sync.apply('c', '[{"id": "acct-1", "collection_id": "accounts", "updated_idx": 1}]');
+SELECT * FROM sequin_sync.apply('c', '[{"id": "acct-1", "collection_id": "accounts", "updated_idx": 1, "data": {}}]');
 
 -- records without the standard fields they need
 SELECT * FROM sequin_sync.apply('c', '[
@@ -22,6 +22,8 @@ SELECT * FROM sequin_sync.apply('c', '[
 	{"id": "idx-huge", "collection_id": "items", "updated_idx": 99999999999999999999, "data": {"name": "x"}},
 	{"id": "deleted-yes", "collection_id": "items", "updated_idx": 1, "deleted": "yes", "data": {"name": "x"}},
 	{"id": "data-array", "collection_id": "items", "updated_idx": 1, "data": [1, 2]},
+	{"id": "no-data", "collection_id": "items", "updated_idx": 1},
+	{"id": "data-null", "collection_id": "items", "updated_idx": 1, "data": null},
 	{"id": "no-collection", "updated_idx": 1, "data": {"name": "x"}},
 	{"id": "collection-number", "collection_id": 7, "updated_idx": 1, "data": {"name": "x"}},
 	{"id": "unmapped", "collection_id": "stripe:invoice", "updated_idx": 1, "data": {"name": "x"}},
@@ -47,7 +49,7 @@ SELECT record->>'id' AS id, error, sqlstate, attempts FROM sequin_sync.dead_lett
 
 -- fix the causes, then retry: the fixed ones are applied and removed, the rest stay with one more attempt
 ALTER TABLE items ALTER COLUMN name DROP NOT NULL;
-SELECT * FROM sequin_sync.apply('c', '[{"id": "acct-404", "collection_id": "accounts", "updated_idx": 1}]');
+SELECT * FROM sequin_sync.apply('c', '[{"id": "acct-404", "collection_id": "accounts", "updated_idx": 1, "data": {}}]');
 SELECT sequin_sync.retry_dead_letters('c');
 SELECT record->>'id' AS id, error, attempts FROM sequin_sync.dead_letters ORDER BY id;
 SELECT id, name, qty, account FROM items WHERE id LIKE '%x' ORDER BY id;
@@ -64,7 +66,7 @@ SELECT sequin_sync.retry_dead_letters('c');
 SELECT count(*) AS left_parked FROM sequin_sync.dead_letters;
 
 -- an unmapped collection is parked until it is mapped
-SELECT * FROM sequin_sync.apply('c', '[{"id": "later", "collection_id": "stripe:invoice", "updated_idx": 1}]');
+SELECT * FROM sequin_sync.apply('c', '[{"id": "later", "collection_id": "stripe:invoice", "updated_idx": 1, "data": {}}]');
 SELECT collection, error FROM sequin_sync.dead_letters;
 SELECT sequin_sync.map_collection('c', 'stripe:invoice', 'accounts');
 SELECT sequin_sync.retry_dead_letters('c');
@@ -78,19 +80,32 @@ SELECT * FROM sequin_sync.apply('c', '[{"id": "twice", "collection_id": "items",
 SELECT record->>'id' AS id, attempts FROM sequin_sync.dead_letters;
 DELETE FROM sequin_sync.dead_letters;
 
+-- a record that could not be decoded, as a worker parks it: its text as received, each byte that
+-- is not UTF-8 as \udcXX.  Retrying finds it undecodable again, and the others are applied.
+INSERT INTO sequin_sync.dead_letters (consumer, collection, record_text, record_hash, error, sqlstate)
+	SELECT 'c', NULL, t, md5(t), 'record cannot be decoded: invalid UTF-8 in string', '22021'
+	FROM (VALUES ('{"id": "undecodable", "collection_id": "items", "updated_idx": 1, "data": {"name": "a\udcffb"}}'),
+				 ('{"id": "lone", "collection_id": "items", "updated_idx": 1, "data": {"name": "\ud800"}}')) v(t);
+SELECT * FROM sequin_sync.apply('c', '[{"id": "not-yet", "collection_id": "stripe:charge", "updated_idx": 1, "data": {}}]');
+SELECT sequin_sync.map_collection('c', 'stripe:charge', 'accounts');
+SELECT sequin_sync.retry_dead_letters('c');
+SELECT collection, record_text, error, sqlstate, attempts FROM sequin_sync.dead_letters ORDER BY id;
+SELECT id FROM accounts WHERE id = 'not-yet';
+DELETE FROM sequin_sync.dead_letters;
+
 -- a mapping whose table is dropped parks its records instead of failing the batch
 CREATE TABLE doomed (id text PRIMARY KEY, updated_idx bigint, deleted boolean);
 SELECT sequin_sync.map_collection('c', 'doomed', 'doomed');
 DROP TABLE doomed;
-SELECT * FROM sequin_sync.apply('c', '[{"id": "d", "collection_id": "doomed", "updated_idx": 1},
-	{"id": "acct-2", "collection_id": "accounts", "updated_idx": 1}]');
+SELECT * FROM sequin_sync.apply('c', '[{"id": "d", "collection_id": "doomed", "updated_idx": 1, "data": {}},
+	{"id": "acct-2", "collection_id": "accounts", "updated_idx": 1, "data": {}}]');
 SELECT collection, regexp_replace(error, 'OID \d+', 'OID n') AS error, sqlstate FROM sequin_sync.dead_letters;
 
 -- a table changed after mapping: the record says what is wrong now
 CREATE TABLE changing (id text PRIMARY KEY, updated_idx bigint, deleted boolean);
 SELECT sequin_sync.map_collection('c', 'changing', 'changing');
 ALTER TABLE changing DROP COLUMN deleted;
-SELECT * FROM sequin_sync.apply('c', '[{"id": "x", "collection_id": "changing", "updated_idx": 1}]');
+SELECT * FROM sequin_sync.apply('c', '[{"id": "x", "collection_id": "changing", "updated_idx": 1, "data": {}}]');
 SELECT error FROM sequin_sync.dead_letters WHERE collection = 'changing';
 
 SELECT sequin_sync.retry_dead_letters('nope');

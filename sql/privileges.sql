@@ -61,7 +61,7 @@ SET ROLE regress_alice;
 SELECT sequin_sync.retry_dead_letters('alice');
 SELECT id, name FROM alice_items ORDER BY id;
 -- she may discard her own dead letters
-SELECT * FROM sequin_sync.apply('alice', '[{"id": "a3", "collection_id": "nope", "updated_idx": 1}]');
+SELECT * FROM sequin_sync.apply('alice', '[{"id": "a3", "collection_id": "nope", "updated_idx": 1, "data": {}}]');
 DELETE FROM sequin_sync.dead_letters WHERE collection = 'nope';
 SELECT count(*) FROM sequin_sync.dead_letters;
 RESET ROLE;
@@ -102,7 +102,7 @@ SELECT sequin_sync.map_collection('carol', 'items', 'carol_items');
 RESET ROLE;
 ALTER TABLE carol_items OWNER TO regress_alice;
 DROP ROLE regress_carol;
-SELECT * FROM sequin_sync.apply('carol', '[{"id": "c1", "collection_id": "items", "updated_idx": 1}]');
+SELECT * FROM sequin_sync.apply('carol', '[{"id": "c1", "collection_id": "items", "updated_idx": 1, "data": {}}]');
 SELECT regexp_replace(error, 'OID \d+', 'OID n') AS error FROM sequin_sync.dead_letters WHERE consumer = 'carol';
 SELECT sequin_sync.map_collection('carol', 'items', 'carol_items');
 SELECT sequin_sync.retry_dead_letters('carol');

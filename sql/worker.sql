@@ -125,7 +125,7 @@ SELECT wait_until($$EXISTS (SELECT FROM customers WHERE id = 'i')$$);
 -- records that cannot be applied are parked, and acked with their batch
 SELECT publish('w', jsonb_build_array(rec('h', 1, 'fine'),
 	jsonb_build_object('id', 'no-version', 'collection_id', 'stripe:customer'),
-	jsonb_build_object('id', 'unmapped', 'collection_id', 'stripe:invoice', 'updated_idx', 1)));
+	jsonb_build_object('id', 'unmapped', 'collection_id', 'stripe:invoice', 'updated_idx', 1, 'data', '{}'::jsonb)));
 SELECT wait_until($$(SELECT count(*) FROM sequin_sync.dead_letters) = 2 AND (fake('stats w') ->> 'outstanding')::int = 0$$);
 SELECT collection, error FROM sequin_sync.dead_letters ORDER BY id;
 SELECT wait_until($$(SELECT dead_lettered FROM sequin_sync.status) = 2$$);

@@ -103,7 +103,7 @@ unit_tests() {
 		"$repo/test/unit/json_doc_test.cpp" -o "$out/json_doc_test" &&
 		"$out/json_doc_test" "$repo/test/fixtures" &&
 		echo "replaying the fuzz corpus:" &&
-		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
+		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" "$repo/src/core/record.cpp" \
 			"$repo/test/unit/fuzz_json_doc.cpp" "$repo/test/unit/fuzz_replay.cpp" -o "$out/fuzz_replay" &&
 		"$out/fuzz_replay" "$repo/test/unit/corpus/json_doc" "$repo/test/fixtures" &&
 		mkdir -p "$out/empty_corpus" &&
@@ -127,8 +127,8 @@ unit_tests() {
 http_client_test() {
 	local out="$work/unit"
 	mkdir -p "$out"
-	build_unit -I"$repo/src" "$repo/src/core/endpoint.cpp" "$repo/src/core/http_client.cpp" \
-		"$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
+	build_unit -I"$repo/src" "$repo/src/core/endpoint.cpp" "$repo/src/core/http_client.cpp" "$repo/src/core/next_reply.cpp" \
+		"$repo/src/core/json_doc.cpp" "$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
 		bash "$repo/test/unit/run_http_client_test.sh" "$out/http_client_test"
 }
 

@@ -248,6 +248,8 @@ def deep_object(n):
 OVER_MAX = f"receive failed: the response is larger than the limit of {MAX_RESPONSE} bytes"
 NUL_ERR = 'column "email": unsupported Unicode escape sequence (\\u0000 cannot be converted to text.)'
 IDX_ERR = 'record field "updated_idx" must be an integer between -9223372036854775808 and 9223372036854775807'
+UTF8_ERR = "record cannot be decoded: invalid UTF-8 in string"
+SURROGATE_ERR = "record cannot be decoded: invalid unicode surrogate pair in string"
 
 
 def big_response_check(limit_factor=2):
@@ -263,9 +265,14 @@ def big_response_check(limit_factor=2):
     return check
 
 
-def null_data(ctx, rid):
-    row = ctx.cluster.query_json(f"SELECT email, data FROM {TABLE} WHERE id = '{rid}'")
-    return row == [{"email": None, "data": None}], f"row {row}"
+def parked_text(expected):
+    """The one dead letter keeps the record as received, in record_text (bytes that are not UTF-8
+    as \\udcXX escapes)."""
+    def check(ctx):
+        got = ctx.cluster.query_json(
+            f"SELECT record_text, record IS NULL AS no_jsonb FROM sequin_sync.dead_letters WHERE consumer = '{ctx.cid}'")
+        return got == [{"record_text": expected, "no_jsonb": True}], f"dead letter {got}"
+    return check
 
 
 def hung_up_check(max_bytes):
@@ -305,21 +312,46 @@ def build_cases():
     add = C.append
 
     # -- invalid UTF-8 and control characters inside records ------------------------------------
+    # one record that is not Unicode text costs only itself: parked as received, acked with the rest
     add(rc("utf8-ff", "invalid UTF-8 (byte 0xff) in a string value",
-           lambda i: rec(i, b'{"email":"a\xffb"}'), "refuse", "bad reply: invalid JSON at byte ..."))
+           lambda i: rec(i, b'{"email":"a\xffb"}'), "park", UTF8_ERR, parked_as="{",
+           check=parked_text(rec("utf8-ff/bad", b'{"email":"a\\udcffb"}').decode())))
     add(rc("utf8-overlong", "overlong UTF-8 encoding of '/' (0xc0 0xaf) in a string",
-           lambda i: rec(i, b'{"email":"\xc0\xaf"}'), "refuse", "bad reply: invalid JSON at byte ..."))
+           lambda i: rec(i, b'{"email":"\xc0\xaf"}'), "park", UTF8_ERR, parked_as="{"))
     add(rc("utf8-surrogate", "a UTF-16 surrogate encoded as UTF-8 (0xed 0xa0 0x80)",
-           lambda i: rec(i, b'{"email":"\xed\xa0\x80"}'), "refuse", "bad reply: invalid JSON at byte ..."))
+           lambda i: rec(i, b'{"email":"\xed\xa0\x80"}'), "park", UTF8_ERR, parked_as="{"))
     add(rc("utf8-truncated", "a multi-byte sequence cut short at the end of a string",
-           lambda i: rec(i, b'{"email":"\xe2\x82"}'), "refuse", "bad reply: invalid JSON at byte ..."))
+           lambda i: rec(i, b'{"email":"\xe2\x82"}'), "park", UTF8_ERR, parked_as="{"))
     add(rc("utf8-in-key", "invalid UTF-8 in an object key",
-           lambda i: rec(i, b'{"em\xfeail":"x"}'), "refuse", "bad reply: invalid JSON at byte ..."))
+           lambda i: rec(i, b'{"em\xfeail":"x"}'), "park", UTF8_ERR, parked_as="{"))
     add(rc("utf8-beyond-10ffff", "a 4-byte sequence beyond U+10FFFF (0xf4 0x90 0x80 0x80)",
-           lambda i: rec(i, b'{"email":"\xf4\x90\x80\x80"}'), "refuse", "bad reply: invalid JSON at byte ..."))
+           lambda i: rec(i, b'{"email":"\xf4\x90\x80\x80"}'), "park", UTF8_ERR, parked_as="{"))
     add(rc("lone-surrogate-escape", "a lone surrogate escape \\ud800 (JSON syntax, but no Unicode character)",
-           lambda i: rec(i, b'{"email":"x\\ud800y"}'), "refuse",
-           re.compile(r"^bad reply: invalid JSON at byte \d+: invalid unicode surrogate pair in string$")))
+           lambda i: rec(i, b'{"email":"x\\ud800y"}'), "park", SURROGATE_ERR, parked_as="{",
+           check=parked_text(rec("lone-surrogate-escape/bad", b'{"email":"x\\ud800y"}').decode())))
+    add(rc("lone-low-surrogate-escape", "a lone low surrogate escape \\udc00 (RapidJSON 1.1 made it invalid UTF-8)",
+           lambda i: rec(i, b'{"email":"x\\udc00"}'), "park", SURROGATE_ERR, parked_as="{"))
+    add(rc("utf8-in-collection", "invalid UTF-8 in the collection_id: parked without a collection",
+           lambda i: rec(i).replace(b'"stripe:customer"', b'"stripe:\xffcustomer"'), "park", UTF8_ERR, parked_as="{"))
+    add(Case("undecodable-mix", "invalid UTF-8, a lone surrogate and a null record among good ones in one "
+             "batch: each bad one parked, the good ones applied, all acked",
+             [good("undecodable-mix", 1), rec("undecodable-mix/b1", b'{"email":"\xff"}'), good("undecodable-mix", 2),
+              rec("undecodable-mix/b2", b'{"email":"\\udfff"}'), b"null", good("undecodable-mix", 3)],
+             rows={f"undecodable-mix/g{n}": {"email": f"g{n}@example.com"} for n in (1, 2, 3)},
+             rows_absent=["undecodable-mix/b1", "undecodable-mix/b2"],
+             parked=[("{", UTF8_ERR), ("{", SURROGATE_ERR), (None, "record is not a JSON object")],
+             state={"running", "idle"}))
+    add(Case("record-missing", "an item with its ack_token but no record: parked and acked with the batch",
+             script=[fixed(b'{"data":[{"ack_token":"rm-a","record":' + rec("record-missing/a") + b'},'
+                           b'{"ack_token":"rm-b"}]}')],
+             expect="ignored", state={"running", "idle"}, error=None,
+             rows={"record-missing/a": {"email": "x"}}, parked=[(None, 'item has no "record"')],
+             check=tokens_check(["rm-a", "rm-b"])))
+    add(Case("deleted-no-data", "a soft delete without data changes only the standard columns",
+             [rec("deleted-no-data/r", j({"email": "kept"})),
+              b'{"id":"deleted-no-data/r","collection_id":"stripe:customer","updated_idx":2,"deleted":true}'],
+             rows={"deleted-no-data/r": {"email": "kept", "deleted": True, "updated_idx": 2}},
+             state={"running", "idle"}, batch_size=1))
     add(rc("nul-escape-text", "\\u0000 in a string going to a text column",
            lambda i: rec(i, b'{"email":"a\\u0000b"}'), "park", NUL_ERR, parked_as="{"))
     add(rc("nul-escape-jsonb", "\\u0000 in a string kept in the jsonb data column",
@@ -403,17 +435,16 @@ def build_cases():
     add(rc("data-string", '"data": "nope"', lambda i: rec(i, b'"nope"'), "park",
            'record field "data" must be an object'))
     add(rc("data-array", '"data": []', lambda i: rec(i, b"[]"), "park", 'record field "data" must be an object'))
-    add(rc("data-null", '"data": null: treated as absent, data columns NULL', lambda i: rec(i, b"null"), "store",
-           {"email": None, "data_len": None}, check=lambda ctx: null_data(ctx, "data-null/bad")))
-    add(rc("data-missing", "no data at all: data columns NULL",
+    add(rc("data-null", '"data": null in a version that is not deleted: parked, it would blank the row',
+           lambda i: rec(i, b"null"), "park", 'record has no "data"'))
+    add(rc("data-missing", "no data at all in a version that is not deleted: parked",
            lambda i: b'{"id":' + j(i) + b',"collection_id":"stripe:customer","updated_idx":1,"deleted":false}',
-           "store", {}, check=lambda ctx: null_data(ctx, "data-missing/bad")))
-    add(rc("record-null", '"record": null', b"null", "refuse",
-           'bad reply: item 1 has no "record" object'))
-    add(rc("record-array", '"record": [] (an array)', b"[]", "refuse",
-           'bad reply: item 1 has no "record" object'))
-    add(rc("record-string", '"record": "x" (a string)', b'"x"', "refuse",
-           'bad reply: item 1 has no "record" object'))
+           "park", 'record has no "data"'))
+    add(rc("record-null", '"record": null: parked, the rest applied and acked', b"null", "park",
+           "record is not a JSON object", parked_as=None))
+    add(rc("record-array", '"record": [] (an array)', b"[]", "park", "record is not a JSON object", parked_as=None))
+    add(rc("record-string", '"record": "x" (a string)', b'"x"', "park", "record is not a JSON object",
+           parked_as=None))
     add(rc("idx-string", '"updated_idx": "7"', lambda i: rec(i, idx=b'"7"'), "park", IDX_ERR))
     add(rc("idx-null", '"updated_idx": null', lambda i: rec(i, idx=b"null"), "park", 'record has no "updated_idx"'))
     add(rc("deleted-string", '"deleted": "yes"',
@@ -475,6 +506,12 @@ def build_cases():
     add(bad_reply("reply-nan-info", "NaN in info", b'{"data":[],"info":{"num_pending":NaN}}',
                   "bad reply: invalid JSON at byte ..."))
     add(bad_reply("reply-utf8-key", "invalid UTF-8 in a key outside the records", b'{"data":[],"\xff":1}',
+                  "bad reply: invalid JSON at byte ..."))
+    add(bad_reply("reply-utf8-ack-token", "invalid UTF-8 in an ack_token: the item cannot be acked as sent",
+                  b'{"data":[{"ack_token":"t\xff","record":' + rec("reply-utf8-ack-token/x") + b"}]}",
+                  "bad reply: invalid JSON at byte 24: invalid UTF-8 in string"))
+    add(bad_reply("reply-surrogate-outside", "a lone surrogate in an item, outside its record",
+                  b'{"data":[{"ack_token":"t","note":"\\ud800","record":' + rec("reply-surrogate-outside/x") + b"}]}",
                   "bad reply: invalid JSON at byte ..."))
     add(bad_reply("reply-html-200", "a proxy's sign-in page with 200", HTML_LOGIN,
                   "bad reply: invalid JSON at byte ...", content_type="text/html"))

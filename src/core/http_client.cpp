@@ -16,6 +16,7 @@
 #include "core/http_client.hpp"
 
 #include "core/endpoint.hpp"
+#include "core/next_reply.hpp"
 
 #include <curl/curl.h>
 
@@ -508,7 +509,7 @@ HttpGlobalInit(std::string *error) noexcept
 		CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 		if (rc != CURLE_OK) {
 			if (error)
-				*error = "could not initialize libcurl: " + CurlMessage(nullptr, rc);
+				*error = CurlMessage(nullptr, rc); /* the caller says what failed */
 			return false;
 		}
 		const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
@@ -556,26 +557,6 @@ HttpOutcomeName(HttpOutcome outcome) noexcept
 	case HttpOutcome::Aborted: return "aborted";
 	}
 	return "unknown";
-}
-
-void
-AppendJsonString(std::string *out, std::string_view text)
-{
-	static const char hex[] = "0123456789abcdef";
-	*out += '"';
-	for (char ch : text) {
-		unsigned char c = static_cast<unsigned char>(ch);
-		if (c == '"' || c == '\\') {
-			*out += '\\';
-			*out += ch;
-		} else if (c < 0x20) {
-			*out += "\\u00";
-			*out += hex[c >> 4];
-			*out += hex[c & 0xf];
-		} else
-			*out += ch;
-	}
-	*out += '"';
 }
 
 /* ---- HttpConnection ---- */
@@ -1181,8 +1162,9 @@ V1Client::FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept
 /*
  * {"ack_tokens": [...]} to /ack or /nack on the second connection, so acknowledgements never
  * wait behind a receive in flight.  The API wants a non-empty array, so none = no call.  The
- * body is built (and the tokens read) before this returns.  A request still in flight on that
- * connection is finished first.
+ * body is built (and the tokens read) before this returns, by next_reply's AckBody, the one
+ * the unit tests and fuzzers check.  A request still in flight on that connection is finished
+ * first.
  */
 void
 V1Client::StartTokens(const char *path, const std::vector<std::string_view> &tokens, HttpResult *out) noexcept
@@ -1194,17 +1176,11 @@ V1Client::StartTokens(const char *path, const std::vector<std::string_view> &tok
 			out->outcome = HttpOutcome::Ok;
 			return;
 		}
-		std::string body = "{\"ack_tokens\":[";
-		size_t size = body.size() + 2;
-		for (const std::string_view &t : tokens)
-			size += t.size() + 3;
-		body.reserve(size);
-		for (size_t i = 0; i < tokens.size(); i++) {
-			if (i > 0)
-				body += ',';
-			AppendJsonString(&body, tokens[i]);
+		std::string body;
+		if (!AckBody(tokens, &body)) {
+			*out = ErrorResult(HttpOutcome::NetworkError, "out of memory");
+			return;
 		}
-		body += "]}";
 		ack_connection_.Start(endpoint_ + path, body, 0, out);
 	} catch (...) {
 		*out = ErrorResult(HttpOutcome::NetworkError, "out of memory");

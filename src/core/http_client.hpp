@@ -39,7 +39,8 @@ namespace sequin_sync {
 /*
  * Once per process, before the first client is created (libcurl's global state: TLS library,
  * resolver).  Also checks that the installed libcurl supports http and https.  Safe to call
- * again; only the first call does anything.  On failure *error says why.
+ * again; only the first call does anything.  On failure *error says why, without a prefix:
+ * the caller's message names what failed ("could not initialize libcurl: <why>").
  */
 bool HttpGlobalInit(std::string *error) noexcept;
 
@@ -210,12 +211,6 @@ private:
 	HttpConnection connection_;     /* /next */
 	HttpConnection ack_connection_; /* /ack and /nack */
 };
-
-/*
- * JSON string literal (with the quotes) for text: '"', '\\' and control characters escaped;
- * other bytes copied.  Shared by the protocol generations to build request bodies.
- */
-void AppendJsonString(std::string *out, std::string_view text);
 
 } /* namespace sequin_sync */
 

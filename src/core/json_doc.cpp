@@ -1,50 +1,21 @@
 /*
  * json_doc.cpp - RapidJSON 1.1 SAX parsing into the flat node arena of json_doc.hpp, and the
- * iterative writers (compact JSON, Postgres array literals) over that arena.
+ * iterative compact-JSON writer over that arena.  The changes RapidJSON 1.1 needs are in
+ * rapidjson_patches.hpp, each with the upstream issue it works around.
  *
  * No Postgres headers here: this file is unit-tested and fuzzed alone (test/unit/).  Nothing
  * in it recurses, and no C++ exception leaves it: RapidJSON's assertions are turned into
- * exceptions below and every public function catches everything.
+ * exceptions (patch 1) and every public function catches everything.
  */
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <functional>
 #include <new>
 
 #include "core/json_doc.hpp"
-
-namespace sequin_sync {
-namespace json {
-namespace detail {
-
-/* Thrown instead of RapidJSON's default assert(), which would abort the whole server. */
-struct RapidJsonAssertion : std::exception {
-	const char *what() const noexcept override { return "rapidjson assertion failed"; }
-};
-
-[[noreturn]] static void
-RapidJsonAssertFailed()
-{
-	throw RapidJsonAssertion();
-}
-
-} /* namespace detail */
-} /* namespace json */
-} /* namespace sequin_sync */
-
-/* Must precede every RapidJSON header; an expression, as RapidJSON uses it in expressions. */
-#ifdef RAPIDJSON_ASSERT
-#error "RAPIDJSON_ASSERT is already defined: json_doc.cpp must include RapidJSON first"
-#endif
-#define RAPIDJSON_ASSERT(x) \
-	((x) ? static_cast<void>(0) : ::sequin_sync::json::detail::RapidJsonAssertFailed())
-
-#include <rapidjson/error/error.h>
-#include <rapidjson/reader.h>
-#include <rapidjson/stream.h>
+#include "core/rapidjson_patches.hpp"
 #include "core/cpp_only.hpp" // must be the last include
 
 namespace sequin_sync {
@@ -59,154 +30,22 @@ constexpr unsigned kParseFlags = rapidjson::kParseInsituFlag |
 	rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag |
 	rapidjson::kParseNumbersAsStringsFlag;
 
-/*
- * Tag type naming our replacement for RapidJSON's parse stack (specialized below).  The
- * reader only passes a pointer to it on to the stack, which ignores it.
- */
-struct ParserStackTag {};
-
-/*
- * RapidJSON's in-situ stream relies on a NUL terminator to find the end of the input.  Ours
- * has an explicit end instead: the caller's buffer needs no terminator and a raw NUL byte in
- * the middle cannot silently cut the document short (Parse checks for that).  Past the end,
- * Peek/Take return '\0' (which every RapidJSON state treats as end of input) and Put writes
- * nothing: UTF-8 validation Puts each byte it Takes, so at a multi-byte sequence cut off by
- * the end of the buffer it would otherwise write past it (the parse fails there anyway).
- */
-struct BoundedInsituStream {
-	typedef char Ch;
-
-	BoundedInsituStream(char *begin, char *end) : src_(begin), dst_(nullptr), head_(begin), end_(end) {}
-
-	Ch Peek() const { return src_ < end_ ? *src_ : '\0'; }
-	Ch Take() { return src_ < end_ ? *src_++ : '\0'; }
-	size_t Tell() const { return static_cast<size_t>(src_ - head_); }
-
-	void
-	Put(Ch c)
-	{
-		if (dst_ < end_)
-			*dst_++ = c;
-	}
-	Ch *PutBegin() { return dst_ = src_; }
-	size_t PutEnd(const Ch *begin) { return static_cast<size_t>(dst_ - begin); }
-	void Flush() {}
-
-	char *src_;
-	char *dst_;
-	char *head_;
-	char *end_;
-};
-
 } /* namespace */
-} /* namespace json */
-} /* namespace sequin_sync */
-
-/*
- * Copy optimization is not just speed here: with in-situ numbers-as-strings, ParseNumber
- * scans a local copy of the stream and then takes the number's start from the *original*
- * stream (is.PutBegin()), which has only stayed put because it was copied.  Without this
- * specialization every RawNumber would point just past its number.
- */
-namespace rapidjson {
-template <>
-struct StreamTraits<sequin_sync::json::BoundedInsituStream> {
-	enum { copyOptimization = 1 };
-};
-
-namespace internal {
-/*
- * The reader's stack (one entry per open container in iterative mode), replacing RapidJSON
- * 1.1's internal::Stack for our tag type.  The original is lazily allocated and tests
- * `stackTop_ + n > stackEnd_` while both are still NULL: undefined behaviour that clang's
- * UBSan reports on every parse (Tencent/rapidjson#1724, fixed upstream after 1.1.0, never
- * released).  It also writes through the NULL that CrtAllocator returns when memory runs
- * out.  This one compares sizes instead of pointers and throws std::bad_alloc, which Parse
- * catches.  It provides exactly what GenericReader and its StackStream use.
- */
-template <>
-class Stack<sequin_sync::json::ParserStackTag> {
-public:
-	Stack(sequin_sync::json::ParserStackTag *, size_t initial_capacity)
-		: initial_capacity_(initial_capacity != 0 ? initial_capacity : 256)
-	{
-	}
-	~Stack() { std::free(bottom_); }
-	Stack(const Stack &) = delete;
-	Stack &operator=(const Stack &) = delete;
-
-	void Clear() { top_ = bottom_; }
-	size_t GetSize() const { return static_cast<size_t>(top_ - bottom_); }
-	bool Empty() const { return top_ == bottom_; }
-
-	template <typename T>
-	T *
-	Push(size_t count = 1)
-	{
-		size_t bytes = sizeof(T) * count;
-		if (static_cast<size_t>(end_ - top_) < bytes)
-			Grow(bytes);
-		T *p = reinterpret_cast<T *>(top_);
-		top_ += bytes;
-		return p;
-	}
-
-	template <typename T>
-	T *
-	Pop(size_t count)
-	{
-		size_t bytes = sizeof(T) * count;
-		RAPIDJSON_ASSERT(GetSize() >= bytes);
-		top_ -= bytes;
-		return reinterpret_cast<T *>(top_);
-	}
-
-	template <typename T>
-	T *
-	Top()
-	{
-		RAPIDJSON_ASSERT(GetSize() >= sizeof(T));
-		return reinterpret_cast<T *>(top_ - sizeof(T));
-	}
-
-private:
-	void
-	Grow(size_t bytes)
-	{
-		size_t size = GetSize();
-		size_t capacity = static_cast<size_t>(end_ - bottom_);
-		size_t wanted = capacity != 0 ? capacity + (capacity + 1) / 2 : initial_capacity_;
-		if (bytes > SIZE_MAX / 2 - size)
-			throw std::bad_alloc();
-		if (wanted < size + bytes)
-			wanted = size + bytes;
-		char *p = static_cast<char *>(std::realloc(bottom_, wanted));
-		if (p == nullptr)
-			throw std::bad_alloc(); /* bottom_ is still ours and still freed by the destructor */
-		bottom_ = p;
-		top_ = p + size;
-		end_ = p + wanted;
-	}
-
-	char *bottom_ = nullptr;
-	char *top_ = nullptr;
-	char *end_ = nullptr;
-	size_t initial_capacity_;
-};
-} /* namespace internal */
-} /* namespace rapidjson */
-
-namespace sequin_sync {
-namespace json {
 
 /*
  * The SAX handler: appends a node per value to the arena, in document order, and links it to
  * its parent.  Open containers live on an explicit stack (build_stack_, pairs of container
- * index and last child index), so nesting depth costs heap, never C++ stack.
+ * index and last child index), so nesting depth costs heap, never C++ stack.  Strings the input
+ * scan found bad are listed against their node, and when the document has any, each
+ * container's extent in the input is kept for Document::SourceText.
  */
 class DocumentBuilder {
 public:
-	DocumentBuilder(Document &doc, const char *base) : doc_(doc), base_(base) {}
+	DocumentBuilder(Document &doc, const char *base, const detail::BoundedInsituStream *stream,
+					const std::vector<detail::BadStringSpot> *bad, bool keep_extents)
+		: doc_(doc), base_(base), stream_(stream), bad_(bad), keep_extents_(keep_extents)
+	{
+	}
 
 	bool Null() { return Add(Kind::Null, nullptr, 0); }
 	bool Bool(bool b) { return Add(b ? Kind::True : Kind::False, nullptr, 0); }
@@ -225,9 +64,8 @@ public:
 			return Fail("internal error: copied number", nullptr);
 		/* A number set aside before parsing (too big for RapidJSON): its original text. */
 		auto &big = doc_.big_numbers_;
-		size_t &next = doc_.next_big_number_;
-		if (next < big.size() && big[next].first == static_cast<size_t>(str - base_)) {
-			const std::string &text = big[next++].second;
+		if (next_big_ < big.size() && big[next_big_].first == static_cast<size_t>(str - base_)) {
+			const std::string &text = big[next_big_++].second;
 			return Add(Kind::Number, text.data(), static_cast<uint32_t>(text.size()));
 		}
 		return Add(Kind::Number, str, len);
@@ -238,6 +76,7 @@ public:
 	{
 		if (!CheckString(str, len, copy))
 			return false;
+		NoteBadString(str, static_cast<uint32_t>(doc_.nodes_.size()));
 		return Add(Kind::String, str, len);
 	}
 
@@ -248,6 +87,8 @@ public:
 			return false;
 		key_ = str;
 		key_len_ = len;
+		/* the member's node is the next one added */
+		NoteBadString(str, static_cast<uint32_t>(doc_.nodes_.size()));
 		return true;
 	}
 
@@ -255,6 +96,9 @@ public:
 	bool EndObject(rapidjson::SizeType) { return Close(); }
 	bool StartArray() { return Open(Kind::Array); }
 	bool EndArray(rapidjson::SizeType) { return Close(); }
+
+	/* After a successful parse: every bad string the scan found belongs to a node. */
+	bool AllBadStringsPlaced() const { return next_bad_ == bad_->size(); }
 
 	const char *error_ = nullptr; /* set when a callback returned false */
 	size_t error_offset_ = 0;
@@ -269,9 +113,10 @@ private:
 	}
 
 	/*
-	 * RapidJSON decodes a lone \uDC00-\uDFFF escape into the bytes of a surrogate (ED B0..BF
-	 * xx), which is not UTF-8: text and jsonb input would reject it later, far from here.  Raw
-	 * input bytes are validated, so such a sequence can only come from an escape.
+	 * The input scan defuses every string that is not Unicode text (patch 6), so a decoded
+	 * string can never hold the bytes of a surrogate (ED A0..BF) or anything else that is not
+	 * UTF-8.  Raw input bytes are validated by RapidJSON; a surrogate could only come from an
+	 * escape the scan missed, which would be our bug: fail loudly (the fuzzers check for it).
 	 */
 	bool
 	CheckString(const char *str, size_t len, bool copy)
@@ -286,10 +131,27 @@ private:
 				break;
 			p = static_cast<const char *>(hit);
 			if (p + 1 < end && static_cast<unsigned char>(p[1]) >= 0xA0)
-				return Fail("invalid unicode surrogate pair in string", str - 1);
+				return Fail("internal error: surrogate in a decoded string", str - 1);
 			++p;
 		}
 		return true;
+	}
+
+	/* A string starting at str (after its quote) that the scan found bad belongs to node. */
+	void
+	NoteBadString(const char *str, uint32_t node)
+	{
+		size_t at = static_cast<size_t>(str - base_);
+		while (next_bad_ < bad_->size() && (*bad_)[next_bad_].string_begin < at)
+			next_bad_++; /* not a string after all: the parse fails, AllBadStringsPlaced says so */
+		if (next_bad_ < bad_->size() && (*bad_)[next_bad_].string_begin == at) {
+			const detail::BadStringSpot &spot = (*bad_)[next_bad_++];
+			BadString b;
+			b.node = node;
+			b.offset = spot.offset;
+			b.message = spot.message;
+			doc_.bad_strings_.push_back(b);
+		}
 	}
 
 	/* New node, linked as the last child of the innermost open container. */
@@ -305,6 +167,8 @@ private:
 		node.kind = kind;
 		node.str = str;
 		node.len = len;
+		if (keep_extents_)
+			doc_.extents_.emplace_back(0, 0);
 		if (!stack.empty()) {
 			Node &parent = nodes[stack[stack.size() - 2]];
 			uint32_t &last = stack.back();
@@ -323,12 +187,17 @@ private:
 		return true;
 	}
 
+	/* The reader stands on the container's bracket in both Open and Close (see patch 2). */
+	uint32_t Here() const { return static_cast<uint32_t>(stream_->Pos() - base_); }
+
 	bool
 	Open(Kind kind)
 	{
 		uint32_t index = static_cast<uint32_t>(doc_.nodes_.size());
 		if (!Add(kind, nullptr, 0))
 			return false;
+		if (keep_extents_)
+			doc_.extents_[index].first = Here();
 		doc_.build_stack_.push_back(index);
 		doc_.build_stack_.push_back(0);
 		return true;
@@ -337,14 +206,22 @@ private:
 	bool
 	Close()
 	{
-		if (doc_.build_stack_.size() < 2)
+		std::vector<uint32_t> &stack = doc_.build_stack_;
+		if (stack.size() < 2)
 			return Fail("internal error: unbalanced container", nullptr);
-		doc_.build_stack_.resize(doc_.build_stack_.size() - 2);
+		if (keep_extents_)
+			doc_.extents_[stack[stack.size() - 2]].second = Here();
+		stack.resize(stack.size() - 2);
 		return true;
 	}
 
 	Document &doc_;
 	const char *base_;
+	const detail::BoundedInsituStream *stream_;
+	const std::vector<detail::BadStringSpot> *bad_;
+	bool keep_extents_;
+	size_t next_big_ = 0;
+	size_t next_bad_ = 0;
 	const char *key_ = nullptr;
 	uint32_t key_len_ = 0;
 };
@@ -375,13 +252,13 @@ ParseErrorText(rapidjson::ParseErrorCode code)
 	case rapidjson::kParseErrorStringUnicodeEscapeInvalidHex:
 		return "invalid \\u escape in string";
 	case rapidjson::kParseErrorStringUnicodeSurrogateInvalid:
-		return "invalid unicode surrogate pair in string";
+		return detail::kBadSurrogate;
 	case rapidjson::kParseErrorStringEscapeInvalid:
 		return "invalid escape or control character in string";
 	case rapidjson::kParseErrorStringMissQuotationMark:
 		return "unterminated string";
 	case rapidjson::kParseErrorStringInvalidEncoding:
-		return "invalid UTF-8 in string";
+		return detail::kBadUtf8;
 	case rapidjson::kParseErrorNumberTooBig:
 		return "number too big";
 	case rapidjson::kParseErrorNumberMissFraction:
@@ -394,21 +271,6 @@ ParseErrorText(rapidjson::ParseErrorCode code)
 		return "syntax error";
 	}
 	return "syntax error";
-}
-
-/*
- * Two of RapidJSON 1.1's codes are misleading: its iterative parser reports a document that
- * starts with ']', '}', ',' or ':' as empty, and a string cut off right after a backslash as
- * an invalid escape.
- */
-rapidjson::ParseErrorCode
-FixErrorCode(const rapidjson::ParseResult &result, size_t parse_len)
-{
-	if (result.Code() == rapidjson::kParseErrorDocumentEmpty && result.Offset() < parse_len)
-		return rapidjson::kParseErrorValueInvalid;
-	if (result.Code() == rapidjson::kParseErrorStringEscapeInvalid && result.Offset() + 1 == parse_len)
-		return rapidjson::kParseErrorStringMissQuotationMark;
-	return result.Code();
 }
 
 /* Which bytes a JSON string literal must escape: '"', '\\' and the control characters. */
@@ -434,37 +296,6 @@ struct PlainOut {
 	{
 		if (n != 0)
 			s.append(p, n);
-	}
-};
-
-/*
- * Writes inside a double-quoted Postgres array element: '"' and '\\' get a backslash.  Used
- * to put an object's JSON text into an array literal without building it twice.
- */
-struct QuotedOut {
-	std::string &s;
-
-	void
-	Put(char c)
-	{
-		if (c == '"' || c == '\\')
-			s.push_back('\\');
-		s.push_back(c);
-	}
-	void
-	Append(const char *p, size_t n)
-	{
-		size_t run = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (p[i] != '"' && p[i] != '\\')
-				continue;
-			if (i > run)
-				s.append(p + run, i - run);
-			s.push_back('\\');
-			run = i; /* the quote or backslash itself starts the next run */
-		}
-		if (n > run)
-			s.append(p + run, n - run);
 	}
 };
 
@@ -502,12 +333,6 @@ WriteJsonString(Out &out, const char *s, size_t len)
 	out.Put('"');
 }
 
-inline char
-AsciiLower(char c)
-{
-	return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
 } /* namespace */
 
 bool
@@ -524,6 +349,20 @@ Node::IsIntegerText() const noexcept
 	return true;
 }
 
+/* std::from_chars takes exactly JSON's integer syntax (an optional '-', digits) and checks range. */
+bool
+ParseInt64(const Node *n, int64_t *out) noexcept
+{
+	if (n == nullptr || out == nullptr || !n->IsIntegerText())
+		return false;
+	int64_t value = 0;
+	std::from_chars_result r = std::from_chars(n->str, n->str + n->len, value);
+	if (r.ec != std::errc() || r.ptr != n->str + n->len)
+		return false;
+	*out = value;
+	return true;
+}
+
 /* error_ allocates for longer messages; running out of memory there must not throw. */
 void
 Document::SetError(const char *message, size_t offset) noexcept
@@ -537,115 +376,23 @@ Document::SetError(const char *message, size_t offset) noexcept
 }
 
 /*
- * One lexical pass over the input, outside strings: a number token of 300 characters or more,
- * or with an exponent of 300 or more, is copied aside and replaced in the buffer by "0" and
- * spaces (same length, still valid JSON).  RawNumber then hands out the original text.  RapidJSON
- * computes a double even in numbers-as-strings mode and fails the whole document on overflow;
- * Postgres' numeric takes such values, and a float column parks the record with a range error.
- * Offsets are from `buf` (the base DocumentBuilder measures from).
- */
-namespace {
-
-/* The JSON number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? over the whole text. */
-bool
-ValidJsonNumber(const char *p, size_t n)
-{
-	size_t i = 0;
-	auto digit = [&](size_t k) { return k < n && p[k] >= '0' && p[k] <= '9'; };
-	if (i < n && p[i] == '-')
-		i++;
-	if (!digit(i))
-		return false;
-	if (p[i] == '0')
-		i++;
-	else
-		while (digit(i))
-			i++;
-	if (i < n && p[i] == '.') {
-		i++;
-		if (!digit(i))
-			return false;
-		while (digit(i))
-			i++;
-	}
-	if (i < n && (p[i] == 'e' || p[i] == 'E')) {
-		i++;
-		if (i < n && (p[i] == '+' || p[i] == '-'))
-			i++;
-		if (!digit(i))
-			return false;
-		while (digit(i))
-			i++;
-	}
-	return i == n;
-}
-
-} /* namespace */
-
-void
-Document::SetAsideBigNumbers(char *begin, size_t len)
-{
-	big_numbers_.clear();
-	next_big_number_ = 0;
-	bool in_string = false;
-	for (size_t i = 0; i < len; i++) {
-		char c = begin[i];
-		if (in_string) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-			continue;
-		}
-		if (c == '"') {
-			in_string = true;
-			continue;
-		}
-		if (c != '-' && (c < '0' || c > '9'))
-			continue;
-		size_t end = i;
-		size_t exp_at = 0;
-		while (end < len) {
-			char d = begin[end];
-			if ((d >= '0' && d <= '9') || d == '-' || d == '+' || d == '.')
-				end++;
-			else if (d == 'e' || d == 'E') {
-				exp_at = end;
-				end++;
-			} else
-				break;
-		}
-		bool big = end - i >= 300;
-		if (!big && exp_at) {
-			size_t j = exp_at + 1;
-			if (j < end && (begin[j] == '+' || begin[j] == '-'))
-				j++;
-			while (j < end && begin[j] == '0')
-				j++;
-			big = end - j > 3 || (end - j == 3 && std::strncmp(begin + j, "300", 3) >= 0);
-		}
-		if (big && ValidJsonNumber(begin + i, end - i)) {
-			big_numbers_.emplace_back(static_cast<size_t>(begin + i - base_for_offsets_), std::string(begin + i, end - i));
-			begin[i] = '0';
-			std::memset(begin + i + 1, ' ', end - i - 1);
-		}
-		i = end - 1;
-	}
-}
-
-/*
- * Parse with RapidJSON's iterative reader straight into the arena.  Everything that can go
- * wrong (syntax, bad UTF-8, out of memory, a RapidJSON assertion) ends as false + message.
+ * Parse with RapidJSON's iterative reader straight into the arena, after the input scan
+ * (patch 6) has set big numbers aside and defused strings that are not Unicode.  Everything
+ * that can go wrong (syntax, out of memory, a RapidJSON assertion) ends as false + message.
  */
 bool
 Document::Parse(char *buf, size_t len) noexcept
 {
 	nodes_.clear();
 	build_stack_.clear();
+	bad_strings_.clear();
+	source_.clear();
+	extents_.clear();
 	error_.clear();
 	error_offset_ = 0;
 
 	try {
+		big_numbers_.clear();
 		if (buf == nullptr && len != 0) {
 			SetError("no input buffer", 0);
 			return false;
@@ -677,12 +424,16 @@ Document::Parse(char *buf, size_t len) noexcept
 		 */
 		nodes_.reserve(std::min<size_t>(parse_len / 20 + 16, size_t(1) << 16));
 
-		base_for_offsets_ = buf;
-		SetAsideBigNumbers(begin, parse_len);
+		std::vector<detail::BadStringSpot> bad;
+		std::vector<detail::BadSpot> spots;
+		detail::ScanInput(begin, parse_len, start, &big_numbers_, &bad, &spots);
+		if (!bad.empty())
+			source_.assign(buf, len); /* before anything in buf changes */
+		detail::DefuseInput(buf, big_numbers_, spots);
 
-		rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>, ParserStackTag> reader(nullptr, 256);
-		BoundedInsituStream stream(begin, begin + parse_len);
-		DocumentBuilder builder(*this, buf);
+		rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>, detail::ParserStackTag> reader(nullptr, 256);
+		detail::BoundedInsituStream stream(begin, begin + parse_len);
+		DocumentBuilder builder(*this, buf, &stream, &bad, !bad.empty());
 		rapidjson::ParseResult result = reader.Parse<kParseFlags>(stream, builder);
 
 		if (result.IsError()) {
@@ -691,21 +442,17 @@ Document::Parse(char *buf, size_t len) noexcept
 			else if (nul != nullptr && result.Offset() >= parse_len)
 				SetError("unexpected NUL byte", start + parse_len);
 			else
-				SetError(ParseErrorText(FixErrorCode(result, parse_len)), start + result.Offset());
-			nodes_.clear();
-			return false;
-		}
-		if (nul != nullptr) {
+				SetError(ParseErrorText(detail::FixErrorCode(result, parse_len)), start + result.Offset());
+		} else if (nul != nullptr) {
 			SetError("unexpected NUL byte", start + parse_len);
-			nodes_.clear();
-			return false;
-		}
-		if (nodes_.empty()) {
+		} else if (nodes_.empty()) {
 			/* cannot happen: a successful parse has a root */
 			SetError("the document is empty", start);
-			return false;
+		} else if (!builder.AllBadStringsPlaced()) {
+			SetError("internal error: a bad string outside the document's strings", 0);
+		} else {
+			return true;
 		}
-		return true;
 	} catch (const std::bad_alloc &) {
 		SetError("out of memory", 0);
 	} catch (const detail::RapidJsonAssertion &) {
@@ -714,6 +461,9 @@ Document::Parse(char *buf, size_t len) noexcept
 		SetError("internal error: unexpected exception", 0);
 	}
 	nodes_.clear();
+	bad_strings_.clear();
+	source_.clear();
+	extents_.clear();
 	return false;
 }
 
@@ -782,6 +532,59 @@ Document::FindPath(const Node *obj, std::string_view dotted_path) const noexcept
 			return cur;
 		pos = dot + 1;
 	}
+}
+
+/*
+ * Nodes are stored in document order, so a subtree is the index range [index, SubtreeEnd):
+ * its end is one past its last descendant, found by following last children down.
+ */
+uint32_t
+Document::SubtreeEnd(uint32_t index) const noexcept
+{
+	uint32_t cur = index;
+	for (;;) {
+		const Node &n = nodes_[cur];
+		if ((n.kind != Kind::Array && n.kind != Kind::Object) || n.first == 0)
+			return cur + 1;
+		uint32_t child = n.first;
+		while (nodes_[child].next != 0)
+			child = nodes_[child].next;
+		cur = child;
+	}
+}
+
+/* A binary search in the (node-ordered) bad strings for the first one in n's index range. */
+const BadString *
+Document::FindBadString(const Node *n) const noexcept
+{
+	if (bad_strings_.empty() || !Owns(n))
+		return nullptr;
+	uint32_t lo = static_cast<uint32_t>(n - nodes_.data());
+	uint32_t hi = SubtreeEnd(lo);
+	auto it = std::lower_bound(bad_strings_.begin(), bad_strings_.end(), lo,
+							   [](const BadString &b, uint32_t node) { return b.node < node; });
+	return it != bad_strings_.end() && it->node < hi ? &*it : nullptr;
+}
+
+/* Both lists are in document order: one merge walk. */
+const BadString *
+Document::FindBadStringOutside(const Node *const *subtrees, size_t count) const noexcept
+{
+	size_t k = 0;
+	uint32_t lo = 0;
+	uint32_t hi = 0; /* the range of subtrees[k - 1], or empty */
+	for (const BadString &b : bad_strings_) {
+		while (b.node >= hi && k < count) {
+			const Node *n = subtrees[k++];
+			if (!Owns(n))
+				continue;
+			lo = static_cast<uint32_t>(n - nodes_.data());
+			hi = SubtreeEnd(lo);
+		}
+		if (b.node < lo || b.node >= hi)
+			return &b;
+	}
+	return nullptr;
 }
 
 /*
@@ -862,99 +665,39 @@ Document::Serialize(const Node *n, const char **out, size_t *out_len) noexcept
 	}
 }
 
-/*
- * Same walk as WriteJson, but only arrays nest (as sub-arrays); any other element is written
- * whole: objects through WriteJson into a quoted element, scalars directly.
- */
+/* The container's bytes from the kept input; a byte that is not UTF-8 becomes \udcXX. */
 bool
-Document::ArrayLiteral(const Node *array, const char **out, size_t *out_len) noexcept
+Document::SourceText(const Node *n, const char **out, size_t *out_len) noexcept
 {
-	if (out != nullptr)
-		*out = nullptr;
-	if (out_len != nullptr)
-		*out_len = 0;
-	if (!Owns(array) || array->kind != Kind::Array || out == nullptr || out_len == nullptr)
-		return false;
+	if (!Owns(n) || out == nullptr || out_len == nullptr || source_.empty() ||
+		(n->kind != Kind::Array && n->kind != Kind::Object))
+		return Serialize(n, out, out_len);
+	const std::pair<uint32_t, uint32_t> &extent = extents_[static_cast<size_t>(n - nodes_.data())];
+	*out = nullptr;
+	*out_len = 0;
 	try {
-		std::vector<uint32_t> &stack = array_stack_;
+		static const char hex[] = "0123456789abcdef";
+		const unsigned char *p = reinterpret_cast<const unsigned char *>(source_.data()) + extent.first;
+		const unsigned char *end = reinterpret_cast<const unsigned char *>(source_.data()) + extent.second + 1;
 		scratch_.clear();
-		walk_stack_.clear();
-		stack.clear();
-
-		PlainOut plain{scratch_};
-		QuotedOut quoted{scratch_};
-		uint32_t start = static_cast<uint32_t>(array - nodes_.data());
-		stack.push_back(start);
-		plain.Put('{');
-		uint32_t cur = array->first;
-
-		for (;;) {
-			if (cur == 0) {
-				/* end of the innermost open array */
-				plain.Put('}');
-				uint32_t closed = stack.back();
-				stack.pop_back();
-				if (stack.empty())
-					break;
-				cur = nodes_[closed].next;
-				if (cur != 0)
-					plain.Put(',');
+		scratch_.reserve(static_cast<size_t>(end - p));
+		while (p < end) {
+			size_t run = detail::Utf8SequenceLength(p, static_cast<size_t>(end - p));
+			if (run != 0) {
+				scratch_.append(reinterpret_cast<const char *>(p), run);
+				p += run;
 				continue;
 			}
-			const Node &n = nodes_[cur];
-			switch (n.kind) {
-			case Kind::Array:
-				stack.push_back(cur);
-				plain.Put('{');
-				cur = n.first;
-				continue;
-			case Kind::Null: plain.Append("NULL", 4); break;
-			case Kind::False: plain.Append("\"false\"", 7); break;
-			case Kind::True: plain.Append("\"true\"", 6); break;
-			case Kind::Number:
-			case Kind::String:
-				plain.Put('"');
-				quoted.Append(n.str, n.len);
-				plain.Put('"');
-				break;
-			case Kind::Object:
-				plain.Put('"');
-				WriteJson(cur, quoted);
-				plain.Put('"');
-				break;
-			}
-			cur = n.next;
-			if (cur != 0)
-				plain.Put(',');
+			char u[6] = {'\\', 'u', 'd', 'c', hex[*p >> 4], hex[*p & 0xF]};
+			scratch_.append(u, sizeof(u));
+			p++;
 		}
 		*out = scratch_.data();
 		*out_len = scratch_.size();
 		return true;
 	} catch (...) {
 		scratch_.clear();
-		walk_stack_.clear();
-		array_stack_.clear();
 		return false;
-	}
-}
-
-bool
-NormalizedEquals(std::string_view a, std::string_view b) noexcept
-{
-	size_t i = 0;
-	size_t j = 0;
-
-	for (;;) {
-		while (i < a.size() && a[i] == '_')
-			i++;
-		while (j < b.size() && b[j] == '_')
-			j++;
-		if (i == a.size() || j == b.size())
-			return i == a.size() && j == b.size();
-		if (AsciiLower(a[i]) != AsciiLower(b[j]))
-			return false;
-		i++;
-		j++;
 	}
 }
 

@@ -1,5 +1,7 @@
 /*
- * json_doc.hpp - the record decoder's document: RapidJSON parsed into a flat node arena.
+ * json_doc.hpp - the JSON decoder: RapidJSON parsed into a flat node arena, and the compact
+ * JSON writer over it.  What a record means (its fields, array literals for columns) is the
+ * record layer's (record.hpp); what RapidJSON 1.1 needed changing is in rapidjson_patches.hpp.
  *
  * This file and json_doc.cpp never include Postgres headers: they are unit-tested and fuzzed
  * alone (test/unit/).  Postgres code may hold a Document only through a pointer whose lifetime
@@ -26,6 +28,7 @@
 #include <deque>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sequin_sync {
@@ -60,6 +63,18 @@ struct Node {
 	bool IsIntegerText() const noexcept;
 };
 
+/*
+ * A string the parse accepted although it is not Unicode text: it held a byte that is not
+ * UTF-8, or a \u escape of a UTF-16 surrogate without its pair.  Its text in the document was
+ * made valid (see Document::Parse); the caller decides what the string costs.
+ */
+struct BadString {
+	uint32_t node = 0;			/* the string's node; for a key, its member's node */
+	size_t offset = 0;			/* the first bad byte or escape, from the start of the input */
+	const char *message = "";	/* "invalid UTF-8 in string" or
+								 * "invalid unicode surrogate pair in string" */
+};
+
 class Document {
 public:
 	Document() noexcept = default;
@@ -68,19 +83,21 @@ public:
 
 	/*
 	 * Parse buf[0, len) in place: the buffer is modified and must outlive the Document.
-	 * Rejects invalid UTF-8, trailing garbage, NaN/Infinity, and an empty input.  A UTF-8
-	 * byte-order mark at the start is skipped.  Duplicate keys are kept (Find returns the last,
-	 * as jsonb does).  Returns false on error; then ErrorMessage() says what was wrong, in
-	 * lower case without a trailing period (e.g. "invalid value"), and ErrorOffset() where
-	 * (a byte offset into buf, the byte-order mark included).
-	 * A Document can be re-used: Parse resets it.
+	 * Rejects trailing garbage, NaN/Infinity, and an empty input.  A UTF-8 byte-order mark at
+	 * the start is skipped.  Duplicate keys are kept (Find returns the last, as jsonb does).
+	 * Returns false on error; then ErrorMessage() says what was wrong, in lower case without a
+	 * trailing period (e.g. "invalid value"), and ErrorOffset() where (a byte offset into buf,
+	 * the byte-order mark included).  A Document can be re-used: Parse resets it.
 	 *
 	 * The buffer needs no NUL terminator (nothing at buf[len] is read or written); a raw NUL
-	 * byte inside it is an error, as is a \u escape that decodes to a lone UTF-16 surrogate
-	 * (Postgres rejects both).  RapidJSON 1.1 still computes a double while it scans a number
-	 * and rejects one it cannot represent, even with numbers kept as text; such numbers (300+
-	 * characters, or an exponent of 300 or more) are set aside before parsing and keep their
-	 * exact text, so one of them cannot make a whole reply unparseable.
+	 * byte inside it is an error (Postgres rejects it).  Numbers keep their exact text, even
+	 * those RapidJSON 1.1 cannot represent (rapidjson_patches.hpp, patch 6).
+	 *
+	 * A string that is not Unicode text (invalid UTF-8, or a lone surrogate escape such as
+	 * \ud800) does not fail the parse: one bad value in one record must not make a whole reply
+	 * unreadable.  Its bad bytes become '?' and its lone surrogate escapes U+FFFD, so every
+	 * string of the document is valid UTF-8, and the string is listed in BadStrings(): a
+	 * caller that stores values checks FindBadString first (the apply engine parks the record).
 	 */
 	bool Parse(char *buf, size_t len) noexcept;
 
@@ -100,33 +117,45 @@ public:
 	 * is absent or not an object. */
 	const Node *FindPath(const Node *obj, std::string_view dotted_path) const noexcept;
 
+	/* Every bad string of the last parse, in document order (see Parse). */
+	const std::vector<BadString> &BadStrings() const noexcept { return bad_strings_; }
+	/* The first bad string inside n (n itself, its members' keys, everything below), or nullptr. */
+	const BadString *FindBadString(const Node *n) const noexcept;
+	/*
+	 * The first bad string inside none of subtrees[0, count), which must be nodes of this
+	 * document in document order, none inside another (nullptr entries are skipped); nullptr
+	 * when every bad string is inside one of them.  For a reply: a bad string outside the
+	 * records is the reply's, not a record's.
+	 */
+	const BadString *FindBadStringOutside(const Node *const *subtrees, size_t count) const noexcept;
+
 	/*
 	 * Serialize a value back to compact JSON text (strings re-escaped: \" \\ \n \t \r \b \f,
 	 * other control characters and NUL as \u00xx, UTF-8 kept as is; numbers as their raw text;
 	 * members in input order, duplicates kept).  The result lives in a scratch buffer owned by
-	 * the Document and stays valid until the next Serialize, ArrayLiteral or Parse call; it is
+	 * the Document and stays valid until the next Serialize, SourceText or Parse call; it is
 	 * NUL-terminated (*out_len excludes the terminator).  Returns false when memory runs out or
 	 * when `n` is not a node of this document.
 	 */
 	bool Serialize(const Node *n, const char **out, size_t *out_len) noexcept;
 
 	/*
-	 * Postgres array literal for a JSON array, for the input function of an array column:
-	 * ["a", null, 1, true, {"x": 1}, ["b"]] -> {"a",NULL,"1","true","{\"x\":1}",{"b"}}
-	 * (nested arrays become sub-arrays, objects their compact JSON text, every other element
-	 * quoted and escaped; [] -> {}).  A string element's bytes are copied as they are, so a
-	 * string holding a NUL byte puts a NUL into the literal: a caller handing the literal to a
-	 * cstring input function must check for that, as it must for any string value.  Same buffer
-	 * rules as Serialize.  Returns false when memory runs out or `array` is not an array of
-	 * this document.
+	 * The text of an object or array as it was in the input, when the document has bad strings
+	 * (what a dead letter keeps of a record that cannot be decoded): byte for byte, except that
+	 * each byte that is not UTF-8 is written as the escape \udc80-\udcff of that byte (the
+	 * "surrogateescape" of Python's PEP 383), so the text is valid UTF-8, the original bytes
+	 * can be told from it, and parsing it again finds the same strings bad.  Any other node, or
+	 * any node of a document without bad strings: Serialize.  Same buffer rules as Serialize.
 	 */
-	bool ArrayLiteral(const Node *array, const char **out, size_t *out_len) noexcept;
+	bool SourceText(const Node *n, const char **out, size_t *out_len) noexcept;
 
 	size_t NodeCount() const noexcept { return nodes_.size(); }
+	/* Whether n is a node of this document (of its last successful parse). */
+	bool Owns(const Node *n) const noexcept;
 
 private:
 	friend class DocumentBuilder;
-	bool Owns(const Node *n) const noexcept;
+	uint32_t SubtreeEnd(uint32_t index) const noexcept;
 	void SetError(const char *message, size_t offset) noexcept;
 	template <class Out> void WriteJson(uint32_t start, Out &out);
 
@@ -136,26 +165,24 @@ private:
 	size_t error_offset_ = 0;
 	/* explicit stacks (node indices) so that nothing here recurses; kept to reuse capacity */
 	std::vector<uint32_t> build_stack_; /* Parse: (open container, its last child) pairs */
+	std::vector<uint32_t> walk_stack_;  /* Serialize: open containers */
 	/*
-	 * Numbers RapidJSON would reject as too big for a double (300+ characters, or an exponent
-	 * of 300 or more): their text is kept here and they are blanked to "0" in the buffer before
-	 * parsing, so one such value in a record cannot make the whole reply unparseable.  A deque:
-	 * the strings never move, so nodes may point into them.
+	 * What the input scan (rapidjson_patches.hpp, patch 6) found: numbers set aside (a deque:
+	 * the strings never move, so nodes point into them) and strings that are not Unicode text.
 	 */
 	std::deque<std::pair<size_t, std::string>> big_numbers_;
-	size_t next_big_number_ = 0;
-	const char *base_for_offsets_ = nullptr;
-	void SetAsideBigNumbers(char *begin, size_t len);
-	std::vector<uint32_t> walk_stack_;  /* Serialize: open containers */
-	std::vector<uint32_t> array_stack_; /* ArrayLiteral: open (sub-)arrays */
+	std::vector<BadString> bad_strings_;
+	/* Only when there are bad strings: the input as received, and each container's extent in
+	 * it (offsets of its first and last byte; 0, 0 for scalars). */
+	std::string source_;
+	std::vector<std::pair<uint32_t, uint32_t>> extents_;
 };
 
 /*
- * True when two names are equal once ASCII letters are lower-cased and underscores dropped:
- * "FirstName" matches "first_name".  Used to match a column to a data field when no field
- * has the column's exact name.
+ * A JSON integer that fits int64: a Number whose raw text is an integer (no fraction, no
+ * exponent) within range.  False for anything else, nullptr included (*out is then unchanged).
  */
-bool NormalizedEquals(std::string_view a, std::string_view b) noexcept;
+bool ParseInt64(const Node *n, int64_t *out) noexcept;
 
 /*
  * Append `text` to *out as a JSON string literal (quotes included, escaped like Serialize).

@@ -29,34 +29,6 @@ SetError(std::string *error, const char *prefix, size_t item, bool with_item, co
 	}
 }
 
-/*
- * An integer counter from "info": only digit text that fits in int64 counts.  Anything else
- * (a string, a fraction, 1e3, an overflow) is ignored rather than guessed at: the counters
- * only feed the lag figures.
- */
-bool
-IntegerValue(const json::Node *n, int64_t *value) noexcept
-{
-	if (n == nullptr || !n->IsIntegerText())
-		return false;
-	std::string_view text = n->Str();
-	bool negative = text[0] == '-';
-	uint64_t limit = negative ? static_cast<uint64_t>(INT64_MAX) + 1 : static_cast<uint64_t>(INT64_MAX);
-	uint64_t acc = 0;
-
-	for (size_t i = negative ? 1 : 0; i < text.size(); i++) {
-		uint64_t digit = static_cast<uint64_t>(text[i] - '0');
-		if (acc > (limit - digit) / 10)
-			return false;
-		acc = acc * 10 + digit;
-	}
-	if (negative)
-		*value = acc == 0 ? 0 : static_cast<int64_t>(0 - acc); /* two's complement, no overflow */
-	else
-		*value = static_cast<int64_t>(acc);
-	return true;
-}
-
 } /* namespace */
 
 bool
@@ -113,12 +85,22 @@ DecodeNextReply(const json::Document &doc, NextReply *out, std::string *error) n
 				out->items.clear();
 				return false;
 			}
-			if (record == nullptr || !record->IsObject()) {
-				SetError(error, "item ", index, true, " has no \"record\" object");
-				out->items.clear();
-				return false;
-			}
 			out->items.push_back(NextReplyItem{token->Str(), record});
+		}
+		/* A bad string in a record is the record's; anywhere else (a token, a key of the reply)
+		 * it is the reply's, as it was before records could hold one. */
+		std::vector<const json::Node *> records;
+		records.reserve(out->items.size());
+		for (const NextReplyItem &item : out->items)
+			records.push_back(item.record);
+		const json::BadString *bad = doc.FindBadStringOutside(records.data(), records.size());
+		if (bad != nullptr) {
+			std::string where = "invalid JSON at byte " + std::to_string(bad->offset) + ": ";
+			SetError(error, where.c_str(), 0, false, nullptr);
+			if (error != nullptr)
+				error->append(bad->message);
+			out->items.clear();
+			return false;
 		}
 	} catch (...) {
 		/* only std::bad_alloc can get here */
@@ -127,12 +109,17 @@ DecodeNextReply(const json::Document &doc, NextReply *out, std::string *error) n
 		return false;
 	}
 
+	/*
+	 * The counters: only digit text that fits in int64 counts.  Anything else (a string, a
+	 * fraction, 1e3, an overflow) is ignored rather than guessed at: they only feed the lag
+	 * figures.
+	 */
 	const json::Node *info = doc.Find(root, "info");
 	if (info != nullptr && info->IsObject()) {
-		out->has_pending = IntegerValue(doc.Find(info, "num_pending"), &out->num_pending);
+		out->has_pending = json::ParseInt64(doc.Find(info, "num_pending"), &out->num_pending);
 		if (!out->has_pending)
 			out->num_pending = 0;
-		out->has_ack_pending = IntegerValue(doc.Find(info, "num_ack_pending"), &out->num_ack_pending);
+		out->has_ack_pending = json::ParseInt64(doc.Find(info, "num_ack_pending"), &out->num_ack_pending);
 		if (!out->has_ack_pending)
 			out->num_ack_pending = 0;
 	}

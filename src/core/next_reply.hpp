@@ -23,7 +23,12 @@ namespace sequin_sync {
 /* One delivered message; both point into the Document (and so into its buffer). */
 struct NextReplyItem {
 	std::string_view ack_token;
-	const json::Node *record; /* always an object */
+	/*
+	 * The item's "record": any JSON value, nullptr when the item has none.  Whether it is a
+	 * usable record (an object, with valid text: Document::FindBadString) is the apply
+	 * engine's to judge; one that is not is parked and acknowledged with the others.
+	 */
+	const json::Node *record;
 };
 
 struct NextReply {
@@ -35,12 +40,17 @@ struct NextReply {
 };
 
 /*
- * Decode {"data": [{"ack_token": "...", "record": {...}}, ...], "info": {...}}.  All or
- * nothing: one malformed item rejects the whole reply, because the caller must not ack (or
- * apply) part of a reply it could not fully understand.  On false, *error says why in lower
- * case without a trailing period, naming items by their 0-based index in "data" (e.g.
- * `item 3 has no "record" object`), and *out is left empty.  "info" is optional and its
- * counters are ignored unless they are integers that fit in int64.
+ * Decode {"data": [{"ack_token": "...", "record": {...}}, ...], "info": {...}}.
+ *
+ * What a record holds costs only that record: a record that is null, not an object, missing,
+ * or holds a string that is not Unicode text (Document::BadStrings) is still an item, to be
+ * parked and acknowledged.  What makes the reply's own structure untrustworthy rejects it
+ * whole, because the caller must not ack (or apply) part of a reply it could not understand:
+ * not an object, no "data" array, an item that is not an object or has no usable "ack_token",
+ * an "event" instead of a "record" (an event consumer), or a bad string outside the records.
+ * On false, *error says why in lower case without a trailing period, naming items by their
+ * 0-based index in "data" (e.g. `item 3 has no "ack_token" string`), and *out is left empty.
+ * "info" is optional and its counters are ignored unless they are integers that fit in int64.
  */
 bool DecodeNextReply(const json::Document &doc, NextReply *out, std::string *error) noexcept;
 

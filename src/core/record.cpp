@@ -4,6 +4,7 @@
 #include "core/record.hpp"
 
 #include <cstring>
+#include <new>
 #include "core/cpp_only.hpp" // must be the last include
 
 namespace sequin_sync {
@@ -29,6 +30,8 @@ FieldErrorMessage(FieldError err) noexcept
 			return "record field \"deleted\" must be a boolean";
 		case FieldError::BadData:
 			return "record field \"data\" must be an object";
+		case FieldError::NoData:
+			return "record has no \"data\"";
 		case FieldError::NoCollection:
 			return "record has no \"collection_id\" or \"collection_slug\"";
 		case FieldError::BadCollection:
@@ -41,37 +44,6 @@ bool
 HasNul(const char *text, size_t len) noexcept
 {
 	return len != 0 && std::memchr(text, '\0', len) != nullptr;
-}
-
-bool
-ParseInt64(const json::Node *n, int64_t *out) noexcept
-{
-	if (n == nullptr || !n->IsNumber() || !n->IsIntegerText() || n->len > 20)
-		return false;
-	const char *p = n->str;
-	const char *end = n->str + n->len;
-	bool neg = false;
-	if (*p == '-') {
-		neg = true;
-		p++;
-	}
-	uint64_t v = 0;
-	for (; p < end; p++) {
-		uint64_t digit = (uint64_t) (*p - '0');
-		if (v > (UINT64_MAX - digit) / 10)
-			return false;
-		v = v * 10 + digit;
-	}
-	if (neg) {
-		if (v > (uint64_t) INT64_MAX + 1)
-			return false;
-		*out = (int64_t) (0 - v);
-	} else {
-		if (v > (uint64_t) INT64_MAX)
-			return false;
-		*out = (int64_t) v;
-	}
-	return true;
 }
 
 FieldError
@@ -100,7 +72,7 @@ ValidateFields(const json::Document &doc, const json::Node *rec, Fields *out) no
 	const json::Node *idx = doc.Find(rec, "updated_idx");
 	if (idx == nullptr || idx->IsNull())
 		return FieldError::NoUpdatedIdx;
-	if (!ParseInt64(idx, &out->updated_idx))
+	if (!json::ParseInt64(idx, &out->updated_idx))
 		return FieldError::BadUpdatedIdx;
 
 	const json::Node *deleted = doc.Find(rec, "deleted");
@@ -119,6 +91,9 @@ ValidateFields(const json::Document &doc, const json::Node *rec, Fields *out) no
 		return FieldError::NoCollection;
 	if (out->collection == nullptr)
 		return FieldError::BadCollection;
+	/* A version without its data would overwrite good values with NULLs; a delete needs none. */
+	if (out->data == nullptr && !out->deleted)
+		return FieldError::NoData;
 	return FieldError::None;
 }
 
@@ -131,6 +106,36 @@ FindPathSource(const json::Document &doc, const json::Node *rec, const char *pat
 	return v;
 }
 
+namespace {
+
+inline char
+AsciiLower(char c)
+{
+	return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+} /* namespace */
+
+bool
+NormalizedEquals(std::string_view a, std::string_view b) noexcept
+{
+	size_t i = 0;
+	size_t j = 0;
+
+	for (;;) {
+		while (i < a.size() && a[i] == '_')
+			i++;
+		while (j < b.size() && b[j] == '_')
+			j++;
+		if (i == a.size() || j == b.size())
+			return i == a.size() && j == b.size();
+		if (AsciiLower(a[i]) != AsciiLower(b[j]))
+			return false;
+		i++;
+		j++;
+	}
+}
+
 const json::Node *
 FindDataField(const json::Document &doc, const json::Node *data, std::string_view name) noexcept
 {
@@ -141,7 +146,7 @@ FindDataField(const json::Document &doc, const json::Node *data, std::string_vie
 		return v;
 	const json::Node *match = nullptr;
 	for (const json::Node *m = doc.First(data); m != nullptr; m = doc.Next(m))
-		if (json::NormalizedEquals(m->Key(), name))
+		if (NormalizedEquals(m->Key(), name))
 			match = m;
 	return match;
 }
@@ -197,6 +202,136 @@ PlanValue(const json::Node *value, const Target &target) noexcept
 			return p;
 	}
 	return p;
+}
+
+/* Inside a double-quoted array element, '"' and '\\' take a backslash. */
+void
+ArrayLiteralWriter::AppendQuoted(const char *text, size_t len)
+{
+	out_.push_back('"');
+	size_t run = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] != '"' && text[i] != '\\')
+			continue;
+		out_.append(text + run, i - run);
+		out_.push_back('\\');
+		run = i; /* the quote or backslash itself starts the next run */
+	}
+	out_.append(text + run, len - run);
+	out_.push_back('"');
+}
+
+/* Clears the outputs; whether the arguments are usable: an array of doc, somewhere to put it. */
+bool
+ArrayLiteralWriter::Start(const json::Document &doc, const json::Node *array, const char **out, size_t *out_len) noexcept
+{
+	if (out != nullptr)
+		*out = nullptr;
+	if (out_len != nullptr)
+		*out_len = 0;
+	return doc.Owns(array) && array->IsArray() && out != nullptr && out_len != nullptr;
+}
+
+/*
+ * A walk over the array with an explicit stack of open (sub-)arrays: an element that is an
+ * array opens a sub-array, anything else is written whole (objects as their JSON text).
+ */
+bool
+ArrayLiteralWriter::ArrayLiteral(json::Document &doc, const json::Node *array, const char **out,
+								 size_t *out_len) noexcept
+{
+	if (!Start(doc, array, out, out_len))
+		return false;
+	try {
+		out_.clear();
+		stack_.clear();
+		out_.push_back('{');
+		stack_.push_back(array);
+		const json::Node *cur = doc.First(array);
+		for (;;) {
+			if (cur == nullptr) {
+				/* end of the innermost open array */
+				out_.push_back('}');
+				const json::Node *closed = stack_.back();
+				stack_.pop_back();
+				if (stack_.empty())
+					break;
+				cur = doc.Next(closed);
+				if (cur != nullptr)
+					out_.push_back(',');
+				continue;
+			}
+			switch (cur->kind) {
+				case json::Kind::Array:
+					stack_.push_back(cur);
+					out_.push_back('{');
+					cur = doc.First(cur);
+					continue;
+				case json::Kind::Null:
+					out_.append("NULL");
+					break;
+				case json::Kind::False:
+					out_.append("\"false\"");
+					break;
+				case json::Kind::True:
+					out_.append("\"true\"");
+					break;
+				case json::Kind::Number:
+				case json::Kind::String:
+					AppendQuoted(cur->str, cur->len);
+					break;
+				case json::Kind::Object: {
+					const char *text;
+					size_t len;
+					if (!doc.Serialize(cur, &text, &len))
+						return false;
+					AppendQuoted(text, len);
+					break;
+				}
+			}
+			cur = doc.Next(cur);
+			if (cur != nullptr)
+				out_.push_back(',');
+		}
+		*out = out_.c_str();
+		*out_len = out_.size();
+		return true;
+	} catch (...) {
+		out_.clear();
+		stack_.clear();
+		return false;
+	}
+}
+
+bool
+ArrayLiteralWriter::JsonElementsLiteral(json::Document &doc, const json::Node *array, const char **out,
+										size_t *out_len) noexcept
+{
+	if (!Start(doc, array, out, out_len))
+		return false;
+	try {
+		out_.assign(1, '{');
+		for (const json::Node *e = doc.First(array); e != nullptr; e = doc.Next(e)) {
+			if (out_.size() > 1)
+				out_.push_back(',');
+			if (e->IsNull()) {
+				out_.append("NULL");
+				continue;
+			}
+			const char *text;
+			size_t len;
+			if (!doc.Serialize(e, &text, &len))
+				return false;
+			AppendQuoted(text, len);
+		}
+		out_.push_back('}');
+		*out = out_.c_str();
+		*out_len = out_.size();
+		return true;
+	} catch (...) {
+		out_.clear();
+		return false;
+	}
 }
 
 const char *

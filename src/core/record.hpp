@@ -7,11 +7,13 @@
  *    with the exact error message a dead letter shows;
  *  - where a column's value is in a record (a dotted path, or a field of "data");
  *  - how a JSON value reaches a column: which text the type's input function gets, or that it
- *    is epoch seconds, jsonb built from the tree, an array literal, or a type mismatch.
+ *    is epoch seconds, jsonb built from the tree, an array literal, or a type mismatch;
+ *  - the Postgres array literals themselves (ArrayLiteralWriter).
  * The Postgres side (apply.cpp, convert.cpp) calls the input functions and raises the errors.
  *
- * Like json_doc.hpp: no Postgres headers, nothing here allocates, every function is noexcept.
- * A Postgres-side file includes this before postgres.h.
+ * Like json_doc.hpp: no Postgres headers, every function is noexcept, and nothing allocates
+ * except ArrayLiteralWriter, which owns its buffers.  A Postgres-side file includes this before
+ * postgres.h and holds an ArrayLiteralWriter only through a pointer (see apply.cpp).
  */
 #ifndef SEQUIN_SYNC_RECORD_HPP
 #define SEQUIN_SYNC_RECORD_HPP
@@ -22,7 +24,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/convert_kind.hpp"
 #include "core/json_doc.hpp"
@@ -43,6 +47,7 @@ enum class FieldError : uint8_t {
 	BadData,			/* "data" neither an object nor null */
 	NoCollection,		/* neither "collection_id" nor "collection_slug" */
 	BadCollection,		/* the collection is not a non-empty string without \u0000 */
+	NoData,				/* no "data" object (absent or null) in a record that is not deleted */
 };
 
 /* The dead letter's message for an error ("" for None); static text. */
@@ -54,7 +59,8 @@ struct Fields {
 	uint32_t id_len = 0;
 	int64_t updated_idx = 0;
 	bool deleted = false;			/* false when absent or null */
-	const json::Node *data = nullptr;	/* the "data" object; nullptr when absent or null */
+	const json::Node *data = nullptr;	/* the "data" object; nullptr when absent or null, which
+										 * only a deleted record may be */
 	/*
 	 * "collection_id", else "collection_slug" when that is absent or null.  Set whenever it is
 	 * a non-empty string without NUL bytes, even when another field is invalid (a dead letter
@@ -66,18 +72,22 @@ struct Fields {
 
 /*
  * Checks the standard fields of one record and fills *out.  The checks run in a fixed order
- * (object, collection captured, id, updated_idx, deleted, data, collection) and the first
- * failure is returned; on None every field of *out is valid.
+ * (object, collection captured, id, updated_idx, deleted, data, collection, data present unless
+ * deleted) and the first failure is returned; on None every field of *out is valid.
  */
 FieldError ValidateFields(const json::Document &doc, const json::Node *rec, Fields *out) noexcept;
-
-/* A JSON integer that fits int64; false for non-numbers, fractions, exponents and overflow. */
-bool ParseInt64(const json::Node *n, int64_t *out) noexcept;
 
 /* The value at `path` (dotted, from the record root), else at `alt_path` (may be nullptr) when
  * the first is absent or null; nullptr when neither has one. */
 const json::Node *FindPathSource(const json::Document &doc, const json::Node *rec, const char *path,
 								 const char *alt_path) noexcept;
+
+/*
+ * True when two names are equal once ASCII letters are lower-cased and underscores dropped:
+ * "FirstName" matches "first_name".  How a column finds its data field when no field has the
+ * column's exact name.
+ */
+bool NormalizedEquals(std::string_view a, std::string_view b) noexcept;
 
 /* The member of the record's "data" object (nullptr: none) named `name`, exactly, or else the
  * last one equal to it ignoring ASCII case and underscores ("FirstName" for first_name). */
@@ -93,7 +103,7 @@ enum class Plan : uint8_t {
 	Epoch,			/* a number of Unix epoch seconds into a timestamp(tz)/date */
 	JsonbTree,		/* an object or array straight into jsonb, no text round trip */
 	JsonElements,	/* json[]/jsonb[]: an array literal of each element serialized */
-	ArrayLiteral,	/* Document::ArrayLiteral, then the input function */
+	ArrayLiteral,	/* ArrayLiteralWriter::ArrayLiteral, then the input function */
 	Mismatch,		/* an object or array for a column that cannot hold one: the error */
 };
 
@@ -113,6 +123,40 @@ struct ValuePlan {
 
 /* Decides how `value` (nullptr = absent) reaches a column. */
 ValuePlan PlanValue(const json::Node *value, const Target &target) noexcept;
+
+/*
+ * Postgres array literals for JSON arrays, the text an array column's input function takes.
+ * Keeps its buffer (and the Document's scratch buffer) for the next value: the result stays
+ * valid until the next call on this writer or the next Serialize/Parse of the document.  It is
+ * NUL-terminated (*out_len excludes the terminator).  Both return false when memory runs out
+ * or `array` is not an array of `doc`.
+ */
+class ArrayLiteralWriter {
+public:
+	/*
+	 * ["a", null, 1, true, {"x": 1}, ["b"]] -> {"a",NULL,"1","true","{\"x\":1}",{"b"}}: nested
+	 * arrays become sub-arrays (a multi-dimensional array), objects their compact JSON text,
+	 * every other element quoted and escaped; [] -> {}.  A string element's bytes are copied as
+	 * they are, so a string holding a NUL byte puts a NUL into the literal: a caller handing the
+	 * literal to a cstring input function must check for that, as it must for any string.
+	 * Iterative: nesting depth costs heap, never stack.
+	 */
+	bool ArrayLiteral(json::Document &doc, const json::Node *array, const char **out, size_t *out_len) noexcept;
+
+	/*
+	 * For json[] and jsonb[]: every element is one JSON value, written as its compact JSON text
+	 * (nested arrays included, where ArrayLiteral would make a sub-array); null is NULL.
+	 */
+	bool JsonElementsLiteral(json::Document &doc, const json::Node *array, const char **out,
+							 size_t *out_len) noexcept;
+
+private:
+	static bool Start(const json::Document &doc, const json::Node *array, const char **out, size_t *out_len) noexcept;
+	void AppendQuoted(const char *text, size_t len);
+
+	std::string out_;
+	std::vector<const json::Node *> stack_;
+};
 
 /* True when text holds a NUL byte, which no Postgres text value can store (\u0000). */
 bool HasNul(const char *text, size_t len) noexcept;

@@ -2,7 +2,8 @@
  * apply.cpp - the apply engine (see apply.hpp).
  *
  * A batch goes through these steps:
- *  1. validate each record's standard fields and find its mapping by collection;
+ *  1. validate each record (it can be decoded, its standard fields) and find its mapping by
+ *     collection;
  *  2. per mapping, sort by id and keep only the newest version of each id (in-batch reduction:
  *     an upsert never touches a row twice, and older versions are counted as skipped);
  *  3. resolve the mapping against the catalog, convert every value with the column type's input
@@ -10,9 +11,11 @@
  *     costs only its record;
  *  4. hard deletes: lock the keys (advisory, in id order), drop versions older than a tombstone;
  *  5. one set-based statement per mapping and kind - INSERT ... SELECT FROM unnest(typed arrays)
- *     ON CONFLICT (id) DO UPDATE ... WHERE stored updated_idx < incoming, and for hard deletes
- *     DELETE ... USING unnest(...) plus tombstones - each in a subtransaction.  A statement that
- *     fails is bisected down to the records that fail alone, which are parked.
+ *     ON CONFLICT (id) DO UPDATE ... WHERE stored updated_idx < incoming; the same with the
+ *     standard columns only for soft deletes without data (their data columns stay as they
+ *     are); and for hard deletes DELETE ... USING unnest(...) plus tombstones - each in a
+ *     subtransaction.  A statement that fails is bisected down to the records that fail alone,
+ *     which are parked.
  *
  * Rows are processed in id order, so concurrent batches lock rows in the same order and do
  * not deadlock each other.
@@ -86,7 +89,33 @@ struct Engine {
 	int			ngroups;
 	Group	   *groups;
 	Rec		   *recs;
+	record::ArrayLiteralWriter *literals;	/* owned by batch->cxt */
 };
+
+/*
+ * A C++ object on the C++ heap, deleted when cxt is reset or deleted - also when an error unwinds
+ * the stack - so no destructor ever depends on a longjmp.
+ */
+template <class T>
+void
+DeleteOwned(void *arg)
+{
+	delete static_cast<T *>(arg);
+}
+
+template <class T>
+T *
+NewOwnedBy(MemoryContext cxt)
+{
+	T *obj = new (std::nothrow) T();
+	if (obj == nullptr)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	MemoryContextCallback *cb = (MemoryContextCallback *) MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
+	cb->func = DeleteOwned<T>;
+	cb->arg = obj;
+	MemoryContextRegisterResetCallback(cxt, cb);
+	return obj;
+}
 
 void
 Fail(Engine *e, int index, int sqlerrcode, const char *message)
@@ -160,21 +189,35 @@ AddToGroup(Group *g, Rec *r)
 	g->recs[g->nrecs++] = r;
 }
 
-/* Checks the standard fields every record needs (record.cpp) and files it under its mapping. */
+/*
+ * Checks that the record can be decoded and has the standard fields every record needs
+ * (record.cpp), and files it under its mapping.
+ */
 void
 ValidateRecord(Engine *e, int i)
 {
 	Rec *r = &e->recs[i];
 	r->index = i;
 	r->node = e->batch->records[i];
+	json::Document *doc = e->batch->doc;
 
+	if (r->node == nullptr) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "item has no \"record\"");
+		return;
+	}
 	record::Fields f;
-	record::FieldError err = record::ValidateFields(*e->batch->doc, r->node, &f);
-	if (f.collection != nullptr) {
+	record::FieldError err = record::ValidateFields(*doc, r->node, &f);
+	/* A record that is not Unicode text is parked whole: nothing of it is stored, nor trusted. */
+	const json::BadString *bad = err != record::FieldError::NotObject ? doc->FindBadString(r->node) : nullptr;
+	if (f.collection != nullptr && bad == nullptr) {
 		char *coll = (char *) MemoryContextAlloc(e->batch->cxt, f.collection_len + 1);
 		memcpy(coll, f.collection, f.collection_len);
 		coll[f.collection_len] = '\0';
 		e->batch->results[i].collection = coll;
+	}
+	if (bad != nullptr) {
+		Fail(e, i, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE, psprintf("record cannot be decoded: %s", bad->message));
+		return;
 	}
 	if (err != record::FieldError::None) {
 		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, record::FieldErrorMessage(err));
@@ -286,8 +329,14 @@ ConvertStep(void *p)
 					domain_check(r->values[a->col], false, col->type, nullptr, nullptr);
 				continue;
 			}
+			if (col->from_data && r->data == nullptr) {
+				/* a delete without data: the column is not written (see ApplyGroup) */
+				r->values[a->col] = (Datum) 0;
+				r->nulls[a->col] = true;
+				continue;
+			}
 			const json::Node *src = FindColumnSource(doc, r->node, r->data, col);
-			r->values[a->col] = ConvertValue(col, doc, src, &r->nulls[a->col]);
+			r->values[a->col] = ConvertValue(col, doc, a->engine->literals, src, &r->nulls[a->col]);
 		}
 		if (m->hard_delete) {
 			const MappedColumn *idcol = &m->columns[m->id_col];
@@ -325,7 +374,11 @@ ConvertGroup(Engine *e, Group *g)
 
 /* ---- steps 4 and 5: statements ---- */
 
-enum class StmtKind { Upsert, Delete };
+enum class StmtKind {
+	Upsert,			/* every mapped column */
+	UpsertStandard,	/* soft deletes without data: the columns not taken from data */
+	Delete,			/* hard deletes */
+};
 
 struct Stmt {
 	Group	   *group;
@@ -333,6 +386,7 @@ struct Stmt {
 	char	   *sql;
 	int			nargs;
 	Oid		   *argtypes;
+	int		   *cols;			/* upserts: the mapped column of each parameter */
 };
 
 const char *
@@ -341,46 +395,94 @@ ColumnType(const MappedColumn *col)
 	return format_type_extended(col->type, col->typmod, FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
 }
 
+/*
+ * The upsert of a mapping: INSERT ... ON CONFLICT (id) DO UPDATE under the version guard, with
+ * every mapped column.
+ *
+ * UpsertStandard, for soft deletes without data, writes only the columns not taken from data,
+ * so the row's data columns stay as they are.  It cannot be the same INSERT with fewer columns:
+ * Postgres checks the proposed row's constraints before it looks for a conflict, so a data
+ * column that is NOT NULL (or a domain that is) would refuse the delete of a row that exists.
+ * Existing rows are therefore UPDATEd, and only ids without a row are INSERTed (with their data
+ * columns' defaults); a row inserted meanwhile by someone else still meets ON CONFLICT.  Both
+ * parts see the same snapshot, so each record goes to exactly one of them.  Being a second
+ * statement of the group, it can deadlock with a concurrent batch whose statements lock the same
+ * rows in the other order; Postgres detects it, and a deadlock is transient (the batch is
+ * retried).
+ */
 void
 BuildUpsert(Stmt *s)
 {
 	ResolvedMapping *m = s->group->map;
-	StringInfoData sql, sel, names, args, set;
+	bool standard = s->kind == StmtKind::UpsertStandard;
+	StringInfoData sql, sel, names, args, set, update_set, plain;
 	initStringInfo(&sql);
 	initStringInfo(&sel);
 	initStringInfo(&names);
 	initStringInfo(&args);
 	initStringInfo(&set);
-	s->nargs = m->ncolumns;
+	initStringInfo(&update_set);
+	initStringInfo(&plain);
+	s->nargs = 0;
 	s->argtypes = (Oid *) palloc(sizeof(Oid) * m->ncolumns);
-	for (int i = 0; i < m->ncolumns; i++) {
-		const MappedColumn *col = &m->columns[i];
+	s->cols = (int *) palloc(sizeof(int) * m->ncolumns);
+	int id_arg = 0, idx_arg = 0;
+	for (int c = 0; c < m->ncolumns; c++) {
+		const MappedColumn *col = &m->columns[c];
+		if (standard && col->from_data)
+			continue;
+		int i = s->nargs++;
 		const char *sep = i ? ", " : "";
 		const char *qname = quote_identifier(col->name);
 		appendStringInfo(&names, "%s%s", sep, qname);
 		appendStringInfo(&args, "%spg_catalog.unnest($%d)", sep, i + 1);
-		if (col->pass_as_text)
-			appendStringInfo(&sel, "%ss.c%d::%s", sep, i + 1, ColumnType(col));
-		else
-			appendStringInfo(&sel, "%ss.c%d", sep, i + 1);
-		if (i != m->id_col)
+		appendStringInfo(&sel, "%ss.c%d%s%s", sep, i + 1, col->pass_as_text ? "::" : "",
+						 col->pass_as_text ? ColumnType(col) : "");
+		if (standard)
+			appendStringInfo(&sel, " AS c%d", i + 1);
+		appendStringInfo(&plain, "%ss.c%d", sep, i + 1);
+		if (c != m->id_col) {
 			appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", qname, qname);
+			appendStringInfo(&update_set, "%s%s = s.c%d", update_set.len ? ", " : "", qname, i + 1);
+		}
+		if (c == m->id_col)
+			id_arg = i + 1;
+		if (c == m->idx_col)
+			idx_arg = i + 1;
 		s->argtypes[i] = col->pass_as_text ? TEXTARRAYOID : col->array_type;
+		s->cols[i] = c;
 	}
 	StringInfoData aliases;
 	initStringInfo(&aliases);
-	for (int i = 0; i < m->ncolumns; i++)
+	for (int i = 0; i < s->nargs; i++)
 		appendStringInfo(&aliases, "%sc%d", i ? ", " : "", i + 1);
+	const char *id = quote_identifier(m->columns[m->id_col].name);
 	const char *idx = quote_identifier(m->columns[m->idx_col].name);
-	appendStringInfo(&sql,
-					 "INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS s(%s) "
-					 "ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NULL OR t.%s < EXCLUDED.%s "
-					 "RETURNING (t.xmax = 0), %s",
-					 m->qualified_name, names.data, sel.data, args.data, aliases.data,
-					 quote_identifier(m->columns[m->id_col].name), set.data, idx, idx, idx,
-					 m->hard_delete ? "false"
-									: psprintf("COALESCE(t.%s, false)",
-											   quote_identifier(m->columns[m->deleted_col].name)));
+	const char *deleted = m->hard_delete ? "false"
+										 : psprintf("COALESCE(t.%s, false)",
+													quote_identifier(m->columns[m->deleted_col].name));
+	if (!standard) {
+		appendStringInfo(&sql,
+						 "INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS s(%s) "
+						 "ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NULL OR t.%s < EXCLUDED.%s "
+						 "RETURNING (t.xmax = 0), %s",
+						 m->qualified_name, names.data, sel.data, args.data, aliases.data,
+						 id, set.data, idx, idx, idx, deleted);
+	} else {
+		appendStringInfo(&sql,
+						 "WITH s AS (SELECT %s FROM ROWS FROM (%s) AS s(%s)), "
+						 "u AS (UPDATE %s AS t SET %s FROM s WHERE t.%s = s.c%d AND (t.%s IS NULL OR t.%s < s.c%d) "
+						 "RETURNING false, %s), "
+						 "i AS (INSERT INTO %s AS t (%s) SELECT %s FROM s "
+						 "WHERE NOT EXISTS (SELECT FROM %s AS x WHERE x.%s = s.c%d) "
+						 "ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NULL OR t.%s < EXCLUDED.%s "
+						 "RETURNING (t.xmax = 0), %s) "
+						 "SELECT * FROM u UNION ALL SELECT * FROM i",
+						 sel.data, args.data, aliases.data,
+						 m->qualified_name, update_set.data, id, id_arg, idx, idx, idx_arg, deleted,
+						 m->qualified_name, names.data, plain.data, m->qualified_name, id, id_arg,
+						 id, set.data, idx, idx, idx, deleted);
+	}
 	s->sql = sql.data;
 }
 
@@ -486,9 +588,9 @@ ExecStep(void *p)
 	Datum *values = (Datum *) palloc(sizeof(Datum) * s->nargs);
 	memset(&a->counts, 0, sizeof(a->counts));
 
-	if (s->kind == StmtKind::Upsert) {
-		for (int c = 0; c < m->ncolumns; c++)
-			values[c] = ColumnArray(&m->columns[c], c, a->recs, a->n);
+	if (s->kind != StmtKind::Delete) {
+		for (int i = 0; i < s->nargs; i++)
+			values[i] = ColumnArray(&m->columns[s->cols[i]], s->cols[i], a->recs, a->n);
 	} else {
 		values[0] = ColumnArray(&m->columns[m->id_col], m->id_col, a->recs, a->n);
 		values[1] = Int8Array(a->recs, a->n);
@@ -501,7 +603,7 @@ ExecStep(void *p)
 
 	uint64 returned = SPI_processed;
 	SPITupleTable *tt = SPI_tuptable;
-	if (s->kind == StmtKind::Upsert) {
+	if (s->kind != StmtKind::Delete) {
 		for (uint64 i = 0; i < returned; i++) {
 			bool isnull;
 			bool inserted = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
@@ -566,17 +668,12 @@ ExecBisect(Engine *e, Stmt *s, Rec **recs, int n)
  * Hard deletes: serialize concurrent appliers of the same keys (advisory locks taken in id
  * order, held to commit), then skip every version a tombstone says is stale.  Without the lock
  * a concurrent upsert could read "no tombstone" while a delete of a newer version commits.
+ * No subtransaction: these statements touch only our own table, so an error here is no
+ * record's fault and fails the batch.
  */
-struct TombstoneArg {
-	Engine	   *engine;
-	Group	   *group;
-};
-
 void
-TombstoneStep(void *p)
+SkipTombstoned(Engine *e, Group *g)
 {
-	TombstoneArg *a = (TombstoneArg *) p;
-	Group *g = a->group;
 	Oid argtypes[3] = {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID};
 	Datum values[3] = {ObjectIdGetDatum(g->relid), KeyTextArray(g->recs, g->nrecs), Int8Array(g->recs, g->nrecs)};
 	SpiExecCached("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::pg_catalog.oid::pg_catalog.text "
@@ -589,7 +686,7 @@ TombstoneStep(void *p)
 	for (uint64 i = 0; i < SPI_processed; i++) {
 		bool isnull;
 		int64 ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		Skip(a->engine, g->recs[ord - 1]->index);
+		Skip(e, g->recs[ord - 1]->index);
 	}
 }
 
@@ -605,40 +702,39 @@ ApplyGroup(Engine *e, Group *g)
 
 	ResolvedMapping *m = g->map;
 	Rec **upserts = (Rec **) palloc(sizeof(*upserts) * g->nrecs);
+	Rec **standard = (Rec **) palloc(sizeof(*standard) * g->nrecs);
 	Rec **deletes = (Rec **) palloc(sizeof(*deletes) * g->nrecs);
-	int nupserts = 0, ndeletes = 0;
+	int nupserts = 0, nstandard = 0, ndeletes = 0;
 
 	if (m->hard_delete) {
-		TombstoneArg ta = {e, g};
-		ErrorData *err = RunProtected(TombstoneStep, &ta, e->batch->cxt);
-		if (err != nullptr)
-			ReThrowError(err); /* our own table: not a record's fault */
+		SkipTombstoned(e, g);
 		Compact(e, g);
 	}
 	for (int i = 0; i < g->nrecs; i++) {
 		Rec *r = g->recs[i];
 		if (m->hard_delete && r->deleted)
 			deletes[ndeletes++] = r;
+		else if (r->data == nullptr)
+			standard[nstandard++] = r; /* a soft delete without data (record.cpp allows no other) */
 		else
 			upserts[nupserts++] = r;
 	}
 
 	if (ndeletes > 0) {
-		Stmt s = {g, StmtKind::Delete, nullptr, 0, nullptr};
+		Stmt s = {g, StmtKind::Delete, nullptr, 0, nullptr, nullptr};
 		BuildDelete(&s);
 		ExecBisect(e, &s, deletes, ndeletes);
 	}
+	if (nstandard > 0) {
+		Stmt s = {g, StmtKind::UpsertStandard, nullptr, 0, nullptr, nullptr};
+		BuildUpsert(&s);
+		ExecBisect(e, &s, standard, nstandard);
+	}
 	if (nupserts > 0) {
-		Stmt s = {g, StmtKind::Upsert, nullptr, 0, nullptr};
+		Stmt s = {g, StmtKind::Upsert, nullptr, 0, nullptr, nullptr};
 		BuildUpsert(&s);
 		ExecBisect(e, &s, upserts, nupserts);
 	}
-}
-
-void
-DeleteDocument(void *arg)
-{
-	delete static_cast<json::Document *>(arg);
 }
 
 } /* namespace */
@@ -646,14 +742,7 @@ DeleteDocument(void *arg)
 json::Document *
 NewDocument(MemoryContext cxt)
 {
-	json::Document *doc = new (std::nothrow) json::Document();
-	if (doc == nullptr)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	MemoryContextCallback *cb = (MemoryContextCallback *) MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
-	cb->func = DeleteDocument;
-	cb->arg = doc;
-	MemoryContextRegisterResetCallback(cxt, cb);
-	return doc;
+	return NewOwnedBy<json::Document>(cxt);
 }
 
 void
@@ -675,6 +764,7 @@ ApplyRecords(ApplyBatch *batch)
 	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
 	Engine e;
 	e.batch = batch;
+	e.literals = NewOwnedBy<record::ArrayLiteralWriter>(batch->cxt);
 	LoadMappings(&e);
 	e.recs = (Rec *) palloc0(sizeof(Rec) * Max(batch->nrecords, 1));
 	for (int i = 0; i < batch->nrecords; i++)
@@ -732,14 +822,21 @@ WriteDeadLetters(ApplyBatch *batch)
 	for (int i = 0; i < batch->nrecords; i++) {
 		if (batch->results[i].status != RecordStatus::Failed)
 			continue;
-		const char *text;
-		size_t len;
-		if (batch->records[i] == nullptr || !batch->doc->Serialize(batch->records[i], &text, &len))
-			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-		DeadLetterArg a = {batch, i, true, pnstrdup(text, len)};
+		const json::Node *rec = batch->records[i];
+		DeadLetterArg a = {batch, i, true, "null"}; /* an item without a record */
+		if (rec != nullptr) {
+			/* A record that cannot be decoded is kept as it came (Document::SourceText). */
+			bool undecodable = batch->doc->FindBadString(rec) != nullptr;
+			const char *text;
+			size_t len;
+			if (!(undecodable ? batch->doc->SourceText(rec, &text, &len) : batch->doc->Serialize(rec, &text, &len)))
+				ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+			a.as_jsonb = !undecodable;
+			a.text = pnstrdup(text, len);
+		}
 		/* A record jsonb cannot hold (\u0000, nesting too deep) is kept as its JSON text. */
-		ErrorData *err = RunProtected(DeadLetterStep, &a, batch->cxt);
-		if (err != nullptr) {
+		ErrorData *err = a.as_jsonb ? RunProtected(DeadLetterStep, &a, batch->cxt) : nullptr;
+		if (!a.as_jsonb || err != nullptr) {
 			a.as_jsonb = false;
 			DeadLetterStep(&a);
 		}

@@ -14,15 +14,23 @@
 
 namespace sequin_sync {
 
+/*
+ * What became of one record.  The counters (ApplyCounts) say more than the status: a record the
+ * version guard refused inside the set-based statement is counted as skipped but keeps status
+ * Applied, because which rows a statement left alone is not worth a round trip to find out -
+ * only Failed matters to the callers (retry_dead_letters removes what did not fail).
+ */
 enum class RecordStatus : uint8_t {
-	Applied,	/* inserted, updated or deleted */
-	Skipped,	/* an equal or newer version is already there (or later in the batch) */
+	Applied,	/* sent to the table: inserted, updated or deleted, or left alone by the version
+				 * guard because the stored row is as new or newer */
+	Skipped,	/* never sent: a newer version of the same id is in the batch, or a hard delete's
+				 * tombstone is as new or newer */
 	Failed,		/* parked: error and sqlstate say why */
 };
 
 struct RecordResult {
 	RecordStatus status;
-	char	   *collection;		/* NULL when the record has none */
+	char	   *collection;		/* NULL when the record has none (or it cannot be decoded) */
 	char	   *error;
 	char		sqlstate[6];
 };
@@ -39,6 +47,11 @@ struct ApplyBatch {
 	const char *consumer;
 	json::Document *doc;
 	int			nrecords;
+	/*
+	 * The records, nodes of doc: anything a reply's item held, so nullptr (an item without a
+	 * record), null, a non-object, or a record holding strings that are not Unicode text
+	 * (doc->FindBadString) - each of those is parked, and only it.
+	 */
 	const json::Node **records;
 	RecordResult *results;		/* nrecords entries, filled by ApplyRecords */
 	ApplyCounts counts;

@@ -170,39 +170,6 @@ JsonbFromNode(json::Document *doc, const json::Node *root)
 	return JsonbPGetDatum(JsonbValueToJsonb(result));
 }
 
-/*
- * The array literal of a json[]/jsonb[] column: every element is one JSON value, nested
- * arrays included (a sub-array would make a two-dimensional array instead).
- */
-char *
-JsonArrayLiteral(json::Document *doc, const json::Node *array)
-{
-	StringInfoData buf;
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	for (const json::Node *e = doc->First(array); e != nullptr; e = doc->Next(e)) {
-		if (buf.len > 1)
-			appendStringInfoChar(&buf, ',');
-		if (e->IsNull()) {
-			appendStringInfoString(&buf, "NULL");
-			continue;
-		}
-		const char *text;
-		size_t len;
-		if (!doc->Serialize(e, &text, &len))
-			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-		appendStringInfoChar(&buf, '"');
-		for (size_t i = 0; i < len; i++) {
-			if (text[i] == '"' || text[i] == '\\')
-				appendStringInfoChar(&buf, '\\');
-			appendStringInfoChar(&buf, text[i]);
-		}
-		appendStringInfoChar(&buf, '"');
-	}
-	appendStringInfoChar(&buf, '}');
-	return buf.data;
-}
-
 } /* namespace */
 
 const json::Node *
@@ -221,7 +188,8 @@ FindColumnSource(const json::Document *doc, const json::Node *rec, const json::N
 }
 
 Datum
-ConvertValue(const MappedColumn *col, json::Document *doc, const json::Node *value, bool *isnull)
+ConvertValue(const MappedColumn *col, json::Document *doc, record::ArrayLiteralWriter *literals,
+			 const json::Node *value, bool *isnull)
 {
 	record::Target target;
 	target.convert = col->convert;
@@ -254,11 +222,11 @@ ConvertValue(const MappedColumn *col, json::Document *doc, const json::Node *val
 			return d;
 		}
 		case record::Plan::JsonElements:
-			text = JsonArrayLiteral(doc, value);
-			text_len = strlen(text);
+			if (!literals->JsonElementsLiteral(*doc, value, &text, &text_len))
+				ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 			break;
 		case record::Plan::ArrayLiteral:
-			if (!doc->ArrayLiteral(value, &text, &text_len))
+			if (!literals->ArrayLiteral(*doc, value, &text, &text_len))
 				ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 			break;
 		case record::Plan::Mismatch:

@@ -10,6 +10,10 @@
 
 namespace sequin_sync {
 
+namespace record {
+class ArrayLiteralWriter; /* core/record.hpp, included before postgres.h by the callers */
+}
+
 /*
  * The JSON value a column takes from a record (found by record.hpp); nullptr when the record has
  * none.  data is the record's "data" object (looked up once per record by the caller), nullptr
@@ -22,10 +26,11 @@ const json::Node *FindColumnSource(const json::Document *doc, const json::Node *
  * Converts a JSON value (nullptr = absent) for a column.  For columns passed as text
  * (col->pass_as_text) the result is the validated text literal, else a Datum of the column's
  * type.  Raises the conversion error (the caller names the column) when the value cannot be
- * stored: wrong type, \u0000 in text, out of range, a domain's constraint.
+ * stored: wrong type, \u0000 in text, out of range, a domain's constraint.  Array columns get
+ * their literal from `literals` (the batch's writer, see apply.cpp).
  */
-Datum ConvertValue(const MappedColumn *col, json::Document *doc, const json::Node *value,
-				   bool *isnull);
+Datum ConvertValue(const MappedColumn *col, json::Document *doc, record::ArrayLiteralWriter *literals,
+				   const json::Node *value, bool *isnull);
 
 } /* namespace sequin_sync */
 

@@ -330,6 +330,9 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 		} else {
 			col->source = SourceKind::DataField;
 		}
+		col->from_data = col->source == SourceKind::DataField ||
+			(col->source == SourceKind::Path &&
+			 (strcmp(col->path, "data") == 0 || strncmp(col->path, "data.", 5) == 0));
 		ResolveConversion(col);
 
 		if (strcmp(name, "id") == 0)

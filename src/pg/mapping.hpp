@@ -29,12 +29,15 @@ struct MappedColumn {
 	int32		typmod;
 	Oid			base_type;		/* after domains */
 	bool		is_domain;
-	bool		string_like;
-	bool		json_elements;	/* json[]/jsonb[]: each element is one JSON value */	/* type category S: objects and arrays are stored as JSON text */
+	bool		string_like;	/* type category S: objects and arrays are stored as JSON text */
+	bool		json_elements;	/* json[]/jsonb[]: each element is one JSON value */
 	ConvertKind convert;
 	SourceKind	source;
 	char	   *path;			/* SourceKind::Path */
 	char	   *alt_path;		/* tried when path is absent; may be NULL */
+	bool		from_data;		/* the value is in the record's "data" (a data field, the data
+								 * column, a path under data.): a deleted record without data
+								 * leaves the column as it is */
 	Oid			input_func;
 	Oid			ioparam;
 	FmgrInfo	input;

@@ -15,20 +15,41 @@ namespace sequin_sync {
 
 namespace {
 
-/* Errors that are no record's fault: the batch fails as a whole and is retried later. */
+/*
+ * Errors that are no record's fault: the batch fails as a whole and is retried later.  Transient
+ * means the server's state, not the record's content, so only these:
+ *  - 40 (transaction rollback: deadlock, serialization failure), the whole class;
+ *  - 55P03 lock_not_available (lock_timeout); the rest of class 55 (an object in use, not in
+ *    the state a statement needs) is about the object a record touches;
+ *  - 53 (insufficient resources: disk full, out of memory, too many connections);
+ *  - 57 (operator intervention: cancel, statement_timeout, shutdown);
+ *  - 25006 read_only_sql_transaction (a standby, default_transaction_read_only); the rest of
+ *    class 25 is about a transaction's state that a record's trigger can cause;
+ *  - 08 (connection exception: a foreign table's server);
+ *  - 58 (system error: an I/O error, a missing or duplicate file).  Kept, although a trigger
+ *    could raise it for one record's value: what raises it is almost always the disk or the
+ *    file system under the server, and parking every record a failing disk touches would fill
+ *    dead_letters with good records instead of retrying them once the disk is back.
+ * Everything else - XX (internal error, a bare elog(ERROR) in a type's input function or a
+ * trigger), F0, and every data or constraint class - is the record's when bisection isolates
+ * it: it is parked, or it would fail the batch on every redelivery.
+ */
 bool
 IsTransient(const ErrorData *e)
 {
+	switch (e->sqlerrcode) {
+		case ERRCODE_LOCK_NOT_AVAILABLE:				 /* 55P03 */
+		case ERRCODE_READ_ONLY_SQL_TRANSACTION:			 /* 25006 */
+			return true;
+		default:
+			break;
+	}
 	switch (ERRCODE_TO_CATEGORY(e->sqlerrcode)) {
 		case ERRCODE_CONNECTION_EXCEPTION:				 /* 08 */
-		case ERRCODE_INVALID_TRANSACTION_STATE:			 /* 25: read-only */
-		case ERRCODE_TRANSACTION_ROLLBACK:				 /* 40: deadlock, serialization */
-		case ERRCODE_INSUFFICIENT_RESOURCES:			 /* 53: disk, memory */
-		case ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE:	 /* 55: lock not available */
-		case ERRCODE_OPERATOR_INTERVENTION:				 /* 57: cancel, shutdown */
-		case ERRCODE_SYSTEM_ERROR:						 /* 58: I/O */
-		case ERRCODE_CONFIG_FILE_ERROR:					 /* F0 */
-		case ERRCODE_INTERNAL_ERROR:					 /* XX */
+		case ERRCODE_TRANSACTION_ROLLBACK:				 /* 40 */
+		case ERRCODE_INSUFFICIENT_RESOURCES:			 /* 53 */
+		case ERRCODE_OPERATOR_INTERVENTION:				 /* 57 */
+		case ERRCODE_SYSTEM_ERROR:						 /* 58 */
 			return true;
 		default:
 			return false;

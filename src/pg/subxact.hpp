@@ -13,8 +13,11 @@ namespace sequin_sync {
  * Runs fn(arg) in a subtransaction.  Returns nullptr on success; on an error that is a record's
  * fault (bad data, a constraint, a privilege) rolls the subtransaction back and returns the
  * error, copied into cxt.  Errors that are nobody's record's fault - cancel, shutdown, deadlock,
- * serialization failure, out of memory or disk, a read-only server - are re-raised, so the whole
- * batch fails and is retried instead of records being parked for a transient cause.
+ * serialization failure, a lock timeout, out of memory or disk, I/O, a read-only server - are
+ * re-raised, so the whole batch fails and is retried instead of records being parked for a
+ * transient cause (the list and why: IsTransient in subxact.cpp).  An internal error (XX000,
+ * a bare elog) is the record's: a type or trigger that raises it for one value must not fail
+ * every redelivery of the batch.
  */
 using ProtectedFn = void (*)(void *arg);
 ErrorData *RunProtected(ProtectedFn fn, void *arg, MemoryContext cxt);

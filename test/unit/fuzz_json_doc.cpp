@@ -1,14 +1,18 @@
 /*
- * fuzz_json_doc.cpp - libFuzzer target for json_doc.cpp and next_reply.cpp.  Build and run:
+ * fuzz_json_doc.cpp - libFuzzer target for json_doc.cpp and next_reply.cpp (and the array
+ * literals of record.cpp, which walk whole trees).  Build and run:
  *
  *   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc src/core/json_doc.cpp \
- *       src/core/next_reply.cpp test/unit/fuzz_json_doc.cpp -o /tmp/fuzz_json
+ *       src/core/next_reply.cpp src/core/record.cpp test/unit/fuzz_json_doc.cpp -o /tmp/fuzz_json
  *   mkdir -p /tmp/fuzz_json_corpus
  *   /tmp/fuzz_json -max_total_time=60 /tmp/fuzz_json_corpus test/unit/corpus/json_doc test/fixtures
  *
  * (libFuzzer writes new inputs into the first directory, so keep a scratch one first.)
  * Beyond "no crash": a document that parses must serialize to JSON that parses again and
- * serializes to the same bytes, and every accessor must be safe on whatever came out.
+ * serializes to the same bytes, and every accessor must be safe on whatever came out.  Every
+ * string of a parsed document is valid UTF-8 (bad ones are listed and made valid), the source
+ * text kept for a bad record parses again, the decoder never fails with an internal error, and
+ * the ack body is built by the same AckBody that the HTTP client sends.
  */
 #include <cstddef>
 #include <cstdint>
@@ -22,6 +26,7 @@
 
 #include "core/json_doc.hpp"
 #include "core/next_reply.hpp"
+#include "core/record.hpp"
 
 using namespace sequin_sync;
 
@@ -35,10 +40,36 @@ Die(const char *why)
 	std::abort();
 }
 
+/* Whether s is well-formed UTF-8 without surrogates (Unicode Table 3-7), checked byte by byte. */
+bool
+ValidUtf8(std::string_view s)
+{
+	size_t i = 0;
+	while (i < s.size()) {
+		unsigned char c = static_cast<unsigned char>(s[i]);
+		size_t n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+		if (n == 0 || i + n > s.size())
+			return false;
+		unsigned cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
+		for (size_t k = 1; k < n; k++) {
+			unsigned char d = static_cast<unsigned char>(s[i + k]);
+			if ((d & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (d & 0x3F);
+		}
+		unsigned min = n == 2 ? 0x80 : n == 3 ? 0x800 : n == 4 ? 0x10000 : 0;
+		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		i += n;
+	}
+	return true;
+}
+
 /* Walks every node without recursion, exercising the accessors and the array literal. */
 void
 Visit(json::Document &doc)
 {
+	record::ArrayLiteralWriter writer;
 	std::vector<const json::Node *> todo;
 	todo.push_back(doc.Root());
 	size_t seen = 0;
@@ -48,6 +79,10 @@ Visit(json::Document &doc)
 		todo.pop_back();
 		seen++;
 		(void) n->IsIntegerText();
+		if (n->IsString() && !ValidUtf8(n->Str()))
+			Die("a string is not UTF-8");
+		if (!ValidUtf8(n->Key()))
+			Die("a key is not UTF-8");
 		if (n->IsObject() || n->IsArray()) {
 			uint32_t children = 0;
 			for (const json::Node *c = doc.First(n); c != nullptr; c = doc.Next(c)) {
@@ -63,7 +98,7 @@ Visit(json::Document &doc)
 		if (n->IsArray() && literals++ < 16) {
 			const char *out = nullptr;
 			size_t len = 0;
-			if (!doc.ArrayLiteral(n, &out, &len) || len < 2 || out[0] != '{' || out[len - 1] != '}')
+			if (!writer.ArrayLiteral(doc, n, &out, &len) || len < 2 || out[0] != '{' || out[len - 1] != '}')
 				Die("array literal failed");
 		}
 		if (n->IsObject())
@@ -87,20 +122,42 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!doc.Parse(buf.get(), size)) {
 		if (doc.Root() != nullptr || doc.ErrorMessage()[0] == '\0' || doc.ErrorOffset() > size)
 			Die("bad failure state");
+		if (std::strncmp(doc.ErrorMessage(), "internal error", 14) == 0)
+			Die(doc.ErrorMessage());
 		return 0;
 	}
 
 	Visit(doc);
+	for (const json::BadString &b : doc.BadStrings())
+		if (b.node >= doc.NodeCount() || b.offset >= size)
+			Die("bad string out of range");
 
 	NextReply reply;
 	std::string error;
 	if (DecodeNextReply(doc, &reply, &error)) {
 		std::vector<std::string_view> tokens;
+		std::vector<const json::Node *> records;
 		for (const NextReplyItem &item : reply.items) {
-			if (item.ack_token.empty() || item.record == nullptr || !item.record->IsObject())
+			if (item.ack_token.empty())
 				Die("bad reply item");
 			tokens.push_back(item.ack_token);
+			records.push_back(item.record);
+			/* what a dead letter would keep of an undecodable record parses again, as bad */
+			if (item.record != nullptr && doc.FindBadString(item.record) != nullptr) {
+				const char *text = nullptr;
+				size_t len = 0;
+				if (!doc.SourceText(item.record, &text, &len) || !ValidUtf8(std::string_view(text, len)))
+					Die("source text");
+				std::string copy(text, len);
+				json::Document kept;
+				if (!kept.Parse(copy.data(), copy.size()))
+					Die("source text does not parse");
+				if (item.record->IsObject() && kept.FindBadString(kept.Root()) == nullptr)
+					Die("source text lost its bad string");
+			}
 		}
+		if (doc.FindBadStringOutside(records.data(), records.size()) != nullptr)
+			Die("a bad string outside the records was accepted");
 		std::string body;
 		if (AckBody(tokens, &body) != !tokens.empty())
 			Die("ack body");

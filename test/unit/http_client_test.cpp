@@ -1,11 +1,13 @@
 /*
- * http_client_test.cpp - unit test of the endpoint validation (src/endpoint.cpp) and the Sequin
- * consumer HTTP client (src/http_client.cpp), against the fake consumer (test/fake_sequin.py)
- * misbehaving as test/fixtures/http_client_consumers.json scripts it: one consumer per
- * scenario, named for it.  No Postgres needed.
+ * http_client_test.cpp - unit test of the endpoint validation (src/core/endpoint.cpp) and the
+ * Sequin consumer HTTP client (src/core/http_client.cpp, which sends next_reply.cpp's ack body),
+ * against the fake consumer (test/fake_sequin.py) misbehaving as
+ * test/fixtures/http_client_consumers.json scripts it: one consumer per scenario, named for it.
+ * No Postgres needed.
  *
- *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/core/endpoint.cpp \
- *       src/core/http_client.cpp test/unit/http_client_test.cpp -lcurl -o /tmp/http_client_test
+ *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/core/endpoint.cpp src/core/http_client.cpp \
+ *       src/core/next_reply.cpp src/core/json_doc.cpp test/unit/http_client_test.cpp -lcurl \
+ *       -o /tmp/http_client_test
  *   bash test/unit/run_http_client_test.sh /tmp/http_client_test
  *
  * The wrapper starts the fake, runs the test with "--port N" (the fake's port on 127.0.0.1) and

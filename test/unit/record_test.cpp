@@ -1,9 +1,10 @@
 /*
  * record_test.cpp - unit tests for the Postgres-free record-to-row layer (record.cpp): the
- * standard fields and their dead-letter messages, finding a column's value, and the plan for
- * each value and column.  No framework and no Postgres: build and run with
+ * standard fields and their dead-letter messages, finding a column's value (and the names that
+ * match ignoring case and underscores), the plan for each value and column, and the Postgres
+ * array literals.  No framework and no Postgres: build and run with
  *
- *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/json_doc.cpp src/record.cpp \
+ *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/core/json_doc.cpp src/core/record.cpp \
  *       test/unit/record_test.cpp -o /tmp/record_test && /tmp/record_test
  *
  * (add -fsanitize=address,undefined to check memory too).  Prints each failed check, then
@@ -57,17 +58,20 @@ TestValidFields()
 	/* the pointers point into the document: nothing is copied */
 	CHECK(f.id == p.doc.Find(p.Root(), "id")->str);
 
-	/* optional fields: deleted and data absent or null */
-	Parsed q(R"({"id":"x","updated_idx":0,"deleted":null,"data":null,"collection_slug":"s"})");
+	/* optional fields: deleted absent or null; data absent or null in a delete */
+	Parsed q(R"({"id":"x","updated_idx":0,"deleted":true,"data":null,"collection_slug":"s"})");
 	CHECK(record::ValidateFields(q.doc, q.Root(), &f) == FieldError::None);
-	CHECK(!f.deleted && f.data == nullptr);
+	CHECK(f.deleted && f.data == nullptr);
 	CHECK_EQ(std::string_view(f.collection, f.collection_len), "s");
-	Parsed r(R"({"id":"x","updated_idx":0,"collection_id":null,"collection_slug":"s","deleted":false})");
+	Parsed r(R"({"id":"x","updated_idx":0,"collection_id":null,"collection_slug":"s","deleted":null,"data":{}})");
 	CHECK(record::ValidateFields(r.doc, r.Root(), &f) == FieldError::None);
-	CHECK(!f.deleted);
+	CHECK(!f.deleted && f.data != nullptr);
 	CHECK_EQ(std::string_view(f.collection, f.collection_len), "s");
+	Parsed del(R"({"id":"x","updated_idx":0,"collection_id":"c","deleted":true})");
+	CHECK(record::ValidateFields(del.doc, del.Root(), &f) == FieldError::None);
+	CHECK(f.deleted && f.data == nullptr);
 	/* duplicate keys: the last one wins, as in jsonb */
-	Parsed d(R"({"id":"a","id":"b","updated_idx":1,"updated_idx":2,"collection_id":"c"})");
+	Parsed d(R"({"id":"a","id":"b","updated_idx":1,"updated_idx":2,"collection_id":"c","data":{}})");
 	CHECK(record::ValidateFields(d.doc, d.Root(), &f) == FieldError::None);
 	CHECK_EQ(std::string_view(f.id, f.id_len), "b");
 	CHECK(f.updated_idx == 2);
@@ -120,6 +124,21 @@ TestFieldMessages()
 	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"deleted":1,"data":1})"),
 			 "record field \"deleted\" must be a boolean");
 	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"data":1})"), "record field \"data\" must be an object");
+	/* a version without data would overwrite good values with NULLs: only a delete may lack it */
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":"c"})"), "record has no \"data\"");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":"c","data":null})"), "record has no \"data\"");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":"c","deleted":false})"), "record has no \"data\"");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":"c","deleted":null,"data":null})"),
+			 "record has no \"data\"");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":"c","deleted":true})"), "");
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":"c","deleted":true,"data":null})"), "");
+	/* ... and it is the last check: any other error of the record comes first */
+	CHECK_EQ(MessageOf(R"({"id":"a","updated_idx":1,"collection_id":5})"),
+			 "record field \"collection_id\" must be a non-empty string");
+	Parsed p(R"({"id":"a","updated_idx":1,"collection_id":"c"})");
+	record::Fields f;
+	CHECK(record::ValidateFields(p.doc, p.Root(), &f) == FieldError::NoData);
+	CHECK(f.collection != nullptr && f.id != nullptr); /* filled as far as the checks went */
 }
 
 /* A record that fails still names its collection (the dead letter shows it). */
@@ -144,7 +163,7 @@ Int64Of(std::string_view text, bool *ok)
 {
 	Parsed p(text);
 	int64_t v = 12345;
-	*ok = p.ok && record::ParseInt64(p.Root(), &v);
+	*ok = p.ok && json::ParseInt64(p.Root(), &v);
 	return v;
 }
 
@@ -179,7 +198,12 @@ TestParseInt64()
 	(void) Int64Of("true", &ok);
 	CHECK(!ok);
 	int64_t v = 5;
-	CHECK(!record::ParseInt64(nullptr, &v) && v == 5);
+	CHECK(!json::ParseInt64(nullptr, &v) && v == 5);
+	/* leading '+', spaces, or anything from_chars would stop at: not an integer text */
+	(void) Int64Of("[1]", &ok);
+	CHECK(!ok);
+	(void) Int64Of("-", &ok);
+	CHECK(!ok);
 }
 
 void
@@ -222,6 +246,143 @@ TestFindDataField()
 	CHECK(v != nullptr && v->IsNull());
 	CHECK(record::FindDataField(p.doc, data, "y") == nullptr);
 	CHECK(record::FindDataField(p.doc, nullptr, "x") == nullptr);
+
+	/* the Salesforce record of the fixtures: PascalCase names */
+	std::string text = ReadFixture("sample_records.json");
+	Parsed r(text);
+	CHECK(r.ok);
+	const Node *sf = nullptr;
+	for (const Node *rec = r.doc.First(r.Root()); rec != nullptr; rec = r.doc.Next(rec)) {
+		const Node *c = r.doc.Find(rec, "collection_id");
+		if (c != nullptr && c->Str() == "salesforce:contact")
+			sf = rec;
+	}
+	CHECK(sf != nullptr);
+	const Node *match = record::FindDataField(r.doc, r.doc.Find(sf, "data"), "first_name");
+	CHECK(match != nullptr && match->Str() == "Paul");
+}
+
+void
+TestNormalizedEquals()
+{
+	CHECK(record::NormalizedEquals("FirstName", "first_name"));
+	CHECK(record::NormalizedEquals("first_name", "FIRSTNAME"));
+	CHECK(record::NormalizedEquals("AnnualRevenue__c", "annual_revenue_c"));
+	CHECK(record::NormalizedEquals("_id_", "ID"));
+	CHECK(record::NormalizedEquals("", ""));
+	CHECK(record::NormalizedEquals("", "__"));
+	CHECK(record::NormalizedEquals("a_", "A"));
+	CHECK(!record::NormalizedEquals("a", "b"));
+	CHECK(!record::NormalizedEquals("ab", "a"));
+	CHECK(!record::NormalizedEquals("a", "ab"));
+	CHECK(!record::NormalizedEquals("first-name", "first_name"));
+	CHECK(!record::NormalizedEquals("\xC3\xA9", "\xC3\x89")); /* é vs É: ASCII only */
+	CHECK(!record::NormalizedEquals("", "x"));
+	static_assert(noexcept(record::NormalizedEquals("", "")), "NormalizedEquals must be noexcept");
+}
+
+/* The literal of n as a std::string; json_elements: JsonElementsLiteral, else ArrayLiteral. */
+std::string
+Literal(record::ArrayLiteralWriter &w, Document &doc, const Node *n, bool json_elements = false)
+{
+	const char *out = nullptr;
+	size_t len = 0;
+	if (!(json_elements ? w.JsonElementsLiteral(doc, n, &out, &len) : w.ArrayLiteral(doc, n, &out, &len)))
+		return "<array literal failed>";
+	return std::string(out, len);
+}
+
+void
+TestArrayLiteral()
+{
+	record::ArrayLiteralWriter w;
+	struct Case {
+		const char *json;
+		const char *literal;
+	} cases[] = {
+		{R"(["a", null, 1, true, {"x": 1}, ["b"]])", R"({"a",NULL,"1","true","{\"x\":1}",{"b"}})"},
+		{"[]", "{}"},
+		{"[[1,2],[3,4]]", R"({{"1","2"},{"3","4"}})"},
+		{"[[[]]]", "{{{}}}"},
+		{"[[],[]]", "{{},{}}"},
+		{R"([["a",["b",null]],[]])", R"({{"a",{"b",NULL}},{}})"},
+		{R"(["a\"b", "c\\d", "", "NULL", " sp ", "{x,y}"])", R"({"a\"b","c\\d","","NULL"," sp ","{x,y}"})"},
+		{R"([{"k":"v\"q\\"}])", R"({"{\"k\":\"v\\\"q\\\\\"}"})"},
+		{"[false, -1.5e3, null, null]", R"({"false","-1.5e3",NULL,NULL})"},
+		{R"([{"a":[1,{"b":2}]}, {}])", R"({"{\"a\":[1,{\"b\":2}]}","{}"})"},
+		{"[12345678901234567890, 1.000000000000000000001]", R"({"12345678901234567890","1.000000000000000000001"})"},
+		{"[\"\xC3\xA9\", \"line\\nbreak\"]", "{\"\xC3\xA9\",\"line\nbreak\"}"},
+		{"[null]", "{NULL}"},
+		{R"([[null,"x"],[{"y":null}]])", R"({{NULL,"x"},{"{\"y\":null}"}})"},
+	};
+	for (const Case &c : cases) {
+		Parsed p(c.json);
+		CHECK(p.ok);
+		CHECK_EQ(Literal(w, p.doc, p.Root()), c.literal);
+	}
+
+	/* NUL bytes are copied as they are (documented: the caller must check) */
+	Parsed nul(R"(["a\u0000b"])");
+	CHECK_EQ(Literal(w, nul.doc, nul.Root()), std::string_view("{\"a\0b\"}", 7));
+
+	/* a nested array alone, without its siblings */
+	Parsed p("[[1],[2]]");
+	CHECK_EQ(Literal(w, p.doc, p.doc.First(p.Root())), "{\"1\"}");
+	/* not an array, or not of this document */
+	Parsed o("{\"a\":[\"x\"]}");
+	const char *out = nullptr;
+	size_t len = 0;
+	CHECK(!w.ArrayLiteral(o.doc, o.Root(), &out, &len));
+	CHECK(!w.ArrayLiteral(o.doc, nullptr, &out, &len));
+	CHECK(!w.ArrayLiteral(o.doc, o.Root(), nullptr, nullptr));
+	CHECK(!w.ArrayLiteral(o.doc, p.Root(), &out, &len) && out == nullptr && len == 0);
+	CHECK_EQ(Literal(w, o.doc, o.doc.Find(o.Root(), "a")), "{\"x\"}");
+	/* the result buffer is NUL-terminated and reused */
+	CHECK(w.ArrayLiteral(o.doc, o.doc.Find(o.Root(), "a"), &out, &len) && out[len] == '\0');
+	static_assert(noexcept(w.ArrayLiteral(o.doc, nullptr, nullptr, nullptr)), "ArrayLiteral must be noexcept");
+
+	/* an array from the sample records */
+	std::string text = ReadFixture("sample_records.json");
+	Parsed r(text);
+	const Node *locales = r.doc.FindPath(r.doc.First(r.Root()), "data.preferred_locales");
+	CHECK(locales != nullptr);
+	CHECK_EQ(Literal(w, r.doc, locales), "{\"en\",\"fr\"}");
+
+	/* json[]/jsonb[]: one JSON value per element, nested arrays included; null is NULL */
+	Parsed j(R"([{"k":"v\"q"}, [1, [2]], "s", 5, null, true])");
+	CHECK_EQ(Literal(w, j.doc, j.Root(), true), R"({"{\"k\":\"v\\\"q\"}","[1,[2]]","\"s\"","5",NULL,"true"})");
+	Parsed empty("[]");
+	CHECK_EQ(Literal(w, empty.doc, empty.Root(), true), "{}");
+	CHECK(!w.JsonElementsLiteral(o.doc, o.Root(), &out, &len));
+	CHECK(!w.JsonElementsLiteral(o.doc, p.Root(), &out, &len));
+	CHECK(w.JsonElementsLiteral(j.doc, j.Root(), &out, &len) && out[len] == '\0');
+}
+
+/* 100,000 levels: array literals must not recurse. */
+void
+TestDeepLiterals()
+{
+	record::ArrayLiteralWriter w;
+	const size_t depth = 100000;
+	{
+		Parsed p(DeepArrays(depth));
+		CHECK(p.ok);
+		CHECK(Literal(w, p.doc, p.Root()) == std::string(depth, '{') + std::string(depth, '}'));
+	}
+	/* an object in an array literal goes through the document's iterative writer */
+	std::string objects = DeepObjects(depth);
+	{
+		Parsed q("[" + objects + "]");
+		CHECK(q.ok);
+		std::string literal = Literal(w, q.doc, q.Root());
+		CHECK(literal.size() > objects.size() && literal.compare(0, 4, "{\"{\\") == 0);
+	}
+	/* mixed, with siblings at every level */
+	{
+		Parsed p(DeepMixed(depth));
+		CHECK(p.ok);
+		CHECK(Literal(w, p.doc, p.Root()) != "<array literal failed>");
+	}
 }
 
 record::Target
@@ -297,6 +458,9 @@ main()
 	TestParseInt64();
 	TestFindPathSource();
 	TestFindDataField();
+	TestNormalizedEquals();
 	TestPlanValue();
+	TestArrayLiteral();
+	TestDeepLiterals();
 	return Summary();
 }

@@ -1,15 +1,18 @@
 /*
  * unit_check.hpp - the little test harness the C++ unit tests share: CHECK and CHECK_EQ count
  * and print failures, Parsed parses a document from an exact-size heap copy of its text (so
- * AddressSanitizer catches any read past the end), and Summary prints "N passed, M failed" and
- * gives the exit code.  One test file per program includes it.
+ * AddressSanitizer catches any read past the end), ReadFixture reads test/fixtures/, and
+ * Summary prints "N passed, M failed" and gives the exit code.  One test file per program
+ * includes it.
  */
 #ifndef SEQUIN_SYNC_UNIT_CHECK_HPP
 #define SEQUIN_SYNC_UNIT_CHECK_HPP
 
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <string_view>
 
@@ -83,6 +86,61 @@ public:
 	sequin_sync::json::Document doc;
 	bool ok = false;
 };
+
+/* test/fixtures/, found from this file (test/unit/) as named on the compile command line; a test
+ * may set another. */
+std::string fixture_dir = [] {
+	std::string here = __FILE__;
+	size_t slash = here.rfind('/');
+	return (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) + "/../fixtures";
+}();
+
+std::string
+ReadFixture(const char *name)
+{
+	std::string path = fixture_dir + "/" + name;
+	std::ifstream in(path, std::ios::binary);
+	if (!in) {
+		std::printf("cannot read fixture %s\n", path.c_str());
+		failed++;
+		return std::string();
+	}
+	std::ostringstream ss;
+	ss << in.rdbuf();
+	return ss.str();
+}
+
+/* Deep documents for the tests that nothing recurses: n levels of arrays, of objects
+ * ({"a":...{}...}), and of both with siblings at every level. */
+std::string
+DeepArrays(size_t n)
+{
+	return std::string(n, '[') + std::string(n, ']');
+}
+
+std::string
+DeepObjects(size_t n)
+{
+	std::string text;
+	text.reserve(n * 7);
+	for (size_t i = 0; i < n; i++)
+		text += "{\"a\":";
+	text += "{}";
+	text += std::string(n, '}');
+	return text;
+}
+
+std::string
+DeepMixed(size_t n)
+{
+	std::string text;
+	for (size_t i = 0; i < n / 2; i++)
+		text += "[1,{\"k\":";
+	text += "null";
+	for (size_t i = 0; i < n / 2; i++)
+		text += ",\"z\":2},3]";
+	return text;
+}
 
 /* Prints the totals; the program's exit code. */
 int
