@@ -99,13 +99,13 @@ struct AckLedger {
 /* Everything the loop's steps share. */
 struct Worker {
 	ConsumerConfig config;
-	PullSession *session;		/* nullptr until the first pull, and after the session ended */
+	PullSession *session;		/* nullptr when there is none (before the first pull, after a change) */
 	MemoryContext batch_cxt;
 	int			failures;		/* consecutive failed pulls or batches: the backoff */
 	AckLedger	acks;
 	char	   *settings;		/* WorkerSettings() as last seen, in TopMemoryContext */
 	bool		reloaded;		/* the configuration file was read: set the session settings again */
-	bool		settings_changed;	/* ... and a setting the session is built from changed */
+	bool		settings_changed;	/* ... and one of sequin_sync's changed: a new session */
 };
 
 Worker worker;
