@@ -1,5 +1,5 @@
--- CREATE EXTENSION works only in the database the workers run in (sequin_sync.database); the
--- regression databases are allowed so that the tests can run.
+-- CREATE EXTENSION works only in the database the workers run in (sequin_sync.database; the
+-- test configuration, test/regress.conf, names the regression database).
 SHOW sequin_sync.database;
 CREATE DATABASE regress_sequin_other;
 \c regress_sequin_other

@@ -9,17 +9,18 @@
 
 \echo Use "CREATE EXTENSION sequin_sync" to load this file. \quit
 
--- The workers run in one database: refuse any other, and say why.
+-- The workers run in one database: refuse any other, and say why.  sequin_sync.database is a
+-- real setting (in pg_settings) only when the library was preloaded; a line in postgresql.conf
+-- without the preload is a mere placeholder, which pg_settings does not list.
 DO $$
 DECLARE
-	worker_db text := pg_catalog.current_setting('sequin_sync.database', true);
+	worker_db text := (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'sequin_sync.database');
 BEGIN
 	IF worker_db IS NULL THEN
 		RAISE WARNING 'sequin_sync is not loaded through shared_preload_libraries'
 			USING DETAIL = 'Consumers will not run until it is; sequin_sync.apply() works regardless.',
 				  HINT = 'Add sequin_sync to shared_preload_libraries in postgresql.conf and restart the server.';
-	ELSIF pg_catalog.current_database() OPERATOR(pg_catalog.<>) worker_db
-		  AND pg_catalog.current_database() NOT IN ('contrib_regression', 'isolation_regression') THEN
+	ELSIF pg_catalog.current_database() OPERATOR(pg_catalog.<>) worker_db THEN
 		RAISE EXCEPTION 'sequin_sync must be created in database "%"', worker_db
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  DETAIL = pg_catalog.format('Its workers run in the database named by sequin_sync.database, not in "%s".',
@@ -219,6 +220,14 @@ CREATE FUNCTION sequin_sync._worker_status(
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'sequin_sync_worker_status' LANGUAGE C VOLATILE;
 
+-- The launcher's live state, from shared memory: whether the library was preloaded, and its
+-- tombstone pruning; read it through sequin_sync.status and sequin_sync.tombstone_pruning.
+CREATE FUNCTION sequin_sync._launcher_status(
+	OUT preloaded boolean, OUT launcher_pid integer, OUT retention_s integer, OUT last_prune_at timestamptz,
+	OUT last_pruned bigint, OUT next_prune_at timestamptz, OUT last_error text, OUT last_error_at timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'sequin_sync_launcher_status' LANGUAGE C VOLATILE;
+
 -- Wakes the launcher when the transaction commits (used below, so a new installation starts at once).
 CREATE FUNCTION sequin_sync._wake_workers()
 RETURNS void
@@ -226,7 +235,8 @@ AS 'MODULE_PATHNAME', 'sequin_sync_wake_workers' LANGUAGE C VOLATILE;
 
 /*
  * The one view to look at: one row per consumer the caller may see.  state is the worst of its
- * workers' (error, backoff, running, idle), or paused, or stopped when no worker runs.
+ * workers' (error, backoff, running, idle), or paused, or stopped when no worker runs; without
+ * the preload, last_error says that consumers do not run.
  */
 CREATE VIEW sequin_sync.status WITH (security_invoker = true) AS
 SELECT c.name AS consumer,
@@ -239,8 +249,12 @@ SELECT c.name AS consumer,
 	   COALESCE(s.updated, 0) AS updated, COALESCE(s.deleted, 0) AS deleted,
 	   COALESCE(s.skipped, 0) AS skipped, COALESCE(s.dead_lettered, 0) AS dead_lettered,
 	   (COALESCE(s.acked, 0) + COALESCE(w.acked_unflushed, 0))::bigint AS acked,
-	   w.pending, w.last_error, w.last_error_at
+	   w.pending,
+	   COALESCE(w.last_error, CASE WHEN NOT l.preloaded
+			THEN 'sequin_sync is not loaded through shared_preload_libraries: consumers do not run' END) AS last_error,
+	   w.last_error_at
 FROM sequin_sync.consumers c
+CROSS JOIN sequin_sync._launcher_status() l
 LEFT JOIN (
 	SELECT ws.consumer,
 		   count(ws.pid) AS running,
@@ -266,6 +280,19 @@ LEFT JOIN (
 
 GRANT SELECT ON sequin_sync.status TO sequin_sync_admin;
 
+/*
+ * The launcher's automatic pruning of hard-delete tombstones: the retention it prunes by (0:
+ * tombstones are kept forever), when its last run ended and how many it removed, when the next
+ * is due, and its last error.  Empty without the preload.
+ */
+CREATE VIEW sequin_sync.tombstone_pruning WITH (security_invoker = true) AS
+SELECT pg_catalog.make_interval(secs => l.retention_s) AS retention,
+	   l.last_prune_at, l.last_pruned, l.next_prune_at, l.last_error, l.last_error_at
+FROM sequin_sync._launcher_status() l
+WHERE l.preloaded;
+
+GRANT SELECT ON sequin_sync.tombstone_pruning TO sequin_sync_admin;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sequin_sync FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	sequin_sync.create_consumer(text, text, text, integer, interval, integer),
@@ -277,7 +304,8 @@ GRANT EXECUTE ON FUNCTION
 	sequin_sync.unmap_collection(text, text),
 	sequin_sync.apply(text, jsonb),
 	sequin_sync.retry_dead_letters(text),
-	sequin_sync._worker_status()
+	sequin_sync._worker_status(),
+	sequin_sync._launcher_status()
 TO sequin_sync_admin;
 
 SELECT sequin_sync._wake_workers();

@@ -156,6 +156,35 @@ SELECT count(*) AS token_leaks FROM pg_stat_activity
 WHERE pid <> pg_backend_pid() AND (query LIKE '%' || 'w-secret' || '%' OR application_name LIKE '%' || 'w-secret' || '%');
 SELECT count(*) AS token_leaks FROM sequin_sync.status s WHERE s::text LIKE '%' || 'w-secret' || '%';
 
+-- tombstones are pruned automatically: the launcher removes those older than
+-- sequin_sync.tombstone_retention (at once when the retention changes, then every tenth of it),
+-- in batches, and shows its last run in sequin_sync.tombstone_pruning
+CREATE TABLE gone (id text PRIMARY KEY, updated_idx bigint, deleted boolean, email text);
+SELECT sequin_sync.map_collection('w', 'stripe:gone', 'gone', delete_mode => 'hard');
+SELECT publish('w', jsonb_build_array(
+	jsonb_build_object('id', 'x1', 'collection_id', 'stripe:gone', 'updated_idx', 1, 'deleted', false, 'data', jsonb_build_object('email', 'x')),
+	jsonb_build_object('id', 'x1', 'collection_id', 'stripe:gone', 'updated_idx', 2, 'deleted', true)));
+SELECT wait_until($$EXISTS (SELECT FROM sequin_sync.tombstones WHERE target = 'gone'::regclass AND id = 'x1')$$);
+INSERT INTO sequin_sync.tombstones (target, id, updated_idx, deleted_at)
+SELECT 'gone'::regclass, 'old-' || i, 1, now() - interval '2 hours' FROM generate_series(1, 1200) i;
+ALTER SYSTEM SET sequin_sync.tombstone_retention = '1h';
+SELECT pg_reload_conf();
+SELECT wait_until($$(SELECT last_pruned = 1200 FROM sequin_sync.tombstone_pruning)$$);
+SELECT id FROM sequin_sync.tombstones ORDER BY id;
+SELECT retention, last_pruned, last_prune_at > now() - interval '1 minute' AS recent,
+	next_prune_at - last_prune_at BETWEEN interval '5 minutes' AND interval '7 minutes' AS next_in_a_tenth,
+	last_error FROM sequin_sync.tombstone_pruning;
+-- a short retention prunes the fresh one too; the manual function still works
+ALTER SYSTEM SET sequin_sync.tombstone_retention = '1s';
+SELECT pg_reload_conf();
+SELECT wait_until($$NOT EXISTS (SELECT FROM sequin_sync.tombstones)$$);
+SELECT sequin_sync.prune_tombstones();
+ALTER SYSTEM RESET sequin_sync.tombstone_retention;
+SELECT pg_reload_conf();
+SELECT wait_until($$(SELECT retention = interval '7 days' FROM sequin_sync.tombstone_pruning)$$);
+SELECT sequin_sync.unmap_collection('w', 'stripe:gone');
+DROP TABLE gone;
+
 -- drop: the workers stop
 SELECT sequin_sync.drop_consumer('w');
 SELECT wait_until($$NOT EXISTS (SELECT FROM worker_pids('w'))$$);

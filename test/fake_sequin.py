@@ -16,6 +16,7 @@ Sequin's side of that conversation, faithfully to section 1 of the consumer API 
     a new token (the old one stops working); max_ack_pending caps what is in flight; max_deliver
     drops a message after that many deliveries (-1 = never).
   * `Authorization: Bearer <token>` per consumer; errors are {"summary": "..."}.
+  * a long poll whose client hangs up ends there, without taking messages (stat "abandoned").
 
 An unauthenticated admin API (JSON in and out) drives it from tests:
 
@@ -49,6 +50,10 @@ An unauthenticated admin API (JSON in and out) drives it from tests:
                                           the last request's body verbatim
   POST   /admin/requests/reset            zero those counters (a connection already counted is
                                           not counted again) and forget the last request
+  GET    /admin/consumers/<cid>/requests  one consumer's request log: {"connections": n (TCP
+                                          connections that reached this consumer), "requests":
+                                          [{"kind": "next", "t", "conn", "batch_size", "wait_for"},
+                                          ...]} (see RequestLog)
   POST   /admin/reset                     forget every consumer and the recorded requests
   GET    /admin/health                    200 {"ok": true}
 
@@ -138,7 +143,7 @@ PROBABILITY_FAULTS = ("status_500", "status_429", "drop_connection", "truncate",
 STAT_KEYS = ("published", "delivered", "redelivered", "duplicated", "acked", "nacked",
              "expired", "dropped", "bad_tokens", "ack_dropped", "next_requests",
              "ack_requests", "nack_requests", "auth_failures", "missing_content_type",
-             "faults_injected")
+             "faults_injected", "abandoned")
 
 # Ack tokens: a random per-process prefix plus a process-wide counter.  Unique across consumers
 # and, thanks to the prefix, across restarts of the fake (a token from an earlier run is
@@ -257,6 +262,7 @@ class Consumer:
         self.script = deque()        # scripted /next replies (dicts, see check_step)
         self.script_log = deque(maxlen=200)   # what each served step did
         self.token_log = deque(maxlen=200)    # ("ack"|"nack", [tokens]) of recent requests
+        self.request_log = RequestLog()
         self.configure(settings)
 
     # -- settings ---------------------------------------------------------------------------
@@ -374,8 +380,14 @@ class Consumer:
             self.cond.notify_all()
         return len(bodies)
 
-    def next(self, batch_size, wait_for_ms):
-        """Serve one /next.  Returns ("reply", status, body, headers) or ("drop",)."""
+    def next(self, batch_size, wait_for_ms, client_gone=None):
+        """Serve one /next.  Returns ("reply", status, body, headers) or ("drop",).
+
+        client_gone(): whether the client hung up.  A long poll it gave up on (a worker that
+        stops or changes its configuration closes the connection) ends without taking
+        messages ("abandoned"), as a real server's request handler ends with its connection:
+        otherwise the next message published would go to a request nobody reads and wait for
+        ack_wait_ms before anyone sees it."""
         with self.cond:
             self.stats["next_requests"] += 1
             f = self.faults
@@ -398,6 +410,9 @@ class Consumer:
                 self._expire(now)
                 if wait_for_ms <= 0 or self.closed:
                     break
+                if client_gone is not None and client_gone():
+                    self.stats["abandoned"] += 1
+                    return ("drop",)
                 need = 1 if self.eager else batch_size
                 if self._deliverable() >= need:
                     break
@@ -409,6 +424,8 @@ class Consumer:
                 # ack wake us earlier through notify_all().
                 if self.expiry:
                     remaining = min(remaining, self.expiry[0][0] - now)
+                if client_gone is not None:
+                    remaining = min(remaining, 0.05)   # look at the connection now and then
                 self.cond.wait(remaining)
                 now = time.monotonic()
 
@@ -751,6 +768,39 @@ def split_json_array(raw):
 
 
 # --------------------------------------------------------------------------------------------
+# Request log: what the worker asked, when, and over which connection (for the worker lifecycle
+# suites, test/test_lifecycle.py and test/test_reload_stress.py)
+# --------------------------------------------------------------------------------------------
+
+class RequestLog:
+    """Per consumer: the TCP connections that reached it, and its last /next requests with their
+    parameters and arrival time (the server's time.time(), so a test on the same machine can
+    compare it with its own clock)."""
+
+    connection_numbers = itertools.count(1)   # Handler.setup numbers every accepted connection
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.connections = set()
+        self.requests = deque(maxlen=2000)
+
+    def connection(self, conn):
+        with self.lock:
+            self.connections.add(conn)
+
+    def next(self, conn, batch_size, wait_for):
+        entry = {"kind": "next", "t": time.time(), "conn": conn, "batch_size": batch_size,
+                 "wait_for": wait_for}
+        with self.lock:
+            self.connections.add(conn)
+            self.requests.append(entry)
+
+    def state(self):
+        with self.lock:
+            return {"connections": len(self.connections), "requests": list(self.requests)}
+
+
+# --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
 
@@ -867,6 +917,7 @@ ROUTES = [
     ({"GET"}, re.compile(r"^/admin/requests$"), "admin_requests"),
     ({"GET"}, re.compile(r"^/admin/requests\.txt$"), "admin_requests_text"),
     ({"POST"}, re.compile(r"^/admin/requests/reset$"), "admin_requests_reset"),
+    ({"GET"}, re.compile(r"^/admin/consumers/%s/requests$" % _CID), "admin_consumer_requests"),
 ]
 
 
@@ -884,6 +935,7 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         self.recorded = False        # this connection carried a recorded /v1 request
+        self.conn_no = next(RequestLog.connection_numbers)
 
     def do_GET(self):
         self._dispatch("GET")
@@ -999,6 +1051,7 @@ class Handler(BaseHTTPRequestHandler):
                 "application/json"):
             with c.cond:
                 c.stats["missing_content_type"] += 1   # counted, not refused (doc: silent)
+        c.request_log.connection(self.conn_no)
         return c
 
     def _admin_consumer(self, cid):
@@ -1021,6 +1074,7 @@ class Handler(BaseHTTPRequestHandler):
         params.update(doc)
         batch_size = _int_param(params, "batch_size", 1, 1)
         wait_for = _int_param(params, "wait_for", 0, 0)
+        c.request_log.next(self.conn_no, batch_size, wait_for)
 
         step = c.next_step("next")
         if step is not None:
@@ -1030,7 +1084,7 @@ class Handler(BaseHTTPRequestHandler):
         slow = c.faults.cfg["slow_ms"]
         if slow:
             time.sleep(slow / 1000.0)
-        result = c.next(batch_size, wait_for)
+        result = c.next(batch_size, wait_for, self._client_gone)
         if result[0] == "drop":
             # Close the socket without a single byte of reply.
             self.close_connection = True
@@ -1159,6 +1213,16 @@ class Handler(BaseHTTPRequestHandler):
             write(b"0\r\n\r\n")
         entry["finished"] = True
 
+    def _client_gone(self):
+        """Whether the client closed this connection (readable with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
+
     def _tokens(self, body):
         doc = self._json(body)
         if not isinstance(doc, dict):
@@ -1267,6 +1331,9 @@ class Handler(BaseHTTPRequestHandler):
     def admin_requests_reset(self, method, body, query):
         self.registry.reset_requests()
         self._send_json(200, {"ok": True})
+
+    def admin_consumer_requests(self, method, body, query, cid):
+        self._send_json(200, self._admin_consumer(cid).request_log.state())
 
     def admin_stats(self, method, body, query, cid):
         self._send_json(200, self._admin_consumer(cid).snapshot())

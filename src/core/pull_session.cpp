@@ -209,7 +209,7 @@ PullSession::Prefetch(int batch_size) noexcept
 }
 
 void
-PullSession::CollectAck() noexcept
+PullSession::AwaitAck() noexcept
 {
 	if (!ack_in_flight_)
 		return;
@@ -232,7 +232,7 @@ PullSession::CollectAck() noexcept
 void
 PullSession::StartAck() noexcept
 {
-	CollectAck();
+	AwaitAck();
 	Batch &b = cur();
 	if (b.tokens.empty())
 		return; /* never an empty ack */
@@ -242,7 +242,7 @@ PullSession::StartAck() noexcept
 }
 
 int64_t
-PullSession::TakeAcked() noexcept
+PullSession::TakeConfirmedAcks() noexcept
 {
 	int64_t n = acked_;
 	acked_ = 0;
@@ -275,7 +275,7 @@ PullSession::GiveBack(bool report) noexcept
 bool
 PullSession::NackAll() noexcept
 {
-	CollectAck();
+	AwaitAck();
 	bool ok = GiveBack(true);
 	/* A prefetched batch was not applied either: give it back too (the first failure is kept). */
 	if (prefetching_ && TakePrefetched() == PullStatus::Ok)
@@ -303,7 +303,7 @@ PullSession::Drain(long grace_ms) noexcept
 {
 	Grace grace{std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms)};
 	client_->FinishWithin(GraceOver, &grace);
-	CollectAck();
+	AwaitAck();
 	if (prefetching_) {
 		if (TakePrefetched() == PullStatus::Ok) {
 			client_->SetAbortCheck(GraceOver, &grace);

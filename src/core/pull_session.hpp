@@ -78,14 +78,14 @@ public:
 
 	/*
 	 * Acknowledges every message of the current batch without waiting for the answer.  An
-	 * earlier acknowledgement still in flight is collected first.  Whatever goes wrong with it
-	 * (the messages are then simply delivered again) is reported by CollectAck.
+	 * earlier acknowledgement still in flight is awaited first.  Whatever goes wrong with it
+	 * (the messages are then simply delivered again) is reported by TakeAckError.
 	 */
 	void StartAck() noexcept;
-	/* Waits for the acknowledgement in flight, if any, and records its outcome. */
-	void CollectAck() noexcept;
+	/* Waits for the answer to the acknowledgement in flight, if any, and records its outcome. */
+	void AwaitAck() noexcept;
 	/* Messages whose acknowledgement the server confirmed since the last call. */
-	int64_t TakeAcked() noexcept;
+	int64_t TakeConfirmedAcks() noexcept;
 	/* The error of an acknowledgement that failed since the last call, or nullptr. */
 	const char *TakeAckError() noexcept;
 

@@ -7,6 +7,7 @@
  * due after a backoff.  A worker that ends abnormally is started again after a delay that doubles
  * with each consecutive failure (1 s up to 60 s); a worker stopped with pg_terminate_backend comes
  * back at once.  If the launcher itself dies, the postmaster restarts it and it takes over.
+ * Between its rounds it prunes old tombstones (pruner.cpp).
  */
 extern "C" {
 #include "postgres.h"
@@ -22,6 +23,7 @@ extern "C" {
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -51,6 +53,16 @@ HandleSigterm(SIGNAL_ARGS)
 	got_sigterm = true;
 	SetLatch(MyLatch);
 	errno = save_errno;
+}
+
+void
+WaitOnLatch(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, Max(ms, 0L), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	if (!PostmasterIsAlive())
+		proc_exit(1);
+	CHECK_FOR_INTERRUPTS();
 }
 
 namespace {
@@ -270,8 +282,7 @@ TakeOver()
 		LWLockRelease(shared->lock);
 		if (!any)
 			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		WaitOnLatch(100);
 	}
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < kMaxSlots; i++)
@@ -320,15 +331,14 @@ sequin_sync_launcher_main(Datum arg)
 
 	Desired *desired = (Desired *) MemoryContextAlloc(TopMemoryContext, sizeof(Desired) * kMaxSlots);
 	while (!got_sigterm) {
-		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending) {
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		int ndesired = ReadDesired(desired, kMaxSlots);
 		long sleep_ms = Reconcile(desired, ndesired);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		sleep_ms = Min(sleep_ms, PruneTombstonesIfDue(ndesired >= 0));
+		WaitOnLatch(sleep_ms);
 	}
 	/* Workers stop with the launcher only at shutdown; a restarted launcher takes them over. */
 	proc_exit(1);

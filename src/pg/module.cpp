@@ -45,7 +45,7 @@ ObjectAccess(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id, v
 		prev_object_access_hook(access, class_id, object_id, sub_id, arg);
 	if (access == OAT_DROP && class_id == ExtensionRelationId && shared != nullptr &&
 		object_id == get_extension_oid("sequin_sync", true))
-		WakeWorkersOnCommit();
+		WakeOnCommit(nullptr);
 }
 
 

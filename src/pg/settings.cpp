@@ -30,14 +30,10 @@ DefineSettings(bool preloaded)
 	DefineCustomIntVariable("sequin_sync.tombstone_retention",
 							"How long a hard-delete tombstone is kept.",
 							"A tombstone remembers the version of a hard-deleted record so that a late, "
-							"older redelivery cannot bring the row back.  0 keeps tombstones forever.",
+							"older redelivery cannot bring the row back.  The launcher prunes older ones "
+							"automatically; 0 keeps tombstones forever.",
 							&tombstone_retention_s, 7 * 24 * 3600, 0, INT_MAX, PGC_SUSET, GUC_UNIT_S,
 							nullptr, nullptr, nullptr);
-
-	DefineCustomStringVariable("sequin_sync.database",
-							   "The database whose consumers the background workers run.",
-							   "The extension must be created in this database.",
-							   &database_name, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
 
 	DefineCustomIntVariable("sequin_sync.connect_timeout",
 							"How long a worker waits to connect to a consumer.",
@@ -79,8 +75,20 @@ DefineSettings(bool preloaded)
 							&apply_lock_timeout_ms, 10000, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS,
 							nullptr, nullptr, nullptr);
 
+	/*
+	 * A postmaster-level setting can only be defined while shared_preload_libraries is processed:
+	 * defined later (CREATE EXTENSION without the preload) it is a FATAL error for the session.
+	 * Without the preload there are no workers to place anyway.  As in worker_spi, the prefix is
+	 * reserved only then too, so a sequin_sync.database line in postgresql.conf stays a quiet
+	 * placeholder instead of being removed with a warning.
+	 */
+	if (!preloaded)
+		return;
+	DefineCustomStringVariable("sequin_sync.database",
+							   "The database whose consumers the background workers run.",
+							   "The extension must be created in this database.",
+							   &database_name, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
 	MarkGUCPrefixReserved("sequin_sync");
-	(void) preloaded;
 }
 
 } /* namespace sequin_sync */

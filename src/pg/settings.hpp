@@ -9,7 +9,7 @@ namespace sequin_sync {
 
 /* Seconds a hard-delete tombstone is kept; 0 keeps them forever. */
 extern int tombstone_retention_s;
-/* The database whose consumers run (postmaster). */
+/* The database whose consumers run (postmaster; NULL unless preloaded). */
 extern char *database_name;
 /* HTTP: connect timeout and the margin over wait_for a request may take (milliseconds). */
 extern int connect_timeout_ms;
@@ -25,6 +25,7 @@ extern char *allowed_hosts;
 /* lock_timeout of the workers' apply transactions, in milliseconds (0 = none). */
 extern int apply_lock_timeout_ms;
 
+/* From _PG_init; preloaded: shared_preload_libraries is being processed. */
 void DefineSettings(bool preloaded);
 
 } /* namespace sequin_sync */

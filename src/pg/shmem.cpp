@@ -6,7 +6,6 @@ extern "C" {
 
 #include "access/xact.h"
 #include "miscadmin.h"
-#include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -25,7 +24,6 @@ namespace {
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
 shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 bool wake_registered = false;
-bool wake_pending = false;
 
 void
 RequestShmem()
@@ -47,23 +45,52 @@ StartupShmem()
 	if (!found) {
 		memset(shared, 0, sizeof(SharedState));
 		shared->lock = &(GetNamedLWLockTranche("sequin_sync"))->lock;
-		pg_atomic_init_u64(&shared->config_generation, 1);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/*
+ * The consumers whose rows the current transaction changed.  Beyond kMaxWakeNames of them (one
+ * transaction reconfiguring many consumers), every worker is woken instead: a spurious wake
+ * only makes a worker read its row again.
+ */
+constexpr int kMaxWakeNames = 8;
+struct PendingWake {
+	bool		pending;		/* wake the launcher at commit */
+	bool		all_consumers;
+	int			nnames;
+	char		names[kMaxWakeNames][NAMEDATALEN];
+};
+PendingWake wake;
+
+bool
+WakesConsumer(const char *consumer)
+{
+	if (wake.all_consumers)
+		return true;
+	for (int i = 0; i < wake.nnames; i++)
+		if (strcmp(wake.names[i], consumer) == 0)
+			return true;
+	return false;
+}
+
+/* At commit: flag the changed consumers' slots and set their latches and the launcher's. */
 void
-WakeAll()
+WakeCommitted()
 {
 	if (shared == nullptr)
 		return;
-	pg_atomic_fetch_add_u64(&shared->config_generation, 1);
-	LWLockAcquire(shared->lock, LW_SHARED);
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	if (shared->launcher_latch != nullptr)
 		SetLatch(shared->launcher_latch);
-	for (int i = 0; i < kMaxSlots; i++)
-		if (shared->slots[i].in_use && shared->slots[i].latch != nullptr)
-			SetLatch(shared->slots[i].latch);
+	for (int i = 0; i < kMaxSlots; i++) {
+		WorkerSlot *s = &shared->slots[i];
+		if (!s->in_use || !WakesConsumer(s->consumer))
+			continue;
+		s->consumer_changed = true;
+		if (s->latch != nullptr)
+			SetLatch(s->latch);
+	}
 	LWLockRelease(shared->lock);
 }
 
@@ -73,13 +100,13 @@ OnXactEvent(XactEvent event, void *arg)
 	switch (event) {
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending)
-				WakeAll();
-			wake_pending = false;
+			if (wake.pending)
+				WakeCommitted();
+			memset(&wake, 0, sizeof(wake));
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_pending = false;
+			memset(&wake, 0, sizeof(wake));
 			break;
 		default:
 			break;
@@ -98,7 +125,7 @@ InstallShmemHooks()
 }
 
 void
-WakeWorkersOnCommit()
+WakeOnCommit(const char *consumer)
 {
 	if (shared == nullptr)
 		return;
@@ -106,20 +133,13 @@ WakeWorkersOnCommit()
 		RegisterXactCallback(OnXactEvent, nullptr);
 		wake_registered = true;
 	}
-	wake_pending = true;
-}
-
-void
-SetSlotState(int slot, WorkerState state, const char *error)
-{
-	WorkerSlot *s = &shared->slots[slot];
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	s->state = state;
-	if (error != nullptr) {
-		strlcpy(s->last_error, error, sizeof(s->last_error));
-		s->last_error_at = GetCurrentTimestamp();
-	}
-	LWLockRelease(shared->lock);
+	wake.pending = true;
+	if (consumer == nullptr || WakesConsumer(consumer))
+		return;
+	if (wake.nnames < kMaxWakeNames)
+		strlcpy(wake.names[wake.nnames++], consumer, NAMEDATALEN);
+	else
+		wake.all_consumers = true;
 }
 
 const char *

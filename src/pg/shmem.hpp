@@ -1,7 +1,7 @@
 /*
  * shmem.hpp - state shared by the launcher, the workers and the SQL functions: one slot per
- * running worker (its consumer, pid, state, last error), the launcher's latch, and a generation
- * counter that the configuration functions bump when they commit.
+ * running worker (its consumer, pid, state, last error, and whether its consumer's row changed),
+ * the launcher's latch, and what the launcher's tombstone pruning last did.
  *
  * Postgres-side code: include after the extern "C" block with postgres.h.
  */
@@ -30,6 +30,7 @@ struct WorkerSlot {
 	Latch	   *latch;
 	WorkerState state;
 	bool		clean_exit;		/* the worker ended on purpose (SIGTERM, paused, dropped) */
+	bool		consumer_changed;	/* its consumer's row changed since the worker read it */
 	int			failures;		/* consecutive abnormal exits: the launcher's restart backoff */
 	TimestampTz restart_after;
 	TimestampTz last_poll_at;
@@ -41,11 +42,21 @@ struct WorkerSlot {
 	char		last_error[kErrorLen];
 };
 
+/* What the launcher's automatic tombstone pruning last did (sequin_sync.tombstone_pruning). */
+struct PruneState {
+	int			retention_s;	/* sequin_sync.tombstone_retention as the launcher reads it */
+	TimestampTz last_prune_at;	/* when the last complete run ended; 0: none since start */
+	int64		last_pruned;	/* tombstones that run removed */
+	TimestampTz next_prune_at;	/* 0: pruning is off (retention 0) */
+	TimestampTz last_error_at;
+	char		last_error[kErrorLen];
+};
+
 struct SharedState {
 	LWLock	   *lock;
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
-	pg_atomic_uint64 config_generation;
+	PruneState	prune;
 	WorkerSlot	slots[kMaxSlots];
 };
 
@@ -56,14 +67,11 @@ extern SharedState *shared;
 void InstallShmemHooks();
 
 /*
- * Wakes the launcher and every worker when the current transaction commits (and bumps the
- * configuration generation), so that configuration changes act within moments of their commit.
- * Nothing happens if the transaction aborts.
+ * When the current transaction commits, wakes the launcher (consumers to start or stop) and,
+ * for consumer != NULL, that consumer's workers, which then read its row again.  The other
+ * consumers' workers are left alone.  Nothing happens if the transaction aborts.
  */
-void WakeWorkersOnCommit();
-
-/* Records a slot's state and, when error is not NULL, its last error. */
-void SetSlotState(int slot, WorkerState state, const char *error);
+void WakeOnCommit(const char *consumer);
 
 const char *WorkerStateName(WorkerState state);
 

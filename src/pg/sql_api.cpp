@@ -237,13 +237,15 @@ CheckDeleteMode(const char *mode)
 }
 
 /*
- * Runs one statement on sequin_sync's tables as the extension owner.  Every such change wakes
- * the workers when the transaction commits.
+ * Runs one statement on sequin_sync's tables as the extension owner.  A change to a consumer's
+ * row (wake != NULL) wakes the launcher and that consumer's workers when the transaction
+ * commits; mappings are read by every batch and wake nobody.
  */
 void
-ExecAsOwner(const char *sql, int nargs, const Oid *types, const Datum *values, const char *nulls)
+ExecAsOwner(const char *wake, const char *sql, int nargs, const Oid *types, const Datum *values, const char *nulls)
 {
-	WakeWorkersOnCommit();
+	if (wake != nullptr)
+		WakeOnCommit(wake);
 	RoleSwitch rs;
 	BeginAsRole(&rs, ExtensionOwner(), false);
 	SpiExec(sql, nargs, types, values, nulls, false, 0);
@@ -276,7 +278,7 @@ SetPaused(FunctionCallInfo fcinfo, bool paused)
 	ConsumerInfo *consumer = OpenConsumer(fcinfo, &nest_level);
 	Oid types[2] = {TEXTOID, BOOLOID};
 	Datum values[2] = {CStringGetTextDatum(consumer->name), BoolGetDatum(paused)};
-	ExecAsOwner("UPDATE sequin_sync.consumers SET paused = $2, updated_at = pg_catalog.now() WHERE name = $1",
+	ExecAsOwner(consumer->name, "UPDATE sequin_sync.consumers SET paused = $2, updated_at = pg_catalog.now() WHERE name = $1",
 				2, types, values, nullptr);
 	CloseConsumer(nest_level);
 }
@@ -317,7 +319,7 @@ sequin_sync_create_consumer(PG_FUNCTION_ARGS)
 	Datum values[7] = {CStringGetTextDatum(name), CStringGetTextDatum(normalized), CStringGetTextDatum(token),
 					   Int32GetDatum(batch_size), IntervalPGetDatum(wait_for), Int32GetDatum(workers),
 					   ObjectIdGetDatum(GetUserId())};
-	ExecAsOwner("INSERT INTO sequin_sync.consumers (name, endpoint, token, batch_size, wait_for, workers, owner) "
+	ExecAsOwner(name, "INSERT INTO sequin_sync.consumers (name, endpoint, token, batch_size, wait_for, workers, owner) "
 				"VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regrole)",
 				7, types, values, nullptr);
 	CloseConsumer(nest_level);
@@ -350,7 +352,7 @@ sequin_sync_alter_consumer(PG_FUNCTION_ARGS)
 	nulls[1] = endpoint ? ' ' : 'n';
 	for (int i = 2; i <= 5; i++)
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
-	ExecAsOwner("UPDATE sequin_sync.consumers SET "
+	ExecAsOwner(consumer->name, "UPDATE sequin_sync.consumers SET "
 				"endpoint = COALESCE($2, endpoint), token = COALESCE($3, token), "
 				"batch_size = COALESCE($4, batch_size), wait_for = COALESCE($5, wait_for), "
 				"workers = COALESCE($6, workers), updated_at = pg_catalog.now() WHERE name = $1",
@@ -366,7 +368,7 @@ sequin_sync_drop_consumer(PG_FUNCTION_ARGS)
 	ConsumerInfo *consumer = OpenConsumer(fcinfo, &nest_level);
 	Oid types[1] = {TEXTOID};
 	Datum values[1] = {CStringGetTextDatum(consumer->name)};
-	ExecAsOwner("DELETE FROM sequin_sync.consumers WHERE name = $1", 1, types, values, nullptr);
+	ExecAsOwner(consumer->name, "DELETE FROM sequin_sync.consumers WHERE name = $1", 1, types, values, nullptr);
 	CloseConsumer(nest_level);
 	PG_RETURN_VOID();
 }
@@ -409,7 +411,7 @@ sequin_sync_map_collection(PG_FUNCTION_ARGS)
 					   columns ? JsonbPGetDatum(columns) : (Datum) 0, ObjectIdGetDatum(GetUserId())};
 	char nulls[7] = "      ";
 	nulls[4] = columns ? ' ' : 'n';
-	ExecAsOwner("INSERT INTO sequin_sync.mappings (consumer, collection, target, delete_mode, columns, owner) "
+	ExecAsOwner(nullptr, "INSERT INTO sequin_sync.mappings (consumer, collection, target, delete_mode, columns, owner) "
 				"VALUES ($1, $2, $3::pg_catalog.regclass, $4, COALESCE($5, '{}'), $6::pg_catalog.regrole) "
 				"ON CONFLICT (consumer, collection) DO UPDATE SET target = EXCLUDED.target, "
 				"delete_mode = EXCLUDED.delete_mode, columns = EXCLUDED.columns, owner = EXCLUDED.owner, "
@@ -428,7 +430,7 @@ sequin_sync_unmap_collection(PG_FUNCTION_ARGS)
 	ConsumerInfo *consumer = OpenConsumer(fcinfo, &nest_level);
 	Oid types[2] = {TEXTOID, TEXTOID};
 	Datum values[2] = {CStringGetTextDatum(consumer->name), CStringGetTextDatum(collection)};
-	ExecAsOwner("DELETE FROM sequin_sync.mappings WHERE consumer = $1 AND collection = $2", 2, types, values, nullptr);
+	ExecAsOwner(nullptr, "DELETE FROM sequin_sync.mappings WHERE consumer = $1 AND collection = $2", 2, types, values, nullptr);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -615,10 +617,10 @@ sequin_sync_prune_tombstones(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(pruned);
 }
 
-/* Wakes the launcher and the workers at commit (the configuration triggers call it). */
+/* Wakes the launcher at commit (the install script calls it, so a new installation starts at once). */
 extern "C" Datum
 sequin_sync_wake_workers(PG_FUNCTION_ARGS)
 {
-	WakeWorkersOnCommit();
+	WakeOnCommit(nullptr);
 	PG_RETURN_VOID();
 }

@@ -1,6 +1,8 @@
 /*
- * status.cpp - the live part of sequin_sync.status: one row per worker slot from shared memory.
- * The view (sql/sequin_sync.sql) joins it with the consumers and their durable counters.
+ * status.cpp - the live parts of sequin_sync.status and sequin_sync.tombstone_pruning, from
+ * shared memory: one row per worker slot, and the launcher's row (whether the library was
+ * preloaded at all, and what its tombstone pruning last did).  The views (sql/sequin_sync.sql)
+ * join them with the consumers and their durable counters.
  */
 extern "C" {
 #include "postgres.h"
@@ -8,6 +10,7 @@ extern "C" {
 #include "port/atomics.h"
 
 #include "fmgr.h"
+#include "access/htup_details.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
@@ -18,6 +21,7 @@ extern "C" {
 #include "pg/compat.hpp"
 
 PG_FUNCTION_INFO_V1(sequin_sync_worker_status);
+PG_FUNCTION_INFO_V1(sequin_sync_launcher_status);
 }
 
 #include "pg/shmem.hpp"
@@ -63,4 +67,43 @@ sequin_sync_worker_status(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * One row: preloaded (false: no launcher, no workers, nothing else is known), the launcher's
+ * pid, and its tombstone pruning: the retention it prunes by (seconds), the end and result of
+ * its last run, when the next is due, its last error.
+ */
+extern "C" Datum
+sequin_sync_launcher_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc desc;
+	if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	Datum values[8];
+	bool nulls[8];
+	memset(nulls, true, sizeof(nulls));
+	values[0] = BoolGetDatum(shared != nullptr);
+	nulls[0] = false;
+	if (shared != nullptr) {
+		LWLockAcquire(shared->lock, LW_SHARED);
+		pid_t pid = shared->launcher_pid;
+		PruneState p = shared->prune;
+		LWLockRelease(shared->lock);
+		values[1] = Int32GetDatum(pid);
+		nulls[1] = pid == 0;
+		values[2] = Int32GetDatum(p.retention_s);
+		nulls[2] = false;
+		values[3] = TimestampTzGetDatum(p.last_prune_at);
+		nulls[3] = p.last_prune_at == 0;
+		values[4] = Int64GetDatum(p.last_pruned);
+		nulls[4] = p.last_prune_at == 0;
+		values[5] = TimestampTzGetDatum(p.next_prune_at);
+		nulls[5] = p.next_prune_at == 0;
+		values[6] = CStringGetTextDatum(p.last_error);
+		nulls[6] = p.last_error[0] == '\0';
+		values[7] = TimestampTzGetDatum(p.last_error_at);
+		nulls[7] = p.last_error_at == 0;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

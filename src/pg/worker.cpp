@@ -8,8 +8,10 @@
  *    parked by the engine and are acknowledged with the batch.
  *  - A reply that is not valid JSON or not the documented shape is neither applied nor acked.
  *  - SIGTERM sets a flag and the latch; the HTTP client asks every 100 ms whether to stop, so a
- *    long poll ends within a second.  A committed configuration change wakes the worker the
- *    same way, and it reloads its consumer.
+ *    long poll ends within a second.  A committed change to this worker's consumer wakes it the
+ *    same way, and it reads the consumer's row again; other consumers' changes, mapping
+ *    changes and reloads that change none of its settings leave its HTTP session alone.
+ *  - Every wait goes through WaitOnLatch, which leaves the process when the postmaster died.
  *  - Memory: the batch context is reset after every batch; the pull session reuses its buffers.
  *
  * Boundary note: the C++ objects (HTTP client, reply, document) live inside the PullSession on
@@ -18,17 +20,18 @@
  */
 #include <malloc.h>
 
+#include <string>
+
 #include "core/endpoint.hpp"
 #include "core/pull_session.hpp"
 
 extern "C" {
 #include "postgres.h"
 
-#include "port/atomics.h"
-
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -61,9 +64,9 @@ namespace sequin_sync {
 
 namespace {
 
+/* Who this worker is: set once at start. */
 int my_slot = -1;
 char consumer_name[NAMEDATALEN];
-uint64 seen_generation = 0;
 
 /* The consumer's configuration, as last loaded. */
 struct ConsumerConfig {
@@ -73,18 +76,141 @@ struct ConsumerConfig {
 	int			batch_size;
 	int			wait_for_ms;
 };
-ConsumerConfig config;
 
 /*
- * Asked by the HTTP client every 100 ms during transfers: stop for SIGTERM, a configuration
- * change, or any pending interrupt - a procsignal barrier (DROP DATABASE waits for every process
- * to absorb one) must not wait for a long poll to end.
+ * Ack accounting.  An ack's answer arrives while the loop goes on.  What the server confirmed
+ * is "unrecorded" until it is added to consumer_stats - in the next batch's transaction, or in
+ * a transaction of its own when the worker goes idle or stops - and shows in status meanwhile
+ * through the slot's acked_unflushed.
+ */
+struct AckLedger {
+	int64		unrecorded;
+
+	/* Counts the acks the server confirmed so far, and reports one that failed. */
+	void		CountConfirmed(PullSession *session);
+	/* The same, after waiting for the answer to the ack in flight. */
+	void		AwaitAndCount(PullSession *session);
+	/* The unrecorded count was committed with a batch's counters. */
+	void		CommittedWithBatch();
+	/* Commits the unrecorded count in a transaction of its own. */
+	void		CommitNow();
+};
+
+/* Everything the loop's steps share. */
+struct Worker {
+	ConsumerConfig config;
+	PullSession *session;		/* nullptr when there is none (before the first pull, after a change) */
+	MemoryContext batch_cxt;
+	int			failures;		/* consecutive failed pulls or batches: the backoff */
+	AckLedger	acks;
+	char	   *settings;		/* WorkerSettings() as last seen, in TopMemoryContext */
+	bool		reloaded;		/* the configuration file was read: set the session settings again */
+	bool		settings_changed;	/* ... and one of sequin_sync's changed: a new session */
+};
+
+Worker worker;
+
+/* Every change to this worker's slot in shared memory goes through here. */
+template <typename Edit>
+void
+UpdateSlot(Edit edit)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	edit(&shared->slots[my_slot]);
+	LWLockRelease(shared->lock);
+}
+
+/* Records the worker's state and, when error is not NULL, its last error. */
+void
+ReportState(WorkerState state, const char *error)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	UpdateSlot([&](WorkerSlot *s) {
+		s->state = state;
+		if (error != nullptr) {
+			strlcpy(s->last_error, error, sizeof(s->last_error));
+			s->last_error_at = now;
+		}
+	});
+}
+
+/* Whether this worker's consumer row changed since the worker last read it. */
+bool
+ConsumerChanged()
+{
+	LWLockAcquire(shared->lock, LW_SHARED);
+	bool changed = shared->slots[my_slot].consumer_changed;
+	LWLockRelease(shared->lock);
+	return changed;
+}
+
+/*
+ * The settings a worker's session and waits are built from, as one string: a reload that
+ * changes none of them leaves the session alone.
+ */
+char *
+WorkerSettings()
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	char *settings = psprintf("%d %d %d %d %d\n%s\n%s", connect_timeout_ms, poll_margin_ms, max_response_size_kb,
+							  backoff_max_ms, apply_lock_timeout_ms, ca_file ? ca_file : "",
+							  allowed_hosts ? allowed_hosts : "");
+	MemoryContextSwitchTo(old);
+	return settings;
+}
+
+/*
+ * Reads the configuration file after a SIGHUP.  Called from the HTTP client's abort check too,
+ * so that a reload that changes nothing of ours does not end a long poll; an error cannot
+ * longjmp from here into the client's C++ frames, it is caught and logged.
+ */
+void
+ReloadSettingsIfPending(Worker *w)
+{
+	if (!ConfigReloadPending)
+		return;
+	ConfigReloadPending = false;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	PG_TRY();
+	{
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		EmitErrorReport();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	w->reloaded = true;
+	char *now = WorkerSettings();
+	if (strcmp(now, w->settings) != 0) {
+		pfree(w->settings);
+		w->settings = now;
+		w->settings_changed = true;
+	} else
+		pfree(now);
+}
+
+/* Something the worker must act on before it waits any longer. */
+bool
+WakeRequested(Worker *w)
+{
+	ReloadSettingsIfPending(w);
+	return got_sigterm || w->settings_changed || ConsumerChanged();
+}
+
+/*
+ * Asked by the HTTP client every 100 ms during transfers: stop for SIGTERM, a change of this
+ * consumer or of our settings, the postmaster's death, or any pending interrupt - a procsignal
+ * barrier (DROP DATABASE waits for every process to absorb one) must not wait for a long poll.
+ * The loop's next WaitOnLatch serves the interrupt, or leaves if the postmaster died.
  */
 bool
 ShouldAbort(void *arg)
 {
-	return got_sigterm || ConfigReloadPending || InterruptPending || !PostmasterIsAlive() ||
-		   pg_atomic_read_u64(&shared->config_generation) != seen_generation;
+	return WakeRequested(static_cast<Worker *>(arg)) || InterruptPending || !PostmasterIsAlive();
 }
 
 /*
@@ -99,23 +225,44 @@ AckShouldAbort(void *arg)
 	return got_sigterm || !PostmasterIsAlive();
 }
 
+/* Waits up to ms; leaves early for SIGTERM or a change (see WakeRequested). */
 void
-WorkerExit(int code, Datum arg)
+Sleep(Worker *w, long ms)
 {
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	WorkerSlot *s = &shared->slots[my_slot];
-	s->pid = 0;
-	s->latch = nullptr;
-	s->clean_exit = got_sigterm && code == 0;
-	if (shared->launcher_latch != nullptr)
-		SetLatch(shared->launcher_latch);
-	LWLockRelease(shared->lock);
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	for (;;) {
+		long left = (long) ((until - GetCurrentTimestamp()) / 1000);
+		bool done = left <= 0 || WakeRequested(w);
+		WaitOnLatch(done ? 0 : left);
+		if (done)
+			return;
+	}
+}
+
+/*
+ * Exponential backoff with equal jitter: half of min(backoff_max, 100 ms * 2^failures), plus a
+ * random part up to the other half.  Not full jitter (a random wait from 0 up): that would
+ * still retry at once now and then deep into an outage, and its strength - spreading the
+ * retries of thousands of clients - matters little for a consumer's few workers, which equal
+ * jitter keeps out of step as well.
+ */
+long
+BackoffMs(int failures)
+{
+	long cap = Min((long) backoff_max_ms, 100L << Min(failures, 20));
+	return cap / 2 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, (uint64) (cap / 2));
 }
 
 void
-SetError(WorkerState state, const char *message)
+WorkerExit(int code, Datum arg)
 {
-	SetSlotState(my_slot, state, message);
+	UpdateSlot([code](WorkerSlot *s) {
+		s->pid = 0;
+		s->latch = nullptr;
+		s->clean_exit = got_sigterm && code == 0;
+		if (shared->launcher_latch != nullptr)
+			SetLatch(shared->launcher_latch);
+	});
 }
 
 /*
@@ -137,17 +284,19 @@ SetSessionSettings()
 		SetConfigOption("work_mem", "65536", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
-/* Loads the consumer's row in a short transaction. */
-void
-LoadConfig()
+/*
+ * Reads the consumer's row in a short transaction.  Returns whether the session must be opened
+ * again: the endpoint or the token changed, or there is nothing to run.  A new batch_size or
+ * wait_for needs no new session; they travel with each request.
+ */
+bool
+LoadConfig(ConsumerConfig *config)
 {
-	if (config.token != nullptr) {
-		memset(config.token, 0, strlen(config.token));
-		pfree(config.token);
-		config.token = nullptr;
-	}
-	config.found = false;
-	seen_generation = pg_atomic_read_u64(&shared->config_generation);
+	/* Cleared before the read: a change committed after it wakes the worker again. */
+	UpdateSlot([](WorkerSlot *s) { s->consumer_changed = false; });
+	bool was_found = config->found;
+	bool renew = true;
+	config->found = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -164,42 +313,30 @@ LoadConfig()
 			HeapTuple tup = SPI_tuptable->vals[0];
 			TupleDesc desc = SPI_tuptable->tupdesc;
 			bool isnull;
+			const char *endpoint = SPI_getvalue(tup, desc, 1);
+			const char *token = SPI_getvalue(tup, desc, 2);
 			int workers = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 			bool paused = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
-			strlcpy(config.endpoint, SPI_getvalue(tup, desc, 1), sizeof(config.endpoint));
-			config.token = MemoryContextStrdup(TopMemoryContext, SPI_getvalue(tup, desc, 2));
-			config.batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-			config.wait_for_ms = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-			config.found = !paused && shared->slots[my_slot].index < workers;
+			config->found = !paused && shared->slots[my_slot].index < workers;
+			renew = !config->found || !was_found || strcmp(endpoint, config->endpoint) != 0 ||
+					config->token == nullptr || strcmp(token, config->token) != 0;
+			if (renew) {
+				if (config->token != nullptr) {
+					memset(config->token, 0, strlen(config->token));
+					pfree(config->token);
+				}
+				strlcpy(config->endpoint, endpoint, sizeof(config->endpoint));
+				config->token = MemoryContextStrdup(TopMemoryContext, token);
+			}
+			config->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+			config->wait_for_ms = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		}
 		SpiFinish();
 	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
-}
-
-/* Waits up to ms, waking early for SIGTERM, SIGHUP or a configuration change. */
-void
-Sleep(long ms)
-{
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
-	while (!got_sigterm) {
-		long left = (long) ((until - GetCurrentTimestamp()) / 1000);
-		if (left <= 0 || ShouldAbort(nullptr))
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, left, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-/* Exponential backoff with full jitter: a random wait up to 100 ms * 2^failures, capped. */
-long
-BackoffMs(int failures)
-{
-	long cap = Min((long) backoff_max_ms, 100L << Min(failures, 20));
-	return cap / 2 + (long) (random() % (cap / 2 + 1));
+	return renew;
 }
 
 struct BatchOutcome {
@@ -215,11 +352,11 @@ struct BatchOutcome {
 void
 UpdateStats(const ApplyCounts *c, int64 received, int64 acked)
 {
-	Oid types[10] = {TEXTOID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
-	Datum values[10] = {CStringGetTextDatum(consumer_name), Int32GetDatum(shared->slots[my_slot].index),
-						Int64GetDatum(received), Int64GetDatum(c->inserted), Int64GetDatum(c->updated),
-						Int64GetDatum(c->deleted), Int64GetDatum(c->skipped), Int64GetDatum(c->dead_lettered),
-						Int64GetDatum(acked), Int64GetDatum(0)};
+	Oid types[9] = {TEXTOID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum values[9] = {CStringGetTextDatum(consumer_name), Int32GetDatum(shared->slots[my_slot].index),
+					   Int64GetDatum(received), Int64GetDatum(c->inserted), Int64GetDatum(c->updated),
+					   Int64GetDatum(c->deleted), Int64GetDatum(c->skipped), Int64GetDatum(c->dead_lettered),
+					   Int64GetDatum(acked)};
 	/* WHERE EXISTS: a consumer dropped meanwhile has no counters to keep (and no FK to violate). */
 	SpiExecCached("INSERT INTO sequin_sync.consumer_stats AS s (consumer, worker, received, inserted, updated, deleted, "
 			"skipped, dead_lettered, acked, batches) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, "
@@ -287,20 +424,41 @@ ApplyBatchInTransaction(PullSession *session, MemoryContext batch_cxt, int64 ack
 	pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
-/* Acknowledgements now counted in consumer_stats leave the live counter. */
 void
-AckedFlushed(int64 n)
+AckLedger::CountConfirmed(PullSession *session)
 {
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	shared->slots[my_slot].acked_unflushed -= n;
-	LWLockRelease(shared->lock);
+	int64 n = session->TakeConfirmedAcks();
+	if (n > 0) {
+		unrecorded += n;
+		UpdateSlot([n](WorkerSlot *s) { s->acked_unflushed += n; });
+	}
+	const char *error = session->TakeAckError();
+	if (error != nullptr) {
+		ReportState(WorkerState::Running, error);
+		ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, error),
+					  errdetail("The batch was committed; its records will be delivered again and skipped.")));
+	}
 }
 
-/* Records acknowledgements when the worker goes idle or stops, so status never lags behind. */
 void
-FlushAcked(int64 *acked)
+AckLedger::AwaitAndCount(PullSession *session)
 {
-	if (*acked == 0)
+	session->AwaitAck();
+	CountConfirmed(session);
+}
+
+void
+AckLedger::CommittedWithBatch()
+{
+	int64 n = unrecorded;
+	UpdateSlot([n](WorkerSlot *s) { s->acked_unflushed -= n; });
+	unrecorded = 0;
+}
+
+void
+AckLedger::CommitNow()
+{
+	if (unrecorded == 0)
 		return;
 	ApplyCounts none;
 	memset(&none, 0, sizeof(none));
@@ -311,85 +469,40 @@ FlushAcked(int64 *acked)
 	int nest_level = BeginSafeSearchPath();
 	RoleSwitch rs;
 	BeginAsRole(&rs, ExtensionOwner(), false);
-	UpdateStats(&none, 0, *acked);
+	UpdateStats(&none, 0, unrecorded);
 	EndAsRole(&rs);
 	EndSafeSearchPath(nest_level);
 	SpiFinish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
-	AckedFlushed(*acked);
-	*acked = 0;
-}
-
-/* Counts acknowledgements the server has confirmed, and reports one that failed. */
-void
-CollectAcks(PullSession *session, int64 *acked_pending)
-{
-	int64 n = session->TakeAcked();
-	if (n > 0) {
-		*acked_pending += n;
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		shared->slots[my_slot].acked_unflushed += n;
-		LWLockRelease(shared->lock);
-	}
-	const char *error = session->TakeAckError();
-	if (error != nullptr) {
-		SetError(WorkerState::Running, error);
-		ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, error),
-					  errdetail("The batch was committed; its records will be delivered again and skipped.")));
-	}
-}
-
-/* Waits for the acknowledgement in flight, if any, and counts it. */
-void
-WaitForAck(PullSession *session, int64 *acked_pending)
-{
-	session->CollectAck();
-	CollectAcks(session, acked_pending);
+	CommittedWithBatch();
 }
 
 /*
- * Ends a session: what is in flight gets two seconds to finish (an acknowledgement of a
+ * Ends the session: what is in flight gets two seconds to finish (an acknowledgement of a
  * committed batch, a prefetched batch to give back), then the connections close.
  */
 void
-EndSession(PullSession **session, int64 *acked_pending)
+EndSession(Worker *w)
 {
-	if (*session == nullptr)
+	if (w->session == nullptr)
 		return;
-	(*session)->Drain(2000);
-	CollectAcks(*session, acked_pending);
-	delete *session;
-	*session = nullptr;
+	w->session->Drain(2000);
+	w->acks.CountConfirmed(w->session);
+	delete w->session;
+	w->session = nullptr;
 }
 
-PullSession *
-NewSession(char *error, size_t errlen)
+/*
+ * Sets the worker up: signals, the database connection, its slot (with the latch backends
+ * wake it through), libcurl.
+ */
+Worker *
+InitWorker(int slot)
 {
-	SessionConfig sc;
-	sc.endpoint = config.endpoint;
-	sc.token = config.token;
-	sc.connect_timeout_ms = connect_timeout_ms;
-	sc.poll_margin_ms = poll_margin_ms;
-	sc.max_response_size = (size_t) max_response_size_kb * 1024;
-	sc.ca_file = ca_file;
-	PullSession *s = PullSession::Create(sc, error, errlen);
-	if (s != nullptr)
-		s->SetAbortCheck(ShouldAbort, nullptr, AckShouldAbort, nullptr);
-	return s;
-}
-
-} /* namespace */
-
-} /* namespace sequin_sync */
-
-using namespace sequin_sync;
-
-extern "C" void
-sequin_sync_worker_main(Datum arg)
-{
-	my_slot = DatumGetInt32(arg);
+	my_slot = slot;
+	Worker *w = &worker;
 	/*
 	 * A worker is a dedicated process that allocates and frees about the same memory every
 	 * batch: keep it instead of handing it back to the kernel and faulting it in again (page
@@ -403,147 +516,216 @@ sequin_sync_worker_main(Datum arg)
 
 	BackgroundWorkerInitializeConnection(database_name, nullptr, 0);
 	SetSessionSettings();
-	/* The PGPROC's latch: in shared memory, so backends can set it. */
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	WorkerSlot *slot = &shared->slots[my_slot];
-	strlcpy(consumer_name, slot->consumer, sizeof(consumer_name));
-	slot->pid = MyProcPid;
-	slot->latch = &MyProc->procLatch;
-	slot->state = WorkerState::Starting;
-	LWLockRelease(shared->lock);
+	w->settings = WorkerSettings();
+	w->batch_cxt = AllocSetContextCreate(TopMemoryContext, "sequin_sync batch", ALLOCSET_DEFAULT_SIZES);
+	int index = 0;
+	UpdateSlot([&](WorkerSlot *s) {
+		strlcpy(consumer_name, s->consumer, sizeof(consumer_name));
+		index = s->index;
+		s->pid = MyProcPid;
+		s->latch = &MyProc->procLatch; /* the PGPROC's: in shared memory, so backends can set it */
+		s->state = WorkerState::Starting;
+	});
 	before_shmem_exit(WorkerExit, (Datum) 0);
 	char appname[NAMEDATALEN];
-	snprintf(appname, sizeof(appname), "sequin_sync %s/%d", consumer_name, slot->index);
+	snprintf(appname, sizeof(appname), "sequin_sync %s/%d", consumer_name, index);
 	pgstat_report_appname(appname);
 
+	/* The error text leaves its std::string before anything can longjmp. */
+	char error[256] = "";
+	bool ok;
 	{
-		char error[256] = "";
-		bool ok;
-		{
-			std::string err;
-			ok = HttpGlobalInit(&err);
-			if (!ok)
-				strlcpy(error, err.c_str(), sizeof(error));
-		}
+		std::string err;
+		ok = HttpGlobalInit(&err);
 		if (!ok)
-			ereport(FATAL, (errmsg("sequin_sync could not initialize libcurl: %s", error)));
+			strlcpy(error, err.c_str(), sizeof(error));
 	}
+	if (!ok)
+		ereport(FATAL, (errmsg("sequin_sync worker cannot start: %s", error)));
+	return w;
+}
 
-	MemoryContext batch_cxt = AllocSetContextCreate(TopMemoryContext, "sequin_sync batch", ALLOCSET_DEFAULT_SIZES);
-	PullSession *session = nullptr;
-	int failures = 0;
-	int64 acked_pending = 0; /* acked since the last stats update */
+/*
+ * Step 1: a session that matches the configuration.  Reads again what changed (the settings
+ * after a reload, this consumer's row after a change) and opens a session when there is none.
+ * Returns false when there is nothing to pull with - paused, dropped, a refused host, a client
+ * that cannot be built - after waiting.
+ */
+bool
+EnsureSession(Worker *w)
+{
+	ReloadSettingsIfPending(w);
+	if (w->reloaded) {
+		w->reloaded = false;
+		SetSessionSettings();
+	}
+	bool renew = w->settings_changed;
+	w->settings_changed = false;
+	if (w->session == nullptr || ConsumerChanged())
+		renew = LoadConfig(&w->config) || renew;
+	if (renew)
+		EndSession(w);
+	if (w->session != nullptr)
+		return true;
+
+	if (!w->config.found) {
+		/* Paused, dropped or fewer workers: the launcher stops this worker. */
+		ReportState(WorkerState::Idle, nullptr);
+		Sleep(w, 1000);
+		return false;
+	}
+	if (!EndpointHostAllowed(w->config.endpoint, allowed_hosts ? allowed_hosts : "")) {
+		ReportState(WorkerState::Error, "the endpoint's host is not in sequin_sync.allowed_hosts");
+		Sleep(w, backoff_max_ms);
+		return false;
+	}
+	SessionConfig sc;
+	sc.endpoint = w->config.endpoint;
+	sc.token = w->config.token;
+	sc.connect_timeout_ms = connect_timeout_ms;
+	sc.poll_margin_ms = poll_margin_ms;
+	sc.max_response_size = (size_t) max_response_size_kb * 1024;
+	sc.ca_file = ca_file;
 	char error[kErrorLen];
-
-	while (!got_sigterm) {
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending) {
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			SetSessionSettings();
-			EndSession(&session, &acked_pending);
-		}
-		if (session == nullptr || pg_atomic_read_u64(&shared->config_generation) != seen_generation) {
-			EndSession(&session, &acked_pending);
-			LoadConfig();
-			if (!config.found) {
-				/* Paused, dropped or fewer workers: the launcher stops this worker. */
-				SetSlotState(my_slot, WorkerState::Idle, nullptr);
-				Sleep(1000);
-				continue;
-			}
-			if (!EndpointHostAllowed(config.endpoint, allowed_hosts ? allowed_hosts : "")) {
-				SetError(WorkerState::Error, "the endpoint's host is not in sequin_sync.allowed_hosts");
-				Sleep(backoff_max_ms);
-				continue;
-			}
-			session = NewSession(error, sizeof(error));
-			if (session == nullptr) {
-				SetError(WorkerState::Error, error);
-				Sleep(backoff_max_ms);
-				continue;
-			}
-			SetSlotState(my_slot, WorkerState::Running, nullptr);
-		}
-
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		slot->last_poll_at = GetCurrentTimestamp();
-		LWLockRelease(shared->lock);
-		PullStatus status = session->Pull(config.batch_size, config.wait_for_ms);
-		if (status == PullStatus::Aborted)
-			continue;
-		if (status != PullStatus::Ok) {
-			long status_code = session->HttpStatus();
-			bool config_error = status == PullStatus::HttpError &&
-								(status_code == 401 || status_code == 403 || status_code == 404);
-			long wait_ms;
-			if (config_error)
-				wait_ms = backoff_max_ms; /* retry slowly; alter_consumer wakes us at once */
-			else if (status == PullStatus::HttpError && status_code == 429 && session->RetryAfter() >= 0)
-				wait_ms = Min((long) backoff_max_ms, session->RetryAfter() * 1000L);
-			else
-				wait_ms = BackoffMs(failures);
-			failures++;
-			SetError(config_error || status == PullStatus::BadReply ? WorkerState::Error : WorkerState::Backoff,
-					 session->LastError());
-			WaitForAck(session, &acked_pending);
-			ereport(LOG,
-					(errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError()),
-					 errdetail("Retrying in %ld ms.", wait_ms)));
-			Sleep(wait_ms);
-			continue;
-		}
-
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		slot->has_pending = session->HasPending();
-		slot->pending = session->Pending();
-		LWLockRelease(shared->lock);
-		if (session->Count() == 0) {
-			failures = 0;
-			WaitForAck(session, &acked_pending);
-			FlushAcked(&acked_pending);
-			SetSlotState(my_slot, WorkerState::Idle, nullptr);
-			continue;
-		}
-
-		SetSlotState(my_slot, WorkerState::Running, nullptr);
-		/* More is waiting: ask for it now, so it arrives while this batch is applied. */
-		if (session->MoreWaiting(config.batch_size))
-			session->Prefetch(config.batch_size);
-		/*
-		 * The previous batch's ack was sent before this batch was read, so its answer is
-		 * normally here already.  Collecting it now counts it in this batch's transaction: a
-		 * crash then loses the count of at most the one ack in flight, as without overlap.
-		 */
-		WaitForAck(session, &acked_pending);
-		BatchOutcome outcome;
-		ApplyBatchInTransaction(session, batch_cxt, acked_pending, &outcome);
-		if (!outcome.ok) {
-			/* The batch, and a prefetched one, go back to the consumer at once. */
-			if (!session->NackAll())
-				ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError())));
-			CollectAcks(session, &acked_pending);
-			failures++;
-			SetError(WorkerState::Backoff, outcome.error);
-			Sleep(BackoffMs(failures));
-			continue;
-		}
-		AckedFlushed(acked_pending);
-		acked_pending = 0;
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		slot->last_applied_at = GetCurrentTimestamp();
-		LWLockRelease(shared->lock);
-
-		/*
-		 * Committed: now, and only now, acknowledge.  The ack travels while the loop goes on;
-		 * its answer is collected with the next one.  A lost ack only means a redelivery.
-		 */
-		session->StartAck();
-		CollectAcks(session, &acked_pending);
-		failures = 0;
+	w->session = PullSession::Create(sc, error, sizeof(error));
+	if (w->session == nullptr) {
+		ReportState(WorkerState::Error, error);
+		Sleep(w, backoff_max_ms);
+		return false;
 	}
+	w->session->SetAbortCheck(ShouldAbort, w, AckShouldAbort, nullptr);
+	ReportState(WorkerState::Running, nullptr);
+	return true;
+}
 
-	EndSession(&session, &acked_pending);
-	FlushAcked(&acked_pending);
+/* Step 2: pull a batch (the prefetched one, or a long poll). */
+PullStatus
+Pull(Worker *w)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	UpdateSlot([now](WorkerSlot *s) { s->last_poll_at = now; });
+	PullStatus status = w->session->Pull(w->config.batch_size, w->config.wait_for_ms);
+	if (status == PullStatus::Ok) {
+		bool has_pending = w->session->HasPending();
+		int64 pending = w->session->Pending();
+		UpdateSlot([&](WorkerSlot *s) {
+			s->has_pending = has_pending;
+			s->pending = pending;
+		});
+	}
+	return status;
+}
+
+/*
+ * Step 3: a pull failed.  Say why, count the ack that may still be in flight, and wait: slowly
+ * for what only a configuration change can fix (401/403/404; alter_consumer wakes the worker at
+ * once), as long as the consumer asks after a 429, with backoff otherwise.
+ */
+void
+HandlePullFailure(Worker *w, PullStatus status)
+{
+	PullSession *session = w->session;
+	long http_status = session->HttpStatus();
+	bool config_error = status == PullStatus::HttpError &&
+						(http_status == 401 || http_status == 403 || http_status == 404);
+	long wait_ms;
+	if (config_error)
+		wait_ms = backoff_max_ms;
+	else if (status == PullStatus::HttpError && http_status == 429 && session->RetryAfter() >= 0)
+		wait_ms = Min((long) backoff_max_ms, session->RetryAfter() * 1000L);
+	else
+		wait_ms = BackoffMs(w->failures);
+	w->failures++;
+	ReportState(config_error || status == PullStatus::BadReply ? WorkerState::Error : WorkerState::Backoff,
+				session->LastError());
+	w->acks.AwaitAndCount(session);
+	ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError()),
+				  errdetail("Retrying in %ld ms.", wait_ms)));
+	Sleep(w, wait_ms);
+}
+
+/* An empty batch: nothing is arriving, so the acks counted so far are recorded now. */
+void
+GoIdle(Worker *w)
+{
+	w->failures = 0;
+	w->acks.AwaitAndCount(w->session);
+	w->acks.CommitNow();
+	ReportState(WorkerState::Idle, nullptr);
+}
+
+/*
+ * Step 4: apply the batch, then acknowledge it - only after its commit.  A failed batch, and a
+ * prefetched one, go back to the consumer at once, and the worker backs off.
+ */
+void
+ApplyThenAcknowledge(Worker *w)
+{
+	PullSession *session = w->session;
+	ReportState(WorkerState::Running, nullptr);
+	/* More is waiting: ask for it now, so it arrives while this batch is applied. */
+	if (session->MoreWaiting(w->config.batch_size))
+		session->Prefetch(w->config.batch_size);
+	/*
+	 * The previous batch's ack was sent before this batch was read, so its answer is normally
+	 * here already.  Counting it now records it in this batch's transaction: a crash then loses
+	 * the count of at most the one ack in flight, as without overlap.
+	 */
+	w->acks.AwaitAndCount(session);
+	BatchOutcome outcome;
+	ApplyBatchInTransaction(session, w->batch_cxt, w->acks.unrecorded, &outcome);
+	if (!outcome.ok) {
+		if (!session->NackAll())
+			ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError())));
+		w->acks.CountConfirmed(session);
+		w->failures++;
+		ReportState(WorkerState::Backoff, outcome.error);
+		Sleep(w, BackoffMs(w->failures));
+		return;
+	}
+	w->acks.CommittedWithBatch();
+	TimestampTz now = GetCurrentTimestamp();
+	UpdateSlot([now](WorkerSlot *s) { s->last_applied_at = now; });
+
+	/* Committed: now, and only now, acknowledge.  The ack travels while the loop goes on. */
+	session->StartAck();
+	w->acks.CountConfirmed(session);
+	w->failures = 0;
+}
+
+/* SIGTERM: give back what is in flight, record the acks, exit. */
+void
+Stop(Worker *w)
+{
+	WaitOnLatch(0); /* no orderly stop without a postmaster */
+	EndSession(w);
+	w->acks.CommitNow();
 	proc_exit(0);
+}
+
+} /* namespace */
+
+} /* namespace sequin_sync */
+
+using namespace sequin_sync;
+
+extern "C" void
+sequin_sync_worker_main(Datum arg)
+{
+	Worker *w = InitWorker(DatumGetInt32(arg));
+	while (!got_sigterm) {
+		WaitOnLatch(0);			/* no wait: serve interrupts, leave if the postmaster died */
+		if (!EnsureSession(w))
+			continue;			/* paused, refused or failing; it has waited */
+		PullStatus status = Pull(w);
+		if (status == PullStatus::Aborted)
+			continue;			/* SIGTERM, a change, an interrupt, the postmaster's death */
+		if (status != PullStatus::Ok)
+			HandlePullFailure(w, status);
+		else if (w->session->Count() == 0)
+			GoIdle(w);
+		else
+			ApplyThenAcknowledge(w);
+	}
+	Stop(w);
 }
