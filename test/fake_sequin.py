@@ -1084,7 +1084,7 @@ class Handler(BaseHTTPRequestHandler):
         slow = c.faults.cfg["slow_ms"]
         if slow:
             time.sleep(slow / 1000.0)
-        result = c.next(batch_size, wait_for, self._client_gone)
+        result = c.next(batch_size, wait_for, self._client_hung_up)
         if result[0] == "drop":
             # Close the socket without a single byte of reply.
             self.close_connection = True
@@ -1213,8 +1213,9 @@ class Handler(BaseHTTPRequestHandler):
             write(b"0\r\n\r\n")
         entry["finished"] = True
 
-    def _client_gone(self):
-        """Whether the client closed this connection (readable with nothing to read)."""
+    def _client_hung_up(self):
+        """Whether the client closed this connection by now (readable with nothing to read);
+        _client_gone() waits for it."""
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
             return bool(readable) and self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
