@@ -66,7 +66,7 @@ _PG_init(void)
 #if defined(SEQUIN_SYNC_SANITIZE)
 /*
  * `make SANITIZE=1` builds only, and not in the install script: planted undefined behaviour, so
- * that test/sanitizer_canary.py can prove UndefinedBehaviorSanitizer really watches this library
+ * that test/test_sanitizer_canary.py can prove UndefinedBehaviorSanitizer really watches this library
  * inside the server (a sanitizer run that could not see anything would pass every time).
  * canary(0) is fine; canary(2) shifts an int by 40 bits.
  */
