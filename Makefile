@@ -89,14 +89,15 @@ test: deps
 	bash test/install.sh
 	bash test/run_tests.sh
 
-# The whole suite again with the extension built with UBSan (the unit tests and fuzz replays with
+# The whole suite again with the extension built with UBSan (SANITIZE=1 reaches the install's
+# make too: the build stamp would otherwise see a changed flag and rebuild without it) (the unit tests and fuzz replays with
 # ASan + UBSan); any sanitizer report fails it.  Then the static checks.  It
 # leaves the normal build installed.
 test-sanitize:
 	@bash test/ensure_deps.sh sanitize
 	$(MAKE) clean
 	$(MAKE) all SANITIZE=1
-	bash test/install.sh
+	SANITIZE=1 bash test/install.sh
 	SANITIZE=1 bash test/run_tests.sh; rc=$$?; \
 		$(MAKE) clean && $(MAKE) all && bash test/install.sh && exit $$rc
 	$(MAKE) lint
