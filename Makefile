@@ -89,10 +89,10 @@ test: deps
 	bash test/install.sh
 	bash test/run_tests.sh
 
-# The whole suite again with the extension built with UBSan (SANITIZE=1 reaches the install's
-# make too: the build stamp would otherwise see a changed flag and rebuild without it) (the unit tests and fuzz replays with
-# ASan + UBSan); any sanitizer report fails it.  Then the static checks.  It
-# leaves the normal build installed.
+# The whole suite again with the extension built with UBSan (the unit tests and fuzz replays with
+# ASan + UBSan); any sanitizer report fails it.  Then the static checks.  It leaves the normal
+# build installed.  SANITIZE=1 must reach the install's make too: the build stamp would otherwise
+# see the flag change and rebuild without it.
 test-sanitize:
 	@bash test/ensure_deps.sh sanitize
 	$(MAKE) clean
