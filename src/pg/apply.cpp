@@ -14,8 +14,9 @@
  *     ON CONFLICT (id) DO UPDATE ... WHERE stored updated_idx < incoming; the same with the
  *     standard columns only for soft deletes without data (their data columns stay as they
  *     are); and for hard deletes DELETE ... USING unnest(...) plus tombstones - each in a
- *     subtransaction.  A statement that fails is bisected down to the records that fail alone,
- *     which are parked.
+ *     subtransaction, each a SELECT over data-modifying CTEs without subquery expressions, so
+ *     that Citus tables work too (BuildUpsert says why).  A statement that fails is bisected
+ *     down to the records that fail alone, which are parked.
  *
  * Rows are processed in id order, so concurrent batches lock rows in the same order and do
  * not deadlock each other.
@@ -399,16 +400,29 @@ ColumnType(const MappedColumn *col)
  * The upsert of a mapping: INSERT ... ON CONFLICT (id) DO UPDATE under the version guard, with
  * every mapped column.
  *
+ * Two rules keep every statement of the engine (this one and BuildDelete's) usable on Citus
+ * distributed and reference tables, at no cost on plain Postgres (see the README's Citus
+ * section; test/test_statement_shapes.py pins both):
+ *  - the statement's own command is a SELECT, the writes are data-modifying CTEs it reads.  The
+ *    caller counts skipped records from the number of rows returned, and for a top-level
+ *    INSERT ... SELECT ... RETURNING Citus reports the rows it sent instead, which also fails
+ *    SPI's tuple count check; a SELECT's count is its rows;
+ *  - no subquery expression (EXISTS, IN, a scalar subquery): Citus refuses a correlated one
+ *    when the FROM clause holds a CTE, and would pull a whole distributed table to the
+ *    coordinator for an outer join to it.  Whether a key has a row is an inner join in a CTE of
+ *    its own, which Citus runs on each shard.
+ *
  * UpsertStandard, for soft deletes without data, writes only the columns not taken from data,
  * so the row's data columns stay as they are.  It cannot be the same INSERT with fewer columns:
  * Postgres checks the proposed row's constraints before it looks for a conflict, so a data
  * column that is NOT NULL (or a domain that is) would refuse the delete of a row that exists.
- * Existing rows are therefore UPDATEd, and only ids without a row are INSERTed (with their data
- * columns' defaults); a row inserted meanwhile by someone else still meets ON CONFLICT.  Both
- * parts see the same snapshot, so each record goes to exactly one of them.  Being a second
- * statement of the group, it can deadlock with a concurrent batch whose statements lock the same
- * rows in the other order; Postgres detects it, and a deadlock is transient (the batch is
- * retried).
+ * Existing rows (e) are therefore UPDATEd (u), and only ids without a row are INSERTed (i, with
+ * their data columns' defaults); a row inserted meanwhile by someone else still meets ON
+ * CONFLICT.  On one server all parts see the same snapshot; Citus runs them one after the other,
+ * and u only changes rows that e finds anyway, so either way each record goes to exactly one of
+ * u and i.  Being a second statement of the group, it can deadlock with a concurrent batch whose
+ * statements lock the same rows in the other order; Postgres detects it, and a deadlock is
+ * transient (the batch is retried).
  */
 void
 BuildUpsert(Stmt *s)
@@ -463,24 +477,26 @@ BuildUpsert(Stmt *s)
 													quote_identifier(m->columns[m->deleted_col].name));
 	if (!standard) {
 		appendStringInfo(&sql,
-						 "INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS s(%s) "
+						 "WITH w AS (INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS s(%s) "
 						 "ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NULL OR t.%s < EXCLUDED.%s "
-						 "RETURNING (t.xmax = 0), %s",
+						 "RETURNING (t.xmax = 0), %s) "
+						 "SELECT * FROM w",
 						 m->qualified_name, names.data, sel.data, args.data, aliases.data,
 						 id, set.data, idx, idx, idx, deleted);
 	} else {
 		appendStringInfo(&sql,
 						 "WITH s AS (SELECT %s FROM ROWS FROM (%s) AS s(%s)), "
+						 "e AS (SELECT s.c%d FROM s JOIN %s AS x ON x.%s = s.c%d), "
 						 "u AS (UPDATE %s AS t SET %s FROM s WHERE t.%s = s.c%d AND (t.%s IS NULL OR t.%s < s.c%d) "
 						 "RETURNING false, %s), "
-						 "i AS (INSERT INTO %s AS t (%s) SELECT %s FROM s "
-						 "WHERE NOT EXISTS (SELECT FROM %s AS x WHERE x.%s = s.c%d) "
+						 "i AS (INSERT INTO %s AS t (%s) SELECT %s FROM s LEFT JOIN e ON e.c%d = s.c%d WHERE e.c%d IS NULL "
 						 "ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NULL OR t.%s < EXCLUDED.%s "
 						 "RETURNING (t.xmax = 0), %s) "
 						 "SELECT * FROM u UNION ALL SELECT * FROM i",
 						 sel.data, args.data, aliases.data,
+						 id_arg, m->qualified_name, id, id_arg,
 						 m->qualified_name, update_set.data, id, id_arg, idx, idx, idx_arg, deleted,
-						 m->qualified_name, names.data, plain.data, m->qualified_name, id, id_arg,
+						 m->qualified_name, names.data, plain.data, id_arg, id_arg, id_arg,
 						 id, set.data, idx, idx, idx, deleted);
 	}
 	s->sql = sql.data;
@@ -499,14 +515,17 @@ BuildDelete(Stmt *s)
 	s->argtypes[1] = INT8ARRAYOID;
 	/*
 	 * One row per deleted version: removed (the row was older and is gone), present (a row
-	 * is still there, so it is newer: a stale delete).  Neither: the row was already absent
-	 * and the delete only raises the tombstone.  The EXISTS sees the snapshot before the
-	 * DELETE, so a removed row also reads as present; removed is checked first.
+	 * is there, so unless removed it is newer: a stale delete).  Neither: the row was already
+	 * absent and the delete only raises the tombstone.  Shaped for Citus as BuildUpsert says:
+	 * present is an inner join in a CTE of its own, not an EXISTS.  On one server p sees the
+	 * snapshot before the DELETE, so a removed row also reads as present; Citus may run p after
+	 * del, and then it does not.  removed is checked first, so both give the same answer.
 	 */
 	s->sql = psprintf("WITH d AS (SELECT u.k%s AS k, u.v, u.o FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY AS u(k, v, o)), "
-					  "del AS (DELETE FROM %s AS t USING d WHERE t.%s = d.k AND (t.%s IS NULL OR t.%s < d.v) RETURNING d.o) "
-					  "SELECT d.o, del.o IS NOT NULL, EXISTS (SELECT FROM %s AS x WHERE x.%s = d.k) "
-					  "FROM d LEFT JOIN del ON del.o = d.o ORDER BY d.o",
+					  "del AS (DELETE FROM %s AS t USING d WHERE t.%s = d.k AND (t.%s IS NULL OR t.%s < d.v) RETURNING d.o), "
+					  "p AS (SELECT d.o FROM d JOIN %s AS x ON x.%s = d.k) "
+					  "SELECT d.o, del.o IS NOT NULL, p.o IS NOT NULL "
+					  "FROM d LEFT JOIN del ON del.o = d.o LEFT JOIN p ON p.o = d.o ORDER BY d.o",
 					  idcol->pass_as_text ? psprintf("::%s", ColumnType(idcol)) : "",
 					  m->qualified_name, id, idx, idx, m->qualified_name, id);
 }

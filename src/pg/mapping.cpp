@@ -9,15 +9,20 @@ extern "C" {
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/catalog.h"
 #include "catalog/index.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/primnodes.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -215,6 +220,101 @@ CheckPrivileges(Oid relid, Oid owner, bool hard, const char *display_name)
 	}
 }
 
+/* How Citus distributes a table: pg_dist_partition's partmethod and distribution column. */
+struct CitusDistribution {
+	char		method;			/* 'h' hash, 'a' append, 'r' range, 'n' none (reference, single
+								 * shard, Citus local); 0: not a Citus table */
+	AttrNumber	column;			/* the distribution column; InvalidAttrNumber when none or unknown */
+};
+
+AttrNumber
+CatalogColumn(TupleDesc desc, const char *name)
+{
+	for (int i = 0; i < desc->natts; i++) {
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	return InvalidAttrNumber;
+}
+
+/*
+ * Reads the table's row of Citus' catalog pg_catalog.pg_dist_partition, when that catalog exists:
+ * sequin_sync neither links to Citus nor needs it, so the catalog and its columns are looked up
+ * by name at run time.  The distribution column is stored as a Var node's text (what Citus'
+ * column_to_column_name() reads); anything else leaves it unknown.
+ */
+CitusDistribution
+ReadCitusDistribution(Oid relid)
+{
+	CitusDistribution dist = {0, InvalidAttrNumber};
+	Oid catalog = get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE);
+	if (!OidIsValid(catalog))
+		return dist;
+	Relation rel = table_open(catalog, AccessShareLock);
+	TupleDesc desc = RelationGetDescr(rel);
+	AttrNumber relid_att = CatalogColumn(desc, "logicalrelid");
+	AttrNumber method_att = CatalogColumn(desc, "partmethod");
+	AttrNumber key_att = CatalogColumn(desc, "partkey");
+	if (relid_att != InvalidAttrNumber && method_att != InvalidAttrNumber && key_att != InvalidAttrNumber) {
+		Oid index = get_relname_relid("pg_dist_partition_logical_relid_index", PG_CATALOG_NAMESPACE);
+		ScanKeyData key;
+		ScanKeyInit(&key, relid_att, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+		SysScanDesc scan = systable_beginscan(rel, index, OidIsValid(index), nullptr, 1, &key);
+		HeapTuple tup = systable_getnext(scan);
+		if (HeapTupleIsValid(tup)) {
+			bool isnull;
+			Datum method = heap_getattr(tup, method_att, desc, &isnull);
+			dist.method = isnull ? 'n' : DatumGetChar(method);
+			Datum partkey = heap_getattr(tup, key_att, desc, &isnull);
+			if (!isnull) {
+				char *keytext = TextDatumGetCString(partkey);
+				Node *node = *keytext != '\0' ? (Node *) stringToNode(keytext) : nullptr;
+				if (node != nullptr && IsA(node, Var))
+					dist.column = ((Var *) node)->varattno;
+			}
+		}
+		systable_endscan(scan);
+	}
+	table_close(rel, AccessShareLock);
+	return dist;
+}
+
+/*
+ * A Citus table works as a target when Citus can run the engine's upsert on the key: a
+ * hash-distributed table must be distributed by it (Citus enforces a unique index only when it
+ * includes the distribution column), reference, single-shard and Citus local tables always
+ * can; append- and range-distributed tables cannot take INSERT ... SELECT ... ON CONFLICT.
+ * Checked before the key's unique index, whose absence would otherwise be the error.
+ */
+void
+CheckCitusTable(Relation rel, const ResolvedMapping *m)
+{
+	CitusDistribution dist = ReadCitusDistribution(RelationGetRelid(rel));
+	const MappedColumn *key = &m->columns[m->id_col];
+	if (dist.method == 'h' && dist.column != InvalidAttrNumber && dist.column != key->attnum) {
+		const char *column = dist.column > 0 && dist.column <= RelationGetDescr(rel)->natts
+								 ? NameStr(TupleDescAttr(RelationGetDescr(rel), dist.column - 1)->attname)
+								 : "?";
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table %s is distributed by column \"%s\", not by its key \"%s\"", m->display_name, column,
+						key->name),
+				 errdetail("Records are upserted on \"%s\", and Citus enforces a unique key only when it includes the distribution column.",
+						   key->name),
+				 errhint("Distribute the table by its key (SELECT alter_distributed_table(%s, distribution_column => %s)), or make it a reference table.",
+						 quote_literal_cstr(m->qualified_name), quote_literal_cstr(key->name))));
+	}
+	if (dist.method == 'a' || dist.method == 'r')
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot map a collection to %s-distributed table %s", dist.method == 'a' ? "append" : "range",
+						m->display_name),
+				 errdetail("Records are upserted with INSERT ... SELECT ... ON CONFLICT, which Citus runs on hash-distributed, reference, single-shard and Citus local tables only."),
+				 errhint("Map the collection to a table distributed by its key: SELECT create_distributed_table('<table>', %s).",
+						 quote_literal_cstr(key->name))));
+}
+
 void
 ResolveConversion(MappedColumn *col)
 {
@@ -350,6 +450,7 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 				 errmsg("table %s has no column \"id\"", m->display_name),
 				 errdetail("The record's id is the key of the target table."),
 				 errhint("Add it: ALTER TABLE %s ADD COLUMN id text PRIMARY KEY.", m->display_name)));
+	CheckCitusTable(rel, m);
 	if (!HasUniqueIndexOn(rel, m->columns[m->id_col].attnum))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
