@@ -320,13 +320,8 @@ ConvertStep(void *p)
 			const json::Node *src = FindColumnSource(doc, r->node, a->fields, col);
 			r->values[a->col] = ConvertValue(col, doc, a->engine->literals, src, &r->nulls[a->col]);
 		}
-		if (m->hard_delete) {
-			const MappedColumn *idcol = &m->columns[m->id_col];
-			Oid outfunc;
-			bool varlena;
-			getTypeOutputInfo(idcol->pass_as_text ? TEXTOID : idcol->type, &outfunc, &varlena);
-			r->key_text = OidOutputFunctionCall(outfunc, r->values[m->id_col]);
-		}
+		if (m->hard_delete)
+			r->key_text = OutputFunctionCall(&m->id_output, r->values[m->id_col]);
 	}
 }
 

@@ -420,6 +420,13 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 							 m->display_name)));
 	}
 
+	if (m->hard_delete) {
+		const MappedColumn *idcol = &m->columns[m->id_col];
+		Oid outfunc;
+		bool varlena;
+		getTypeOutputInfo(idcol->pass_as_text ? TEXTOID : idcol->type, &outfunc, &varlena);
+		fmgr_info(outfunc, &m->id_output);
+	}
 	BuildFieldMatcher(m);
 	relation_close(rel, NoLock);
 	return m;

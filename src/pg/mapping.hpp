@@ -71,6 +71,8 @@ struct ResolvedMapping {
 	 */
 	record::FieldMatcher *fields;
 	int			nfields;
+	FmgrInfo	id_output;		/* hard deletes: the id column's output function (the key of
+								 * tombstones and advisory locks) */
 };
 
 /*
