@@ -532,7 +532,9 @@ ResolveMappingCached(Oid relid, const char *delete_mode, Jsonb *columns, Oid own
 	/*
 	 * The lock first: taking it processes the invalidations of everything committed before,
 	 * so a kept mapping that is still valid afterwards is what resolving again would give.
-	 * (A table that no longer exists is locked by OID all the same; its DROP invalidated it.)
+	 * (When this transaction already holds it, no ALTER can have committed since, and a GRANT
+	 * or REVOKE is seen by the next transaction, as resolving again would see it; a table
+	 * that no longer exists is locked by OID all the same, and its DROP invalidated it.)
 	 */
 	LockRelationOid(relid, AccessShareLock);
 	Retire(batch_cxt, false);
