@@ -116,6 +116,20 @@ public:
 	/* Follows a dotted path of object keys, e.g. "data.plan.amount"; nullptr where any step
 	 * is absent or not an object. */
 	const Node *FindPath(const Node *obj, std::string_view dotted_path) const noexcept;
+	/*
+	 * Calls visit(child) for each member of an object or element of an array, in order;
+	 * nothing for a scalar, nullptr or a node of another document.  One ownership check for
+	 * the whole walk where First/Next check at every step: for walks over every member of
+	 * every record (record::FieldMatcher).  visit must not throw.
+	 */
+	template <class Visit>
+	void ForEachChild(const Node *n, Visit &&visit) const noexcept
+	{
+		if (!Owns(n) || (n->kind != Kind::Array && n->kind != Kind::Object))
+			return;
+		for (uint32_t i = n->first; i != 0; i = nodes_[i].next)
+			visit(nodes_[i]);
+	}
 
 	/* Every bad string of the last parse, in document order (see Parse). */
 	const std::vector<BadString> &BadStrings() const noexcept { return bad_strings_; }

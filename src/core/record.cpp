@@ -139,7 +139,7 @@ NormalizedEquals(std::string_view a, std::string_view b) noexcept
 const json::Node *
 FindDataField(const json::Document &doc, const json::Node *data, std::string_view name) noexcept
 {
-	if (data == nullptr)
+	if (data == nullptr || !data->IsObject())
 		return nullptr;
 	const json::Node *v = doc.Find(data, name);
 	if (v != nullptr)
@@ -149,6 +149,117 @@ FindDataField(const json::Document &doc, const json::Node *data, std::string_vie
 		if (NormalizedEquals(m->Key(), name))
 			match = m;
 	return match;
+}
+
+namespace {
+
+/* FNV-1a over the name as NormalizedEquals sees it: ASCII lower case, underscores skipped. */
+uint64_t
+NormalizedHash(const char *s, size_t len) noexcept
+{
+	uint64_t h = 14695981039346656037ULL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '_')
+			continue;
+		h ^= static_cast<unsigned char>(AsciiLower(s[i]));
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+} /* namespace */
+
+void
+FieldMatcher::Clear() noexcept
+{
+	names_.clear();
+	slots_.clear();
+	groups_.clear();
+	table_.clear();
+	mask_ = 0;
+}
+
+bool
+FieldMatcher::Build(const std::string_view *names, size_t count) noexcept
+{
+	Clear();
+	try {
+		size_t total = 0;
+		for (size_t i = 0; i < count; i++)
+			total += names[i].size();
+		/* offsets and counts are 32-bit: far beyond any table's columns */
+		if (total > UINT32_MAX / 4 || count > UINT32_MAX / 4)
+			return false;
+		names_.reserve(2 * total);
+		slots_.reserve(count);
+		for (size_t i = 0; i < count; i++) {
+			slots_.push_back(Slot{static_cast<uint32_t>(names_.size()), static_cast<uint32_t>(names[i].size()), kNone});
+			names_.append(names[i]);
+		}
+
+		size_t cap = 8;
+		while (cap < 2 * count)
+			cap *= 2;
+		table_.assign(cap, 0);
+		mask_ = cap - 1;
+		/* Slots are chained in reverse and then walked from the head: any order is right,
+		 * since Match treats every slot of a group alike. */
+		for (uint32_t i = 0; i < slots_.size(); i++) {
+			std::string_view name = Name(i);
+			uint64_t h = NormalizedHash(name.data(), name.size());
+			uint64_t pos = h & mask_;
+			for (; table_[pos] != 0; pos = (pos + 1) & mask_) {
+				const Group &g = groups_[table_[pos] - 1];
+				if (g.hash == h && NormalizedEquals(name, std::string_view(names_.data() + g.norm_off, g.norm_len)))
+					break;
+			}
+			if (table_[pos] == 0) {
+				Group g{h, static_cast<uint32_t>(names_.size()), 0, kNone};
+				for (char c : name)
+					if (c != '_')
+						names_.push_back(AsciiLower(c));
+				g.norm_len = static_cast<uint32_t>(names_.size() - g.norm_off);
+				groups_.push_back(g);
+				table_[pos] = static_cast<uint32_t>(groups_.size());
+			}
+			Group &g = groups_[table_[pos] - 1];
+			slots_[i].next_same = g.first_slot;
+			g.first_slot = i;
+		}
+		return true;
+	} catch (...) {
+		Clear();
+		return false;
+	}
+}
+
+/*
+ * One walk over the members.  A member that normalises to a slot's name replaces what the slot
+ * has unless that is an exact match and the member is not: so a slot ends with the last exact
+ * match when there is one, else the last normalised match - FindDataField's answer.
+ */
+void
+FieldMatcher::Match(const json::Document &doc, const json::Node *data, const json::Node **out) const noexcept
+{
+	for (size_t i = 0; i < slots_.size(); i++)
+		out[i] = nullptr;
+	if (data == nullptr || !data->IsObject() || slots_.empty())
+		return;
+	doc.ForEachChild(data, [&](const json::Node &m) {
+		uint64_t h = NormalizedHash(m.key, m.key_len);
+		for (uint64_t pos = h & mask_; table_[pos] != 0; pos = (pos + 1) & mask_) {
+			const Group &g = groups_[table_[pos] - 1];
+			if (g.hash != h || !NormalizedEquals(m.Key(), std::string_view(names_.data() + g.norm_off, g.norm_len)))
+				continue;
+			for (uint32_t s = g.first_slot; s != kNone; s = slots_[s].next_same) {
+				const json::Node *prev = out[s];
+				std::string_view name = Name(s);
+				if (prev == nullptr || m.Key() == name || prev->Key() != name)
+					out[s] = &m;
+			}
+			return;
+		}
+	});
 }
 
 ValuePlan

@@ -89,10 +89,63 @@ const json::Node *FindPathSource(const json::Document &doc, const json::Node *re
  */
 bool NormalizedEquals(std::string_view a, std::string_view b) noexcept;
 
-/* The member of the record's "data" object (nullptr: none) named `name`, exactly, or else the
- * last one equal to it ignoring ASCII case and underscores ("FirstName" for first_name). */
+/* The member of the record's "data" object (nullptr: none, or not an object) named `name`,
+ * exactly, or else the last one equal to it ignoring ASCII case and underscores ("FirstName"
+ * for first_name).  For many names per record, FieldMatcher does the same in one walk. */
 const json::Node *FindDataField(const json::Document &doc, const json::Node *data,
 								std::string_view name) noexcept;
+
+/*
+ * FindDataField for all of a mapping's columns at once: built once per mapping, it finds every
+ * column's field with one walk over a record's "data" members, so a record costs O(its fields)
+ * instead of O(fields x columns) name comparisons.  Each column name is normalised (ASCII lower
+ * case, underscores dropped) once, into a hash table; a member's key is hashed in one pass and
+ * compared only with a name of the same hash.  The result is exactly FindDataField's: the last
+ * member with the column's exact name, else the last one equal to it ignoring case and
+ * underscores.  Owns its tables: Postgres-side code holds it through a pointer (mapping.cpp).
+ */
+class FieldMatcher {
+public:
+	/*
+	 * Takes the column names (copied; duplicates and empty names allowed), slot i for names[i].
+	 * Returns false when memory runs out; the matcher then has no names.
+	 */
+	bool Build(const std::string_view *names, size_t count) noexcept;
+
+	size_t Size() const noexcept { return slots_.size(); }
+
+	/*
+	 * out[i] = FindDataField(doc, data, names[i]) for every slot i (out has Size() entries):
+	 * all nullptr when data is nullptr or not an object of doc.
+	 */
+	void Match(const json::Document &doc, const json::Node *data, const json::Node **out) const noexcept;
+
+private:
+	struct Slot {
+		uint32_t name_off;		/* the name as given, in names_ */
+		uint32_t name_len;
+		uint32_t next_same;		/* the next slot with the same normalised name; kNone ends */
+	};
+	struct Group {				/* one distinct normalised name */
+		uint64_t hash;
+		uint32_t norm_off;		/* the normalised name, in names_ */
+		uint32_t norm_len;
+		uint32_t first_slot;
+	};
+	static constexpr uint32_t kNone = UINT32_MAX;
+
+	void Clear() noexcept;
+	std::string_view Name(uint32_t slot) const noexcept
+	{
+		return std::string_view(names_.data() + slots_[slot].name_off, slots_[slot].name_len);
+	}
+
+	std::string names_;				/* every name, then every normalised name */
+	std::vector<Slot> slots_;
+	std::vector<Group> groups_;
+	std::vector<uint32_t> table_;	/* open addressing: group index + 1, 0 = empty */
+	uint64_t mask_ = 0;
+};
 
 /* What the column's conversion does with one value. */
 enum class Plan : uint8_t {

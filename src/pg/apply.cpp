@@ -6,9 +6,10 @@
  *     collection;
  *  2. per mapping, sort by id and keep only the newest version of each id (in-batch reduction:
  *     an upsert never touches a row twice, and older versions are counted as skipped);
- *  3. resolve the mapping against the catalog, convert every value with the column type's input
- *     function - in one subtransaction, restarted after a record that fails, so a bad value
- *     costs only its record;
+ *  3. resolve the mapping against the catalog (kept across batches until the catalog changes:
+ *     ResolveMappingCached), find each record's data fields in one walk (the mapping's
+ *     FieldMatcher), convert every value with the column type's input function - in one
+ *     subtransaction, restarted after a record that fails, so a bad value costs only its record;
  *  4. hard deletes: lock the keys (advisory, in id order), drop versions older than a tombstone;
  *  5. one set-based statement per mapping and kind - INSERT ... SELECT FROM unnest(typed arrays)
  *     ON CONFLICT (id) DO UPDATE ... WHERE stored updated_idx < incoming; the same with the
@@ -47,6 +48,7 @@ extern "C" {
 }
 
 #include "pg/apply.hpp"
+#include "pg/owned.hpp"
 #include "pg/spi.hpp"
 #include "pg/security.hpp"
 #include "pg/subxact.hpp"
@@ -92,31 +94,6 @@ struct Engine {
 	Rec		   *recs;
 	record::ArrayLiteralWriter *literals;	/* owned by batch->cxt */
 };
-
-/*
- * A C++ object on the C++ heap, deleted when cxt is reset or deleted - also when an error unwinds
- * the stack - so no destructor ever depends on a longjmp.
- */
-template <class T>
-void
-DeleteOwned(void *arg)
-{
-	delete static_cast<T *>(arg);
-}
-
-template <class T>
-T *
-NewOwnedBy(MemoryContext cxt)
-{
-	T *obj = new (std::nothrow) T();
-	if (obj == nullptr)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	MemoryContextCallback *cb = (MemoryContextCallback *) MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
-	cb->func = DeleteOwned<T>;
-	cb->arg = obj;
-	MemoryContextRegisterResetCallback(cxt, cb);
-	return obj;
-}
 
 void
 Fail(Engine *e, int index, int sqlerrcode, const char *message)
@@ -294,13 +271,15 @@ Compact(Engine *e, Group *g)
 
 struct ResolveArg {
 	Group	   *group;
+	MemoryContext cxt;			/* the batch's */
 };
 
 void
 ResolveStep(void *p)
 {
 	ResolveArg *a = (ResolveArg *) p;
-	a->group->map = ResolveMapping(a->group->relid, a->group->delete_mode, a->group->columns, a->group->owner);
+	a->group->map = ResolveMappingCached(a->group->relid, a->group->delete_mode, a->group->columns,
+										 a->group->owner, a->cxt);
 }
 
 struct ConvertArg {
@@ -308,6 +287,7 @@ struct ConvertArg {
 	Group	   *group;
 	int			pos;			/* the record being converted; survives a longjmp (memory) */
 	int			col;			/* the column being converted */
+	const json::Node **fields;	/* the record's data fields, by MappedColumn::field_slot */
 };
 
 void
@@ -321,6 +301,8 @@ ConvertStep(void *p)
 		Rec *r = g->recs[a->pos];
 		r->values = (Datum *) palloc(sizeof(Datum) * m->ncolumns);
 		r->nulls = (bool *) palloc(sizeof(bool) * m->ncolumns);
+		/* every data field of the record in one walk, not one search per column */
+		m->fields->Match(*doc, r->data, a->fields);
 		for (a->col = 0; a->col < m->ncolumns; a->col++) {
 			const MappedColumn *col = &m->columns[a->col];
 			if (col->source == SourceKind::Deleted) {
@@ -336,23 +318,18 @@ ConvertStep(void *p)
 				r->nulls[a->col] = true;
 				continue;
 			}
-			const json::Node *src = FindColumnSource(doc, r->node, r->data, col);
+			const json::Node *src = FindColumnSource(doc, r->node, a->fields, col);
 			r->values[a->col] = ConvertValue(col, doc, a->engine->literals, src, &r->nulls[a->col]);
 		}
-		if (m->hard_delete) {
-			const MappedColumn *idcol = &m->columns[m->id_col];
-			Oid outfunc;
-			bool varlena;
-			getTypeOutputInfo(idcol->pass_as_text ? TEXTOID : idcol->type, &outfunc, &varlena);
-			r->key_text = OidOutputFunctionCall(outfunc, r->values[m->id_col]);
-		}
+		if (m->hard_delete)
+			r->key_text = OutputFunctionCall(&m->id_output, r->values[m->id_col]);
 	}
 }
 
 void
 ConvertGroup(Engine *e, Group *g)
 {
-	ResolveArg ra = {g};
+	ResolveArg ra = {g, e->batch->cxt};
 	ErrorData *err = RunProtected(ResolveStep, &ra, e->batch->cxt);
 	if (err != nullptr) {
 		for (int i = 0; i < g->nrecs; i++)
@@ -360,7 +337,8 @@ ConvertGroup(Engine *e, Group *g)
 		g->nrecs = 0;
 		return;
 	}
-	ConvertArg ca = {e, g, 0, 0};
+	ConvertArg ca = {e, g, 0, 0, nullptr};
+	ca.fields = (const json::Node **) palloc(sizeof(*ca.fields) * Max(g->map->nfields, 1));
 	while (ca.pos < g->nrecs) {
 		err = RunProtected(ConvertStep, &ca, e->batch->cxt);
 		if (err == nullptr)

@@ -173,14 +173,14 @@ JsonbFromNode(json::Document *doc, const json::Node *root)
 } /* namespace */
 
 const json::Node *
-FindColumnSource(const json::Document *doc, const json::Node *rec, const json::Node *data,
+FindColumnSource(const json::Document *doc, const json::Node *rec, const json::Node *const *fields,
 				 const MappedColumn *col)
 {
 	switch (col->source) {
 		case SourceKind::Path:
 			return record::FindPathSource(*doc, rec, col->path, col->alt_path);
 		case SourceKind::DataField:
-			return record::FindDataField(*doc, data, col->name);
+			return fields[col->field_slot];
 		case SourceKind::Deleted:
 			return nullptr; /* filled by the engine from the validated flag */
 	}

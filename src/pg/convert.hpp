@@ -16,11 +16,11 @@ class ArrayLiteralWriter; /* core/record.hpp, included before postgres.h by the 
 
 /*
  * The JSON value a column takes from a record (found by record.hpp); nullptr when the record has
- * none.  data is the record's "data" object (looked up once per record by the caller), nullptr
- * when it has none.
+ * none.  fields are the record's data fields as the mapping's FieldMatcher found them (one walk
+ * per record by the caller), indexed by MappedColumn::field_slot.
  */
 const json::Node *FindColumnSource(const json::Document *doc, const json::Node *rec,
-								   const json::Node *data, const MappedColumn *col);
+								   const json::Node *const *fields, const MappedColumn *col);
 
 /*
  * Converts a JSON value (nullptr = absent) for a column.  For columns passed as text

@@ -3,6 +3,11 @@
  * conversion (see mapping.hpp).  Every refusal names the table and the column and says how to
  * fix it: these are the errors users meet first.
  */
+#include <new>
+#include <string_view>
+
+#include "core/record.hpp"
+
 extern "C" {
 #include "postgres.h"
 
@@ -25,11 +30,15 @@ extern "C" {
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "storage/lmgr.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 }
 
 #include "pg/mapping.hpp"
+#include "pg/owned.hpp"
 
 namespace sequin_sync {
 
@@ -351,6 +360,23 @@ ResolveConversion(MappedColumn *col)
 	col->pass_as_text = col->convert == ConvertKind::Array || !OidIsValid(col->array_type);
 }
 
+/*
+ * The mapping's FieldMatcher over its DataField columns' names, owned by the current memory
+ * context (the mapping's): the names are normalised here, once per mapping, not per record.
+ */
+void
+BuildFieldMatcher(ResolvedMapping *m)
+{
+	std::string_view *names = (std::string_view *) palloc(sizeof(std::string_view) * Max(m->nfields, 1));
+	for (int i = 0; i < m->ncolumns; i++)
+		if (m->columns[i].source == SourceKind::DataField)
+			names[m->columns[i].field_slot] = std::string_view(m->columns[i].name);
+	m->fields = NewOwnedBy<record::FieldMatcher>(CurrentMemoryContext);
+	if (!m->fields->Build(names, m->nfields))
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	pfree(names);
+}
+
 } /* namespace */
 
 ResolvedMapping *
@@ -429,6 +455,7 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 			col->alt_path = std_col->alt_path ? pstrdup(std_col->alt_path) : nullptr;
 		} else {
 			col->source = SourceKind::DataField;
+			col->field_slot = m->nfields++;
 		}
 		col->from_data = col->source == SourceKind::DataField ||
 			(col->source == SourceKind::Path &&
@@ -494,8 +521,160 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 							 m->display_name)));
 	}
 
+	if (m->hard_delete) {
+		const MappedColumn *idcol = &m->columns[m->id_col];
+		Oid outfunc;
+		bool varlena;
+		getTypeOutputInfo(idcol->pass_as_text ? TEXTOID : idcol->type, &outfunc, &varlena);
+		fmgr_info(outfunc, &m->id_output);
+	}
+	BuildFieldMatcher(m);
 	relation_close(rel, NoLock);
 	return m;
+}
+
+/* ---- the backend's resolved mappings, kept across batches ---- */
+
+namespace {
+
+struct CachedMapping {
+	Oid			relid;			/* the key: the mapping as sequin_sync.mappings has it */
+	Oid			owner;
+	char	   *delete_mode;
+	Jsonb	   *columns;		/* NULL when the mapping has none */
+	bool		valid;			/* cleared by the invalidation callbacks */
+	int			ntypes;
+	uint32	   *type_hashes;	/* TYPEOID hash values of the columns' types and base types */
+	ResolvedMapping *map;
+	MemoryContext cxt;			/* holds all of the above */
+	CachedMapping *next;
+};
+
+/* Mappings a backend keeps; beyond it they all go (a worker serves one consumer's few). */
+constexpr int kMaxCachedMappings = 64;
+
+CachedMapping *cached_mappings = nullptr;
+int ncached_mappings = 0;
+bool callbacks_registered = false;
+/* Counts invalidations: one arriving while a mapping is being resolved may concern it. */
+uint64 invalidations = 0;
+
+void
+InvalidateRelation(Datum arg, Oid relid)
+{
+	invalidations++;
+	for (CachedMapping *e = cached_mappings; e != nullptr; e = e->next)
+		if (relid == InvalidOid || e->relid == relid)
+			e->valid = false;
+}
+
+/* Roles, memberships, schemas: rare, so every kept mapping goes. */
+void
+InvalidateAll(Datum arg, int cacheid, uint32 hashvalue)
+{
+	invalidations++;
+	for (CachedMapping *e = cached_mappings; e != nullptr; e = e->next)
+		e->valid = false;
+}
+
+void
+InvalidateType(Datum arg, int cacheid, uint32 hashvalue)
+{
+	invalidations++;
+	for (CachedMapping *e = cached_mappings; e != nullptr; e = e->next)
+		for (int i = 0; i < e->ntypes && e->valid; i++)
+			if (hashvalue == 0 || e->type_hashes[i] == hashvalue)
+				e->valid = false;
+}
+
+bool
+SameMapping(const CachedMapping *e, Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
+{
+	if (e->relid != relid || e->owner != owner || strcmp(e->delete_mode, delete_mode) != 0)
+		return false;
+	if (e->columns == nullptr || columns == nullptr)
+		return e->columns == columns;
+	return VARSIZE(e->columns) == VARSIZE(columns) && memcmp(e->columns, columns, VARSIZE(columns)) == 0;
+}
+
+/*
+ * Unlinks the kept mappings that are invalid (all of them with `all`); each one's context moves
+ * under batch_cxt, so an earlier group of the same batch may still read it.
+ */
+void
+Retire(MemoryContext batch_cxt, bool all)
+{
+	CachedMapping **link = &cached_mappings;
+	while (*link != nullptr) {
+		CachedMapping *e = *link;
+		if (e->valid && !all) {
+			link = &e->next;
+			continue;
+		}
+		*link = e->next;
+		ncached_mappings--;
+		MemoryContextSetParent(e->cxt, batch_cxt);
+	}
+}
+
+} /* namespace */
+
+ResolvedMapping *
+ResolveMappingCached(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner, MemoryContext batch_cxt)
+{
+	if (!callbacks_registered) {
+		CacheRegisterRelcacheCallback(InvalidateRelation, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, InvalidateType, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, InvalidateAll, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, InvalidateAll, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, InvalidateAll, (Datum) 0);
+		callbacks_registered = true;
+	}
+	/*
+	 * The lock first: taking it processes the invalidations of everything committed before,
+	 * so a kept mapping that is still valid afterwards is what resolving again would give.
+	 * (When this transaction already holds it, no ALTER can have committed since, and a GRANT
+	 * or REVOKE is seen by the next transaction, as resolving again would see it; a table
+	 * that no longer exists is locked by OID all the same, and its DROP invalidated it.)
+	 */
+	LockRelationOid(relid, AccessShareLock);
+	Retire(batch_cxt, false);
+	for (CachedMapping *e = cached_mappings; e != nullptr; e = e->next)
+		if (SameMapping(e, relid, delete_mode, columns, owner))
+			return e->map;
+	if (ncached_mappings >= kMaxCachedMappings)
+		Retire(batch_cxt, true);
+
+	/* Resolved under batch_cxt: an error drops the half-built mapping with the batch. */
+	MemoryContext cxt = AllocSetContextCreate(batch_cxt, "sequin_sync mapping", ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	uint64 before = invalidations;
+	CachedMapping *e = (CachedMapping *) palloc0(sizeof(CachedMapping));
+	e->map = ResolveMapping(relid, delete_mode, columns, owner);
+	e->relid = relid;
+	e->owner = owner;
+	e->delete_mode = pstrdup(delete_mode);
+	if (columns != nullptr) {
+		e->columns = (Jsonb *) palloc(VARSIZE(columns));
+		memcpy(e->columns, columns, VARSIZE(columns));
+	}
+	e->type_hashes = (uint32 *) palloc(sizeof(uint32) * 2 * Max(e->map->ncolumns, 1));
+	for (int i = 0; i < e->map->ncolumns; i++) {
+		const MappedColumn *col = &e->map->columns[i];
+		e->type_hashes[e->ntypes++] = GetSysCacheHashValue1(TYPEOID, ObjectIdGetDatum(col->type));
+		if (col->base_type != col->type)
+			e->type_hashes[e->ntypes++] = GetSysCacheHashValue1(TYPEOID, ObjectIdGetDatum(col->base_type));
+	}
+	e->cxt = cxt;
+	/* Kept only when nothing was invalidated meanwhile; this batch uses it either way. */
+	e->valid = invalidations == before;
+	MemoryContextSwitchTo(old);
+
+	MemoryContextSetParent(cxt, CacheMemoryContext);
+	e->next = cached_mappings;
+	cached_mappings = e;
+	ncached_mappings++;
+	return e->map;
 }
 
 } /* namespace sequin_sync */

@@ -3,8 +3,9 @@
  *
  * ResolveMapping checks a mapping against the catalog and decides, for every column the engine
  * writes, where its value comes from in a record and how it is converted.  map_collection()
- * calls it to refuse a mapping that cannot work; the apply engine calls it again for every call
- * (the table may have changed since), so both always agree.
+ * calls it to refuse a mapping that cannot work; the apply engine resolves it again for every
+ * batch through ResolveMappingCached, which keeps the answer until the catalog says the table,
+ * its types or roles changed, so both always agree.
  *
  * Postgres-side code: include after the extern "C" block with postgres.h.
  */
@@ -14,6 +15,10 @@
 #include "core/convert_kind.hpp"
 
 namespace sequin_sync {
+
+namespace record {
+class FieldMatcher; /* core/record.hpp, included before postgres.h by the callers */
+}
 
 /* Where a column's value comes from. */
 enum class SourceKind {
@@ -46,6 +51,7 @@ struct MappedColumn {
 	char		typalign;
 	Oid			array_type;		/* array of the column's type, passed to unnest() */
 	bool		pass_as_text;	/* no usable array type (arrays of arrays): pass text, cast in SQL */
+	int			field_slot;		/* SourceKind::DataField: its slot in the mapping's fields */
 };
 
 struct ResolvedMapping {
@@ -59,6 +65,14 @@ struct ResolvedMapping {
 	int			id_col;			/* index into columns */
 	int			idx_col;
 	int			deleted_col;	/* -1 when the table has none (hard delete mode only) */
+	/*
+	 * The names of the DataField columns, normalised once: FieldMatcher::Match finds all of a
+	 * record's data fields in one walk (out[field_slot]).  Owned by the mapping's context.
+	 */
+	record::FieldMatcher *fields;
+	int			nfields;
+	FmgrInfo	id_output;		/* hard deletes: the id column's output function (the key of
+								 * tombstones and advisory locks) */
 };
 
 /*
@@ -67,6 +81,20 @@ struct ResolvedMapping {
  * table and column, with a hint, when the mapping cannot work.
  */
 ResolvedMapping *ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner);
+
+/*
+ * ResolveMapping for the apply engine, kept across batches by this backend: resolving costs
+ * catalog lookups and an FmgrInfo per column, and it is the same answer batch after batch.
+ * Takes AccessShareLock on the table first (which processes every invalidation committed
+ * for it), then returns the kept answer when nothing it depends on has changed since: the
+ * table (relcache: ALTER TABLE, indexes, privileges, owner, DROP), its column types, roles
+ * and memberships, schemas (syscache callbacks), or the mapping itself (the key is the
+ * mapping's table, delete mode, columns and owner).  Otherwise resolves again; errors are
+ * ResolveMapping's, and a failed resolution is not kept.  A mapping that is given up stays
+ * valid until batch_cxt goes (the batch's context), so a batch never loses its mapping.
+ */
+ResolvedMapping *ResolveMappingCached(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner,
+									  MemoryContext batch_cxt);
 
 } /* namespace sequin_sync */
 

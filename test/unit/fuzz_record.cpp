@@ -14,7 +14,8 @@
  * crash, no UB": the validation is checked against an independent reading of the record
  * (strtoll for updated_idx, the order of the checks), accepted ids are non-empty without NUL,
  * updated_idx prints back as its text, every number keeps JSON number syntax, a found column
- * value really has the key asked for, and every plan fits the value and the column.
+ * value really has the key asked for (and FieldMatcher finds what FindDataField finds), and every
+ * plan fits the value and the column.
  */
 #include <cerrno>
 #include <cstddef>
@@ -371,11 +372,21 @@ CheckColumns(json::Document &doc, const json::Node *rec, const std::vector<recor
 		CheckPlans(doc, v, targets);
 	}
 	budget = 64;
+	std::vector<std::string_view> names(std::begin(kDataFields), std::end(kDataFields));
 	for (const json::Node *m = doc.First(data); m != nullptr && budget > 0; m = doc.Next(m), budget--) {
 		const json::Node *v = record::FindDataField(doc, data, m->Key());
 		ENSURE(v != nullptr && v->Key() == m->Key());
 		CheckPlans(doc, v, targets);
+		names.push_back(m->Key());
 	}
+
+	/* the matcher of a mapping finds, in one walk, what FindDataField finds name by name */
+	record::FieldMatcher matcher;
+	ENSURE(matcher.Build(names.data(), names.size()) && matcher.Size() == names.size());
+	std::vector<const json::Node *> found(names.size());
+	matcher.Match(doc, data, found.data());
+	for (size_t i = 0; i < names.size(); i++)
+		ENSURE(found[i] == record::FindDataField(doc, data, names[i]));
 }
 
 /* Every number keeps its exact JSON text, set-aside big numbers included. */

@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/json_doc.hpp"
 #include "core/record.hpp"
@@ -262,6 +263,117 @@ TestFindDataField()
 	CHECK(match != nullptr && match->Str() == "Paul");
 }
 
+/* Whether a matcher over names finds, for every name, what FindDataField finds. */
+bool
+MatcherAgrees(const Document &doc, const Node *data, const std::vector<std::string> &names)
+{
+	std::vector<std::string_view> views(names.begin(), names.end());
+	record::FieldMatcher m;
+	if (!m.Build(views.data(), views.size()) || m.Size() != names.size())
+		return false;
+	std::vector<const Node *> out(names.size() + 1, nullptr);
+	const Node *sentinel = doc.Root();
+	out[names.size()] = sentinel;
+	m.Match(doc, data, out.data());
+	if (out[names.size()] != sentinel)
+		return false; /* wrote past its slots */
+	for (size_t i = 0; i < names.size(); i++)
+		if (out[i] != record::FindDataField(doc, data, names[i]))
+			return false;
+	return true;
+}
+
+void
+TestFieldMatcher()
+{
+	Parsed p(R"({"first_name":"exact","FirstName":"camel","AMOUNT":1,"amount_":2,"x":null})");
+	const Node *data = p.Root();
+	std::vector<std::string_view> names = {"first_name", "firstname", "amount", "x", "y", "FirstName"};
+	record::FieldMatcher m;
+	CHECK(m.Build(names.data(), names.size()));
+	CHECK(m.Size() == 6);
+	const Node *out[6];
+	m.Match(p.doc, data, out);
+	CHECK(out[0] != nullptr && out[0]->Str() == "exact");	/* an exact match wins */
+	CHECK(out[1] != nullptr && out[1]->Str() == "camel");	/* else the last normalized one */
+	CHECK(out[2] != nullptr && out[2]->Str() == "2");
+	CHECK(out[3] != nullptr && out[3]->IsNull());
+	CHECK(out[4] == nullptr);
+	CHECK(out[5] != nullptr && out[5]->Str() == "camel");	/* exact, though not the last */
+	m.Match(p.doc, nullptr, out);
+	for (const Node *v : out)
+		CHECK(v == nullptr);
+
+	/* exact before, between and after normalized matches; duplicate exact keys: the last */
+	const char *ambiguous[] = {
+		R"({"a_b":1,"AB":2,"ab":3})",
+		R"({"AB":1,"a_b":2,"ab":3,"A_B":4})",
+		R"({"ab":1,"ab":2,"AB":3,"_a_b_":4})",
+		R"({"a_b":1,"a_b":2,"__":3,"":4,"_":5})",
+		R"({"é":1,"É":2,"e":3,"E":4})",
+		R"({"":1,"":2})",
+		R"({})",
+	};
+	std::vector<std::string> anames = {"ab", "a_b", "AB", "A_B", "_a_b_", "abc", "", "_", "__", "é", "e",
+									   "ab", "x.y"};
+	for (const char *text : ambiguous) {
+		Parsed a(text);
+		CHECK(a.ok);
+		CHECK(MatcherAgrees(a.doc, a.Root(), anames));
+	}
+
+	/* not an object of this document, or no names: nothing is found */
+	Parsed arr(R"([{"ab":1}, 2])");
+	m.Build(names.data(), names.size());
+	out[0] = arr.Root();
+	m.Match(arr.doc, arr.Root(), out);
+	CHECK(out[0] == nullptr);
+	m.Match(p.doc, arr.doc.First(arr.Root()), out); /* another document's node */
+	CHECK(out[0] == nullptr);
+	CHECK(record::FindDataField(arr.doc, arr.Root(), "") == nullptr);
+	record::FieldMatcher empty;
+	CHECK(empty.Build(nullptr, 0) && empty.Size() == 0);
+	empty.Match(p.doc, data, out);
+
+	/* many names (the table grows, probes collide) and the Salesforce record of the fixtures */
+	std::string text = ReadFixture("sample_records.json");
+	Parsed r(text);
+	CHECK(r.ok);
+	for (const Node *rec = r.doc.First(r.Root()); rec != nullptr; rec = r.doc.Next(rec)) {
+		const Node *d = r.doc.Find(rec, "data");
+		std::vector<std::string> keys = {"first_name", "last_name", "email", "id", "amount"};
+		for (const Node *f = r.doc.First(d); f != nullptr; f = r.doc.Next(f))
+			keys.emplace_back(f->Key());
+		CHECK(MatcherAgrees(r.doc, d, keys));
+	}
+
+	/* random keys and names over a small alphabet: every kind of near miss */
+	uint32_t seed = 12345;
+	auto next = [&seed]() { return seed = seed * 1103515245u + 12345u, (seed >> 16) & 0x7fff; };
+	const char alphabet[] = {'a', 'A', 'b', '_', 'B'};
+	auto word = [&]() {
+		std::string w;
+		for (uint32_t n = next() % 5; n > 0; n--)
+			w.push_back(alphabet[next() % sizeof(alphabet)]);
+		return w;
+	};
+	for (int round = 0; round < 300; round++) {
+		std::string json = "{";
+		for (uint32_t n = next() % 12; n > 0; n--) {
+			if (json.size() > 1)
+				json += ",";
+			json += "\"" + word() + "\":" + std::to_string(n);
+		}
+		json += "}";
+		std::vector<std::string> rnames;
+		for (uint32_t n = next() % 40; n > 0; n--)
+			rnames.push_back(word());
+		Parsed q(json);
+		CHECK(q.ok && MatcherAgrees(q.doc, q.Root(), rnames));
+	}
+	static_assert(noexcept(m.Match(p.doc, nullptr, out)), "Match must be noexcept");
+}
+
 void
 TestNormalizedEquals()
 {
@@ -459,6 +571,7 @@ main()
 	TestFindPathSource();
 	TestFindDataField();
 	TestNormalizedEquals();
+	TestFieldMatcher();
 	TestPlanValue();
 	TestArrayLiteral();
 	TestDeepLiterals();
