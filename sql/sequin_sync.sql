@@ -51,7 +51,9 @@ CREATE TABLE sequin_sync.consumers (
 	paused      boolean     NOT NULL DEFAULT false,
 	owner       regrole     NOT NULL,
 	created_at  timestamptz NOT NULL DEFAULT now(),
-	updated_at  timestamptz NOT NULL DEFAULT now()
+	updated_at  timestamptz NOT NULL DEFAULT now(),
+	-- 'v1': Sequin's record consumers (/v1/http-consumers); 'stream': Sequin Stream
+	protocol    text        NOT NULL DEFAULT 'v1' CHECK (protocol IN ('v1', 'stream'))
 );
 
 CREATE TABLE sequin_sync.mappings (
@@ -90,12 +92,14 @@ CREATE INDEX ON sequin_sync.dead_letters (consumer, id);
 
 /*
  * Hard deletes remove the row, and with it its version: the tombstone keeps (table, key,
- * version) so that a late redelivery of an older version cannot bring the row back.
+ * version) so that a late redelivery of an older version cannot bring the row back.  id is the
+ * key as text (a composite key as a row literal); updated_idx the version (a record's
+ * updated_idx, or a Sequin Stream change's commit_lsn * 2^32 + commit_idx).
  */
 CREATE TABLE sequin_sync.tombstones (
 	target      regclass    NOT NULL,
 	id          text        NOT NULL,
-	updated_idx bigint      NOT NULL,
+	updated_idx numeric     NOT NULL,
 	deleted_at  timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (target, id)
 );
@@ -131,7 +135,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA sequin_sync FROM PUBLIC;
 REVOKE ALL ON SCHEMA sequin_sync FROM PUBLIC;
 GRANT USAGE ON SCHEMA sequin_sync TO sequin_sync_admin;
 
-GRANT SELECT (name, endpoint, batch_size, wait_for, workers, paused, owner, created_at, updated_at)
+GRANT SELECT (name, endpoint, batch_size, wait_for, workers, paused, owner, created_at, updated_at, protocol)
 	ON sequin_sync.consumers TO sequin_sync_admin;
 GRANT SELECT ON sequin_sync.mappings TO sequin_sync_admin;
 GRANT SELECT, DELETE ON sequin_sync.dead_letters TO sequin_sync_admin;
@@ -161,7 +165,8 @@ CREATE FUNCTION sequin_sync.create_consumer(
 	token text,
 	batch_size integer DEFAULT 1000,
 	wait_for interval DEFAULT '5 seconds',
-	workers integer DEFAULT 1)
+	workers integer DEFAULT 1,
+	protocol text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'sequin_sync_create_consumer' LANGUAGE C VOLATILE;
 
@@ -171,7 +176,8 @@ CREATE FUNCTION sequin_sync.alter_consumer(
 	token text DEFAULT NULL,
 	batch_size integer DEFAULT NULL,
 	wait_for interval DEFAULT NULL,
-	workers integer DEFAULT NULL)
+	workers integer DEFAULT NULL,
+	protocol text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'sequin_sync_alter_consumer' LANGUAGE C VOLATILE;
 
@@ -191,7 +197,7 @@ CREATE FUNCTION sequin_sync.map_collection(
 	consumer text,
 	collection text,
 	target regclass,
-	delete_mode text DEFAULT 'soft',
+	delete_mode text DEFAULT NULL,
 	columns jsonb DEFAULT '{}')
 RETURNS void
 AS 'MODULE_PATHNAME', 'sequin_sync_map_collection' LANGUAGE C VOLATILE;
@@ -216,7 +222,7 @@ AS 'MODULE_PATHNAME', 'sequin_sync_prune_tombstones' LANGUAGE C VOLATILE;
 CREATE FUNCTION sequin_sync._worker_status(
 	OUT consumer text, OUT worker integer, OUT pid integer, OUT state text, OUT last_poll_at timestamptz,
 	OUT last_applied_at timestamptz, OUT pending bigint, OUT last_error text, OUT last_error_at timestamptz,
-	OUT acked_unflushed bigint)
+	OUT acked_unflushed bigint, OUT source_commit_at timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'sequin_sync_worker_status' LANGUAGE C VOLATILE;
 
@@ -236,7 +242,9 @@ AS 'MODULE_PATHNAME', 'sequin_sync_wake_workers' LANGUAGE C VOLATILE;
 /*
  * The one view to look at: one row per consumer the caller may see.  state is the worst of its
  * workers' (error, backoff, running, idle), or paused, or stopped when no worker runs; without
- * the preload, last_error says that consumers do not run.
+ * the preload, last_error says that consumers do not run.  For a Sequin Stream consumer,
+ * source_commit_at is the newest source commit applied (since the workers started) and
+ * source_lag how long ago it was; pending is NULL (Sequin Stream does not count).
  */
 CREATE VIEW sequin_sync.status WITH (security_invoker = true) AS
 SELECT c.name AS consumer,
@@ -252,7 +260,10 @@ SELECT c.name AS consumer,
 	   w.pending,
 	   COALESCE(w.last_error, CASE WHEN NOT l.preloaded
 			THEN 'sequin_sync is not loaded through shared_preload_libraries: consumers do not run' END) AS last_error,
-	   w.last_error_at
+	   w.last_error_at,
+	   c.protocol,
+	   w.source_commit_at,
+	   pg_catalog.now() - w.source_commit_at AS source_lag
 FROM sequin_sync.consumers c
 CROSS JOIN sequin_sync._launcher_status() l
 LEFT JOIN (
@@ -265,7 +276,8 @@ LEFT JOIN (
 		   (pg_catalog.array_agg(ws.pending ORDER BY ws.last_poll_at DESC NULLS LAST))[1] AS pending,
 		   (pg_catalog.array_agg(ws.last_error ORDER BY ws.last_error_at DESC NULLS LAST))[1] AS last_error,
 		   max(ws.last_error_at) AS last_error_at,
-		   sum(ws.acked_unflushed) AS acked_unflushed
+		   sum(ws.acked_unflushed) AS acked_unflushed,
+		   max(ws.source_commit_at) AS source_commit_at
 	FROM sequin_sync._worker_status() ws
 	GROUP BY ws.consumer
 ) w ON w.consumer = c.name
@@ -295,8 +307,8 @@ GRANT SELECT ON sequin_sync.tombstone_pruning TO sequin_sync_admin;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sequin_sync FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-	sequin_sync.create_consumer(text, text, text, integer, interval, integer),
-	sequin_sync.alter_consumer(text, text, text, integer, interval, integer),
+	sequin_sync.create_consumer(text, text, text, integer, interval, integer, text),
+	sequin_sync.alter_consumer(text, text, text, integer, interval, integer, text),
 	sequin_sync.drop_consumer(text),
 	sequin_sync.pause(text),
 	sequin_sync.resume(text),

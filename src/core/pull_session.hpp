@@ -22,6 +22,7 @@
 #include "core/http_client.hpp"
 #include "core/json_doc.hpp"
 #include "core/next_reply.hpp"
+#include "core/protocol.hpp"
 
 namespace sequin_sync {
 
@@ -32,6 +33,7 @@ struct SessionConfig {
 	long poll_margin_ms;
 	size_t max_response_size;
 	const char *ca_file;
+	Protocol protocol = Protocol::V1;
 };
 
 enum class PullStatus {

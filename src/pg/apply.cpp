@@ -29,7 +29,9 @@
 #include <string_view>
 
 #include "core/json_doc.hpp"
+#include "core/protocol.hpp"
 #include "core/record.hpp"
+#include "core/stream_message.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -42,6 +44,8 @@ extern "C" {
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -60,18 +64,34 @@ namespace sequin_sync {
 
 namespace {
 
-/* One record of the batch, as the engine sees it after validation. */
+/*
+ * One record of the batch, as the engine sees it after validation.  A Sequin Stream message is
+ * one too: its "record" plays v1's "data", its key fields v1's id, its (commit_lsn, commit_idx)
+ * v1's updated_idx.
+ */
 struct Rec {
 	int			index;			/* into batch->records / results */
-	const json::Node *node;
-	const char *id;
-	uint32		id_len;
-	int64		idx;
+	const json::Node *node;		/* v1: the record; stream: the message */
+	const char *id;				/* what in-batch reduction groups by: v1's id, a stream */
+	uint32		id_len;			/* message's key fields' JSON texts */
+	bool		has_version;	/* false only for a stream read */
+	__int128	version;		/* v1: updated_idx; stream: commit_lsn * 2^32 + commit_idx */
 	bool		deleted;
+	bool		read;			/* stream: a backfill read */
+	bool		synthetic;		/* stream: the delete of an update's old key (shares index) */
+	bool		update;			/* stream: an update (may keep unchanged TOAST values) */
+	bool		dropped;		/* skipped, or parked: no longer sent */
 	Datum	   *values;			/* per mapped column, after conversion */
 	bool	   *nulls;
-	char	   *key_text;		/* hard deletes: the key as the id column prints it */
-	const json::Node *data;		/* the record's "data" object, nullptr when absent or null */
+	bool	   *unchanged;		/* stream updates: the columns sent as "unchanged_toast", whose
+								 * stored value is kept; nullptr when none */
+	char	   *key_text;		/* hard deletes: the key as its columns print it */
+	const json::Node *data;		/* v1: the record's "data" object; stream: the "record" of a
+								 * message that is not a delete; nullptr when absent */
+	const json::Node *record;	/* stream: the message's "record" */
+	const json::Node *changes;	/* stream: its "changes", nullptr when null */
+	const json::Node **key_nodes;	/* stream: the key columns' values, by key slot */
+	std::string_view commit_timestamp;	/* stream changes: metadata.commit_timestamp */
 };
 
 /* All records of one mapping. */
@@ -89,9 +109,11 @@ struct Group {
 
 struct Engine {
 	ApplyBatch *batch;
+	bool		stream;			/* the consumer speaks Sequin Stream */
 	int			ngroups;
 	Group	   *groups;
 	Rec		   *recs;
+	int			nrecs;			/* batch->nrecords, plus the synthetic deletes */
 	record::ArrayLiteralWriter *literals;	/* owned by batch->cxt */
 };
 
@@ -118,6 +140,15 @@ Skip(Engine *e, int index)
 {
 	e->batch->results[index].status = RecordStatus::Skipped;
 	e->batch->counts.skipped++;
+}
+
+/* A record that is not sent; the synthetic delete of a key change only drops out. */
+void
+SkipRec(Engine *e, Rec *r)
+{
+	r->dropped = true;
+	if (!r->synthetic)
+		Skip(e, r->index);
 }
 
 /* ---- step 1: mappings and record validation ---- */
@@ -168,6 +199,50 @@ AddToGroup(Group *g, Rec *r)
 }
 
 /*
+ * A Sequin Stream message: decodable, its fields (stream_message.cpp), its collection
+ * "<table_schema>.<table_name>" mapped.  Filed under its mapping; the key and a key change are
+ * found once the mapping is resolved (PrepareStream).
+ */
+void
+ValidateMessage(Engine *e, Rec *r)
+{
+	int i = r->index;
+	json::Document *doc = e->batch->doc;
+	stream::Message msg;
+	stream::MessageError err = stream::ValidateMessage(*doc, r->node, &msg);
+	const json::BadString *bad = err != stream::MessageError::NotObject ? doc->FindBadString(r->node) : nullptr;
+	if (!msg.schema.empty() && bad == nullptr)
+		e->batch->results[i].collection =
+			MemoryContextStrdup(e->batch->cxt, psprintf("%.*s.%.*s", (int) msg.schema.size(), msg.schema.data(),
+														(int) msg.table.size(), msg.table.data()));
+	if (bad != nullptr) {
+		Fail(e, i, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE, psprintf("message cannot be decoded: %s", bad->message));
+		return;
+	}
+	if (err != stream::MessageError::None) {
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, stream::MessageErrorMessage(err));
+		return;
+	}
+	r->has_version = msg.has_version;
+	r->version = (__int128) stream::Version(msg.commit_lsn, msg.commit_idx);
+	r->deleted = msg.action == stream::Action::Delete;
+	r->read = msg.action == stream::Action::Read;
+	r->update = msg.action == stream::Action::Update;
+	r->record = msg.record;
+	r->data = r->deleted ? nullptr : msg.record;
+	r->changes = msg.action == stream::Action::Update ? msg.changes : nullptr;
+	r->commit_timestamp = msg.commit_timestamp;
+	const char *coll = e->batch->results[i].collection;
+	Group *g = FindGroup(e, coll, strlen(coll));
+	if (g == nullptr) {
+		Fail(e, i, ERRCODE_UNDEFINED_OBJECT,
+			 psprintf("collection \"%s\" is not mapped for consumer \"%s\"", coll, e->batch->consumer));
+		return;
+	}
+	AddToGroup(g, r);
+}
+
+/*
  * Checks that the record can be decoded and has the standard fields every record needs
  * (record.cpp), and files it under its mapping.
  */
@@ -180,7 +255,11 @@ ValidateRecord(Engine *e, int i)
 	json::Document *doc = e->batch->doc;
 
 	if (r->node == nullptr) {
-		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, "item has no \"record\"");
+		Fail(e, i, ERRCODE_INVALID_PARAMETER_VALUE, e->stream ? "item has no \"data\"" : "item has no \"record\"");
+		return;
+	}
+	if (e->stream) {
+		ValidateMessage(e, r);
 		return;
 	}
 	record::Fields f;
@@ -203,7 +282,8 @@ ValidateRecord(Engine *e, int i)
 	}
 	r->id = f.id;
 	r->id_len = f.id_len;
-	r->idx = f.updated_idx;
+	r->has_version = true;
+	r->version = f.updated_idx;
 	r->deleted = f.deleted;
 	r->data = f.data;
 
@@ -230,8 +310,13 @@ CompareRecs(const void *a, const void *b)
 		return c;
 	if (ra->id_len != rb->id_len)
 		return ra->id_len < rb->id_len ? -1 : 1;
-	if (ra->idx != rb->idx)
-		return ra->idx > rb->idx ? -1 : 1;
+	/* versioned first (a change beats a read), then the newest; of two reads, the later */
+	if (ra->has_version != rb->has_version)
+		return ra->has_version ? -1 : 1;
+	if (ra->version != rb->version)
+		return ra->version > rb->version ? -1 : 1;
+	if (!ra->has_version)
+		return ra->index > rb->index ? -1 : (ra->index < rb->index ? 1 : 0);
 	return ra->index < rb->index ? -1 : (ra->index > rb->index ? 1 : 0);
 }
 
@@ -247,7 +332,7 @@ Reduce(Engine *e, Group *g)
 		if (kept > 0) {
 			Rec *prev = g->recs[kept - 1];
 			if (prev->id_len == r->id_len && memcmp(prev->id, r->id, r->id_len) == 0) {
-				Skip(e, r->index);
+				SkipRec(e, r);
 				continue;
 			}
 		}
@@ -262,7 +347,7 @@ Compact(Engine *e, Group *g)
 {
 	int kept = 0;
 	for (int i = 0; i < g->nrecs; i++)
-		if (e->batch->results[g->recs[i]->index].status == RecordStatus::Applied)
+		if (!g->recs[i]->dropped && e->batch->results[g->recs[i]->index].status == RecordStatus::Applied)
 			g->recs[kept++] = g->recs[i];
 	g->nrecs = kept;
 }
@@ -270,6 +355,7 @@ Compact(Engine *e, Group *g)
 /* ---- step 3: resolve and convert ---- */
 
 struct ResolveArg {
+	Engine	   *engine;
 	Group	   *group;
 	MemoryContext cxt;			/* the batch's */
 };
@@ -278,8 +364,8 @@ void
 ResolveStep(void *p)
 {
 	ResolveArg *a = (ResolveArg *) p;
-	a->group->map = ResolveMappingCached(a->group->relid, a->group->delete_mode, a->group->columns,
-										 a->group->owner, a->cxt);
+	a->group->map = ResolveMappingCached(a->group->relid, a->engine->batch->protocol, a->group->delete_mode,
+										 a->group->columns, a->group->owner, a->cxt);
 }
 
 struct ConvertArg {
@@ -289,6 +375,50 @@ struct ConvertArg {
 	int			col;			/* the column being converted */
 	const json::Node **fields;	/* the record's data fields, by MappedColumn::field_slot */
 };
+
+bool
+e_stream(const ConvertArg *a)
+{
+	return a->engine->stream;
+}
+
+/*
+ * The key as tombstones and advisory locks name it: the key column's output, or for a
+ * composite key a row literal of them, "(acme,42)", quoted as record_out quotes.
+ */
+char *
+KeyText(const ResolvedMapping *m, const Rec *r)
+{
+	if (m->nkeys == 1)
+		return OutputFunctionCall(&m->key_output[0], r->values[m->key_cols[0]]);
+	StringInfoData buf;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '(');
+	for (int k = 0; k < m->nkeys; k++) {
+		if (k > 0)
+			appendStringInfoChar(&buf, ',');
+		int c = m->key_cols[k];
+		if (r->nulls[c])
+			continue;
+		const char *v = OutputFunctionCall(&m->key_output[k], r->values[c]);
+		bool quote = *v == '\0';
+		for (const char *p = v; *p && !quote; p++)
+			quote = *p == '"' || *p == '\\' || *p == '(' || *p == ')' || *p == ',' || isspace((unsigned char) *p);
+		if (!quote) {
+			appendStringInfoString(&buf, v);
+			continue;
+		}
+		appendStringInfoChar(&buf, '"');
+		for (const char *p = v; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				appendStringInfoChar(&buf, *p);
+			appendStringInfoChar(&buf, *p);
+		}
+		appendStringInfoChar(&buf, '"');
+	}
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
 
 void
 ConvertStep(void *p)
@@ -303,8 +433,23 @@ ConvertStep(void *p)
 		r->nulls = (bool *) palloc(sizeof(bool) * m->ncolumns);
 		/* every data field of the record in one walk, not one search per column */
 		m->fields->Match(*doc, r->data, a->fields);
+		r->unchanged = nullptr;
 		for (a->col = 0; a->col < m->ncolumns; a->col++) {
 			const MappedColumn *col = &m->columns[a->col];
+			if (col->source == SourceKind::Version) {
+				char text[48];
+				if (r->has_version)
+					stream::DecimalText((unsigned __int128) r->version, text);
+				r->values[a->col] = InputFunctionCall(const_cast<FmgrInfo *>(&col->input), r->has_version ? text : nullptr,
+													  col->ioparam, col->typmod);
+				r->nulls[a->col] = !r->has_version;
+				continue;
+			}
+			if (e_stream(a) && col->key_slot >= 0) {
+				r->values[a->col] = ConvertValue(col, doc, a->engine->literals, r->key_nodes[col->key_slot],
+												 &r->nulls[a->col]);
+				continue;
+			}
 			if (col->source == SourceKind::Deleted) {
 				r->values[a->col] = BoolGetDatum(r->deleted);
 				r->nulls[a->col] = false;
@@ -319,24 +464,45 @@ ConvertStep(void *p)
 				continue;
 			}
 			const json::Node *src = FindColumnSource(doc, r->node, a->fields, col);
+			if (r->update && col->from_data && stream::IsUnchangedToast(src)) {
+				/* the stored value stays (see ApplyGroup) */
+				if (r->unchanged == nullptr)
+					r->unchanged = (bool *) palloc0(sizeof(bool) * m->ncolumns);
+				r->unchanged[a->col] = true;
+				r->values[a->col] = (Datum) 0;
+				r->nulls[a->col] = true;
+				continue;
+			}
 			r->values[a->col] = ConvertValue(col, doc, a->engine->literals, src, &r->nulls[a->col]);
 		}
 		if (m->hard_delete)
-			r->key_text = OutputFunctionCall(&m->id_output, r->values[m->id_col]);
+			r->key_text = KeyText(m, r);
 	}
 }
 
-void
-ConvertGroup(Engine *e, Group *g)
+/* Resolves the group's mapping (once); when it cannot be, every record of the group is parked. */
+bool
+ResolveGroup(Engine *e, Group *g)
 {
-	ResolveArg ra = {g, e->batch->cxt};
+	if (g->map != nullptr)
+		return true;
+	ResolveArg ra = {e, g, e->batch->cxt};
 	ErrorData *err = RunProtected(ResolveStep, &ra, e->batch->cxt);
 	if (err != nullptr) {
 		for (int i = 0; i < g->nrecs; i++)
 			Fail(e, g->recs[i]->index, err->sqlerrcode, ErrorText(err));
 		g->nrecs = 0;
-		return;
+		return false;
 	}
+	return true;
+}
+
+void
+ConvertGroup(Engine *e, Group *g)
+{
+	ErrorData *err;
+	if (!ResolveGroup(e, g))
+		return;
 	ConvertArg ca = {e, g, 0, 0, nullptr};
 	ca.fields = (const json::Node **) palloc(sizeof(*ca.fields) * Max(g->map->nfields, 1));
 	while (ca.pos < g->nrecs) {
@@ -351,11 +517,109 @@ ConvertGroup(Engine *e, Group *g)
 	Compact(e, g);
 }
 
+/* ---- stream messages: keys and key changes ---- */
+
+/* The value of the key column `name` in a record: the field of that name, else one matching it
+ * ignoring case and underscores (as every other column). */
+const json::Node *
+KeyField(const json::Document *doc, const json::Node *obj, const char *name)
+{
+	const json::Node *n = doc->Find(obj, name);
+	if (n == nullptr)
+		n = record::FindDataField(*doc, obj, name);
+	return n;
+}
+
+/* Two JSON scalars as sent: the same kind and the same text. */
+bool
+SameScalar(const json::Node *a, const json::Node *b)
+{
+	return a->kind == b->kind && a->Str() == b->Str();
+}
+
+/* What in-batch reduction groups by: each key value's kind and text, length-prefixed. */
+void
+SetReductionKey(Rec *r, int nkeys)
+{
+	StringInfoData buf;
+	initStringInfo(&buf);
+	for (int k = 0; k < nkeys; k++) {
+		const json::Node *n = r->key_nodes[k];
+		uint32 len = (uint32) n->Str().size();
+		appendStringInfoChar(&buf, (char) n->kind);
+		appendBinaryStringInfo(&buf, (const char *) &len, sizeof(len));
+		appendBinaryStringInfo(&buf, n->Str().data(), (int) len);
+	}
+	r->id = buf.data;
+	r->id_len = (uint32) buf.len;
+}
+
+/*
+ * After the group's mapping is resolved: each message's key from its record (parked when a key
+ * value is missing), and for an update whose "changes" holds other values for key columns, a
+ * second, synthetic record: the delete of the old key, at the same version, so the row moves.
+ */
+void
+PrepareStream(Engine *e, Group *g)
+{
+	if (!ResolveGroup(e, g))
+		return;
+	ResolvedMapping *m = g->map;
+	json::Document *doc = e->batch->doc;
+	int n = g->nrecs;
+	for (int i = 0; i < n; i++) {
+		Rec *r = g->recs[i];
+		r->key_nodes = (const json::Node **) palloc(sizeof(json::Node *) * m->nkeys);
+		const json::Node **old_key = nullptr;
+		bool missing = false;
+		for (int k = 0; k < m->nkeys && !missing; k++) {
+			const char *name = m->columns[m->key_cols[k]].name;
+			const json::Node *v = KeyField(doc, r->record, name);
+			if (v == nullptr || v->IsNull() || v->IsObject() || v->IsArray()) {
+				Fail(e, r->index, ERRCODE_INVALID_PARAMETER_VALUE,
+					 psprintf("message record has no value for key column \"%s\" of table %s", name,
+							  m->display_name));
+				missing = true;
+				break;
+			}
+			r->key_nodes[k] = v;
+			const json::Node *was = r->changes != nullptr ? KeyField(doc, r->changes, name) : nullptr;
+			if (was != nullptr && !was->IsNull() && !was->IsObject() && !was->IsArray() && !SameScalar(was, v)) {
+				if (old_key == nullptr) {
+					old_key = (const json::Node **) palloc(sizeof(json::Node *) * m->nkeys);
+					for (int j = 0; j < m->nkeys; j++)
+						old_key[j] = nullptr;
+				}
+				old_key[k] = was;
+			}
+		}
+		if (missing)
+			continue;
+		SetReductionKey(r, m->nkeys);
+		if (old_key != nullptr) {
+			Rec *d = &e->recs[e->nrecs++];
+			*d = *r;
+			d->synthetic = true;
+			d->deleted = true;
+			d->update = false;
+			d->data = nullptr;
+			for (int k = 0; k < m->nkeys; k++)
+				if (old_key[k] == nullptr)
+					old_key[k] = r->key_nodes[k];
+			d->key_nodes = old_key;
+			SetReductionKey(d, m->nkeys);
+			AddToGroup(g, d);
+		}
+	}
+	Compact(e, g);
+}
+
 /* ---- steps 4 and 5: statements ---- */
 
 enum class StmtKind {
 	Upsert,			/* every mapped column */
 	UpsertStandard,	/* soft deletes without data: the columns not taken from data */
+	UpdateKeeping,	/* stream updates with "unchanged_toast" columns: the others, on stored rows */
 	Delete,			/* hard deletes */
 };
 
@@ -366,6 +630,7 @@ struct Stmt {
 	int			nargs;
 	Oid		   *argtypes;
 	int		   *cols;			/* upserts: the mapped column of each parameter */
+	const bool *unchanged;		/* UpdateKeeping: the columns left out */
 };
 
 const char *
@@ -402,12 +667,34 @@ ColumnType(const MappedColumn *col)
  * statements lock the same rows in the other order; Postgres detects it, and a deadlock is
  * transient (the batch is retried).
  */
+/* "<l>.<k1> = <r>.c<a1> AND ...": the key columns of the mapping matched to statement columns. */
+char *
+KeyMatch(const ResolvedMapping *m, const char *left, const char *right, const int *key_arg)
+{
+	StringInfoData buf;
+	initStringInfo(&buf);
+	for (int k = 0; k < m->nkeys; k++)
+		appendStringInfo(&buf, "%s%s.%s = %s.c%d", k ? " AND " : "", left,
+						 quote_identifier(m->columns[m->key_cols[k]].name), right, key_arg[k]);
+	return buf.data;
+}
+
+/* Whether an UpsertStandard (a soft delete without data) writes the column. */
+bool
+InStandard(const ResolvedMapping *m, const MappedColumn *col)
+{
+	if (m->protocol == Protocol::Stream)
+		return col->key_slot >= 0 || col->source == SourceKind::Version || col->source == SourceKind::Deleted;
+	return !col->from_data;
+}
+
 void
 BuildUpsert(Stmt *s)
 {
 	ResolvedMapping *m = s->group->map;
 	bool standard = s->kind == StmtKind::UpsertStandard;
-	StringInfoData sql, sel, names, args, set, update_set, plain;
+	bool kept = s->kind == StmtKind::UpdateKeeping;
+	StringInfoData sql, sel, names, args, set, update_set, plain, conflict;
 	initStringInfo(&sql);
 	initStringInfo(&sel);
 	initStringInfo(&names);
@@ -415,13 +702,17 @@ BuildUpsert(Stmt *s)
 	initStringInfo(&set);
 	initStringInfo(&update_set);
 	initStringInfo(&plain);
+	initStringInfo(&conflict);
 	s->nargs = 0;
 	s->argtypes = (Oid *) palloc(sizeof(Oid) * m->ncolumns);
 	s->cols = (int *) palloc(sizeof(int) * m->ncolumns);
-	int id_arg = 0, idx_arg = 0;
+	int *key_arg = (int *) palloc(sizeof(int) * m->nkeys);
+	int idx_arg = 0;
 	for (int c = 0; c < m->ncolumns; c++) {
 		const MappedColumn *col = &m->columns[c];
-		if (standard && col->from_data)
+		if (standard && !InStandard(m, col))
+			continue;
+		if (kept && s->unchanged[c])
 			continue;
 		int i = s->nargs++;
 		const char *sep = i ? ", " : "";
@@ -430,15 +721,16 @@ BuildUpsert(Stmt *s)
 		appendStringInfo(&args, "%spg_catalog.unnest($%d)", sep, i + 1);
 		appendStringInfo(&sel, "%ss.c%d%s%s", sep, i + 1, col->pass_as_text ? "::" : "",
 						 col->pass_as_text ? ColumnType(col) : "");
-		if (standard)
+		if (standard || kept)
 			appendStringInfo(&sel, " AS c%d", i + 1);
 		appendStringInfo(&plain, "%ss.c%d", sep, i + 1);
-		if (c != m->id_col) {
+		if (col->key_slot >= 0) {
+			key_arg[col->key_slot] = i + 1;
+			appendStringInfo(&conflict, "%s%s", conflict.len ? ", " : "", qname);
+		} else {
 			appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", qname, qname);
 			appendStringInfo(&update_set, "%s%s = s.c%d", update_set.len ? ", " : "", qname, i + 1);
 		}
-		if (c == m->id_col)
-			id_arg = i + 1;
 		if (c == m->idx_col)
 			idx_arg = i + 1;
 		s->argtypes[i] = col->pass_as_text ? TEXTARRAYOID : col->array_type;
@@ -448,34 +740,54 @@ BuildUpsert(Stmt *s)
 	initStringInfo(&aliases);
 	for (int i = 0; i < s->nargs; i++)
 		appendStringInfo(&aliases, "%sc%d", i ? ", " : "", i + 1);
-	const char *id = quote_identifier(m->columns[m->id_col].name);
 	const char *idx = quote_identifier(m->columns[m->idx_col].name);
 	const char *deleted = m->hard_delete ? "false"
 										 : psprintf("COALESCE(t.%s, false)",
 													quote_identifier(m->columns[m->deleted_col].name));
-	if (!standard) {
+	StringInfoData ecols; /* the key's columns of s */
+	initStringInfo(&ecols);
+	for (int k = 0; k < m->nkeys; k++)
+		appendStringInfo(&ecols, "%ss.c%d", k ? ", " : "", key_arg[k]);
+	if (s->kind == StmtKind::Upsert) {
 		appendStringInfo(&sql,
 						 "WITH w AS (INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS s(%s) "
 						 "ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NULL OR t.%s < EXCLUDED.%s "
 						 "RETURNING (t.xmax = 0), %s) "
 						 "SELECT * FROM w",
 						 m->qualified_name, names.data, sel.data, args.data, aliases.data,
-						 id, set.data, idx, idx, idx, deleted);
-	} else {
+						 conflict.data, set.data, idx, idx, idx, deleted);
+	} else if (standard) {
 		appendStringInfo(&sql,
 						 "WITH s AS (SELECT %s FROM ROWS FROM (%s) AS s(%s)), "
-						 "e AS (SELECT s.c%d FROM s JOIN %s AS x ON x.%s = s.c%d), "
-						 "u AS (UPDATE %s AS t SET %s FROM s WHERE t.%s = s.c%d AND (t.%s IS NULL OR t.%s < s.c%d) "
+						 "e AS (SELECT %s FROM s JOIN %s AS x ON %s), "
+						 "u AS (UPDATE %s AS t SET %s FROM s WHERE %s AND (t.%s IS NULL OR t.%s < s.c%d) "
 						 "RETURNING false, %s), "
-						 "i AS (INSERT INTO %s AS t (%s) SELECT %s FROM s LEFT JOIN e ON e.c%d = s.c%d WHERE e.c%d IS NULL "
+						 "i AS (INSERT INTO %s AS t (%s) SELECT %s FROM s LEFT JOIN e ON %s WHERE e.c%d IS NULL "
 						 "ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NULL OR t.%s < EXCLUDED.%s "
 						 "RETURNING (t.xmax = 0), %s) "
 						 "SELECT * FROM u UNION ALL SELECT * FROM i",
 						 sel.data, args.data, aliases.data,
-						 id_arg, m->qualified_name, id, id_arg,
-						 m->qualified_name, update_set.data, id, id_arg, idx, idx, idx_arg, deleted,
-						 m->qualified_name, names.data, plain.data, id_arg, id_arg, id_arg,
-						 id, set.data, idx, idx, idx, deleted);
+						 ecols.data, m->qualified_name, KeyMatch(m, "x", "s", key_arg),
+						 m->qualified_name, update_set.data, KeyMatch(m, "t", "s", key_arg), idx, idx, idx_arg, deleted,
+						 m->qualified_name, names.data, plain.data, KeyMatch(m, "e", "s", key_arg), key_arg[0],
+						 conflict.data, set.data, idx, idx, idx, deleted);
+	} else {
+		/*
+		 * UpdateKeeping: updates that keep the stored value of the columns sent as
+		 * "unchanged_toast" (left out here).  Only a stored row has that value, so the rows
+		 * are UPDATEd, never inserted, and each record says whether it updated its row (u)
+		 * or found one that is as new or newer (e); neither means there is no row to keep
+		 * the value from, and the record is parked.
+		 */
+		appendStringInfo(&sql,
+						 "WITH s AS (SELECT %s, s.o FROM ROWS FROM (%s) WITH ORDINALITY AS s(%s, o)), "
+						 "u AS (UPDATE %s AS t SET %s FROM s WHERE %s AND (t.%s IS NULL OR t.%s < s.c%d) RETURNING s.o), "
+						 "e AS (SELECT s.o FROM s JOIN %s AS x ON %s) "
+						 "SELECT s.o, u.o IS NOT NULL, e.o IS NOT NULL "
+						 "FROM s LEFT JOIN u ON u.o = s.o LEFT JOIN e ON e.o = s.o ORDER BY s.o",
+						 sel.data, args.data, aliases.data,
+						 m->qualified_name, update_set.data, KeyMatch(m, "t", "s", key_arg), idx, idx, idx_arg,
+						 m->qualified_name, KeyMatch(m, "x", "s", key_arg));
 	}
 	s->sql = sql.data;
 }
@@ -484,13 +796,27 @@ void
 BuildDelete(Stmt *s)
 {
 	ResolvedMapping *m = s->group->map;
-	const MappedColumn *idcol = &m->columns[m->id_col];
-	const char *id = quote_identifier(idcol->name);
 	const char *idx = quote_identifier(m->columns[m->idx_col].name);
-	s->nargs = 2;
-	s->argtypes = (Oid *) palloc(sizeof(Oid) * 2);
-	s->argtypes[0] = idcol->pass_as_text ? TEXTARRAYOID : idcol->array_type;
-	s->argtypes[1] = INT8ARRAYOID;
+	s->nargs = m->nkeys + 1;
+	s->argtypes = (Oid *) palloc(sizeof(Oid) * s->nargs);
+	StringInfoData keys, args, names, match, present;
+	initStringInfo(&keys);
+	initStringInfo(&args);
+	initStringInfo(&names);
+	initStringInfo(&match);
+	initStringInfo(&present);
+	for (int k = 0; k < m->nkeys; k++) {
+		const MappedColumn *col = &m->columns[m->key_cols[k]];
+		const char *qname = quote_identifier(col->name);
+		s->argtypes[k] = col->pass_as_text ? TEXTARRAYOID : col->array_type;
+		appendStringInfo(&keys, "u.k%d%s AS k%d, ", k + 1, col->pass_as_text ? psprintf("::%s", ColumnType(col)) : "",
+						 k + 1);
+		appendStringInfo(&args, "pg_catalog.unnest($%d), ", k + 1);
+		appendStringInfo(&names, "k%d, ", k + 1);
+		appendStringInfo(&match, "%st.%s = d.k%d", k ? " AND " : "", qname, k + 1);
+		appendStringInfo(&present, "%sx.%s = d.k%d", k ? " AND " : "", qname, k + 1);
+	}
+	s->argtypes[m->nkeys] = m->protocol == Protocol::Stream ? NUMERICARRAYOID : INT8ARRAYOID;
 	/*
 	 * One row per deleted version: removed (the row was older and is gone), present (a row
 	 * is there, so unless removed it is newer: a stale delete).  Neither: the row was already
@@ -499,13 +825,13 @@ BuildDelete(Stmt *s)
 	 * snapshot before the DELETE, so a removed row also reads as present; Citus may run p after
 	 * del, and then it does not.  removed is checked first, so both give the same answer.
 	 */
-	s->sql = psprintf("WITH d AS (SELECT u.k%s AS k, u.v, u.o FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY AS u(k, v, o)), "
-					  "del AS (DELETE FROM %s AS t USING d WHERE t.%s = d.k AND (t.%s IS NULL OR t.%s < d.v) RETURNING d.o), "
-					  "p AS (SELECT d.o FROM d JOIN %s AS x ON x.%s = d.k) "
+	s->sql = psprintf("WITH d AS (SELECT %su.v, u.o FROM ROWS FROM (%spg_catalog.unnest($%d)) WITH ORDINALITY AS u(%sv, o)), "
+					  "del AS (DELETE FROM %s AS t USING d WHERE %s AND (t.%s IS NULL OR t.%s < d.v) RETURNING d.o), "
+					  "p AS (SELECT d.o FROM d JOIN %s AS x ON %s) "
 					  "SELECT d.o, del.o IS NOT NULL, p.o IS NOT NULL "
 					  "FROM d LEFT JOIN del ON del.o = d.o LEFT JOIN p ON p.o = d.o ORDER BY d.o",
-					  idcol->pass_as_text ? psprintf("::%s", ColumnType(idcol)) : "",
-					  m->qualified_name, id, idx, idx, m->qualified_name, id);
+					  keys.data, args.data, m->nkeys + 1, names.data,
+					  m->qualified_name, match.data, idx, idx, m->qualified_name, present.data);
 }
 
 /* A one-dimensional array of n elements of the given type. */
@@ -521,13 +847,30 @@ MakeArray(Datum *elems, bool *nulls, int n, Oid elemtype)
 	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, elemtype, typlen, typbyval, typalign));
 }
 
+/*
+ * The records' versions: bigint for v1 (updated_idx), numeric for Sequin Stream (96 bits), NULL
+ * for a read.  *type is the array type.
+ */
 Datum
-Int8Array(Rec **recs, int n)
+VersionArray(const Engine *e, Rec **recs, int n, Oid *type)
 {
 	Datum *elems = (Datum *) palloc(sizeof(Datum) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-		elems[i] = Int64GetDatum(recs[i]->idx);
-	return MakeArray(elems, nullptr, n, INT8OID);
+	bool *nulls = (bool *) palloc(sizeof(bool) * Max(n, 1));
+	for (int i = 0; i < n; i++) {
+		nulls[i] = !recs[i]->has_version;
+		if (nulls[i])
+			elems[i] = (Datum) 0;
+		else if (!e->stream)
+			elems[i] = Int64GetDatum((int64) recs[i]->version);
+		else {
+			char text[48];
+			stream::DecimalText((unsigned __int128) recs[i]->version, text);
+			elems[i] = DirectFunctionCall3(numeric_in, CStringGetDatum(text), ObjectIdGetDatum(InvalidOid),
+										   Int32GetDatum(-1));
+		}
+	}
+	*type = e->stream ? NUMERICARRAYOID : INT8ARRAYOID;
+	return MakeArray(elems, nulls, n, e->stream ? NUMERICOID : INT8OID);
 }
 
 Datum
@@ -558,16 +901,18 @@ struct ExecArg {
 	Rec		  **recs;
 	int			n;
 	ApplyCounts counts;			/* of this attempt; added to the batch only on success */
+	Rec		  **missing;		/* UpdateKeeping: the records that found no row (nmissing) */
+	int			nmissing;
 };
 
 /* Raises (or rather: keeps) the tombstones of the deletes that took effect; as the extension owner. */
 void
-WriteTombstones(Group *g, Rec **recs, int n)
+WriteTombstones(const Engine *e, Group *g, Rec **recs, int n)
 {
 	if (n == 0)
 		return;
-	Oid argtypes[3] = {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID};
-	Datum values[3] = {ObjectIdGetDatum(g->relid), KeyTextArray(recs, n), Int8Array(recs, n)};
+	Oid argtypes[3] = {REGCLASSOID, TEXTARRAYOID, InvalidOid};
+	Datum values[3] = {ObjectIdGetDatum(g->relid), KeyTextArray(recs, n), VersionArray(e, recs, n, &argtypes[2])};
 	SpiExecCached("INSERT INTO sequin_sync.tombstones AS tb (target, id, updated_idx) "
 			"SELECT $1, u.k, u.v FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS u(k, v) "
 			"ON CONFLICT (target, id) DO UPDATE SET updated_idx = EXCLUDED.updated_idx, deleted_at = pg_catalog.now() "
@@ -589,8 +934,10 @@ ExecStep(void *p)
 		for (int i = 0; i < s->nargs; i++)
 			values[i] = ColumnArray(&m->columns[s->cols[i]], s->cols[i], a->recs, a->n);
 	} else {
-		values[0] = ColumnArray(&m->columns[m->id_col], m->id_col, a->recs, a->n);
-		values[1] = Int8Array(a->recs, a->n);
+		for (int k = 0; k < m->nkeys; k++)
+			values[k] = ColumnArray(&m->columns[m->key_cols[k]], m->key_cols[k], a->recs, a->n);
+		Oid type;
+		values[m->nkeys] = VersionArray(a->engine, a->recs, a->n, &type);
 	}
 
 	RoleSwitch rs;
@@ -600,7 +947,21 @@ ExecStep(void *p)
 
 	uint64 returned = SPI_processed;
 	SPITupleTable *tt = SPI_tuptable;
-	if (s->kind != StmtKind::Delete) {
+	a->nmissing = 0;
+	if (s->kind == StmtKind::UpdateKeeping) {
+		for (uint64 i = 0; i < returned; i++) {
+			bool isnull;
+			int64 ord = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+			bool updated = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+			bool present = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
+			if (updated)
+				a->counts.updated++;
+			else if (present)
+				a->counts.skipped++;
+			else
+				a->missing[a->nmissing++] = a->recs[ord - 1];
+		}
+	} else if (s->kind != StmtKind::Delete) {
 		for (uint64 i = 0; i < returned; i++) {
 			bool isnull;
 			bool inserted = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
@@ -629,8 +990,27 @@ ExecStep(void *p)
 				a->counts.skipped++;
 			}
 		}
-		WriteTombstones(g, effective, neffective);
+		WriteTombstones(a->engine, g, effective, neffective);
 	}
+}
+
+/*
+ * A stream update that keeps columns' stored values ("unchanged_toast") met no row to keep them
+ * from.  Writing NULL where the source has a value would be silently wrong data, so it is parked.
+ */
+void
+FailNoStoredRow(Engine *e, const Stmt *s, const Rec *r)
+{
+	const ResolvedMapping *m = s->group->map;
+	StringInfoData cols;
+	initStringInfo(&cols);
+	for (int c = 0; c < m->ncolumns; c++)
+		if (s->unchanged[c])
+			appendStringInfo(&cols, "%s\"%s\"", cols.len ? ", " : "", m->columns[c].name);
+	Fail(e, r->index, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+		 psprintf("update sends column %s as \"unchanged_toast\", but table %s has no row for its key to keep the value from "
+				  "(backfill the table from Sequin, or set REPLICA IDENTITY FULL on the source table so updates carry every value)",
+				  cols.data, m->display_name));
 }
 
 /*
@@ -642,7 +1022,8 @@ ExecBisect(Engine *e, Stmt *s, Rec **recs, int n)
 {
 	if (n == 0)
 		return;
-	ExecArg a = {e, s, recs, n, {}};
+	ExecArg a = {e, s, recs, n, {}, nullptr, 0};
+	a.missing = (Rec **) palloc(sizeof(Rec *) * n);
 	ErrorData *err = RunProtected(ExecStep, &a, e->batch->cxt);
 	if (err == nullptr) {
 		ApplyCounts *c = &e->batch->counts;
@@ -650,6 +1031,8 @@ ExecBisect(Engine *e, Stmt *s, Rec **recs, int n)
 		c->updated += a.counts.updated;
 		c->deleted += a.counts.deleted;
 		c->skipped += a.counts.skipped;
+		for (int i = 0; i < a.nmissing; i++)
+			FailNoStoredRow(e, s, a.missing[i]);
 		return;
 	}
 	if (n == 1) {
@@ -671,25 +1054,85 @@ ExecBisect(Engine *e, Stmt *s, Rec **recs, int n)
 void
 SkipTombstoned(Engine *e, Group *g)
 {
-	Oid argtypes[3] = {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID};
-	Datum values[3] = {ObjectIdGetDatum(g->relid), KeyTextArray(g->recs, g->nrecs), Int8Array(g->recs, g->nrecs)};
+	Oid argtypes[3] = {REGCLASSOID, TEXTARRAYOID, InvalidOid};
+	Datum values[3] = {ObjectIdGetDatum(g->relid), KeyTextArray(g->recs, g->nrecs),
+					   VersionArray(e, g->recs, g->nrecs, &argtypes[2])};
 	SpiExecCached("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::pg_catalog.oid::pg_catalog.text "
 			"OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) u.k, 0)) "
 			"FROM pg_catalog.unnest($2) WITH ORDINALITY AS u(k, o) ORDER BY u.o",
 			3, argtypes, values, nullptr, false, 0);
 	SpiExecCached("SELECT u.o FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) WITH ORDINALITY AS u(k, v, o) "
-			"JOIN sequin_sync.tombstones tb ON tb.target = $1 AND tb.id = u.k AND tb.updated_idx >= u.v",
+			"JOIN sequin_sync.tombstones tb ON tb.target = $1 AND tb.id = u.k AND (u.v IS NULL OR tb.updated_idx >= u.v)",
 			3, argtypes, values, nullptr, false, 0);
 	for (uint64 i = 0; i < SPI_processed; i++) {
 		bool isnull;
 		int64 ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		Skip(e, g->recs[ord - 1]->index);
+		SkipRec(e, g->recs[ord - 1]);
 	}
+}
+
+/* By the set of columns kept, so each set is one statement. */
+int
+ncolumns_for_compare = 0;
+
+int
+CompareUnchanged(const void *a, const void *b)
+{
+	const Rec *ra = *(const Rec *const *) a;
+	const Rec *rb = *(const Rec *const *) b;
+	return memcmp(ra->unchanged, rb->unchanged, ncolumns_for_compare);
+}
+
+/*
+ * A backfill read carries the row's state when it was read, which Sequin delivers after every
+ * change of the row it had delivered before (one message in flight per row, in order).  So a
+ * change that was parked before the read is older than what the read brings, and retrying it
+ * later must not put it over the read's row (which has no version to guard with): the read
+ * supersedes it, and its dead letter goes.  Not for reads that are themselves retried from the
+ * dead letters: a change parked after such a read is newer than it.
+ */
+void
+SupersedeDeadLetters(Engine *e, Group *g, Rec **reads, int n)
+{
+	json::Document *doc = e->batch->doc;
+	ResolvedMapping *m = g->map;
+	Datum *keys = (Datum *) palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++) {
+		StringInfoData buf;
+		initStringInfo(&buf);
+		appendStringInfoChar(&buf, '{');
+		for (int k = 0; k < m->nkeys; k++) {
+			const json::Node *v = reads[i]->key_nodes[k];
+			const char *text;
+			size_t len;
+			if (k > 0)
+				appendStringInfoChar(&buf, ',');
+			escape_json(&buf, pnstrdup(v->Key().data(), v->Key().size()));
+			appendStringInfoChar(&buf, ':');
+			if (!doc->Serialize(v, &text, &len))
+				ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+			appendBinaryStringInfo(&buf, text, (int) len);
+		}
+		appendStringInfoChar(&buf, '}');
+		keys[i] = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+	}
+	Oid argtypes[3] = {TEXTOID, TEXTOID, JSONBARRAYOID};
+	Datum values[3] = {CStringGetTextDatum(e->batch->consumer), CStringGetTextDatum(g->collection),
+					   MakeArray(keys, nullptr, n, JSONBOID)};
+	SpiExecCached("DELETE FROM sequin_sync.dead_letters d USING pg_catalog.unnest($3) AS u(k) "
+				  "WHERE d.consumer = $1 AND d.collection = $2 "
+				  "AND (d.record OPERATOR(pg_catalog.->) 'record') OPERATOR(pg_catalog.@>) u.k",
+				  3, argtypes, values, nullptr, false, 0);
 }
 
 void
 ApplyGroup(Engine *e, Group *g)
 {
+	if (e->stream) {
+		PrepareStream(e, g);
+		if (g->nrecs == 0)
+			return;
+	}
 	Reduce(e, g);
 	if (g->nrecs == 0)
 		return;
@@ -701,7 +1144,9 @@ ApplyGroup(Engine *e, Group *g)
 	Rec **upserts = (Rec **) palloc(sizeof(*upserts) * g->nrecs);
 	Rec **standard = (Rec **) palloc(sizeof(*standard) * g->nrecs);
 	Rec **deletes = (Rec **) palloc(sizeof(*deletes) * g->nrecs);
-	int nupserts = 0, nstandard = 0, ndeletes = 0;
+	Rec **keeping = (Rec **) palloc(sizeof(*keeping) * g->nrecs);
+	Rec **reads = (Rec **) palloc(sizeof(*reads) * g->nrecs);
+	int nupserts = 0, nstandard = 0, ndeletes = 0, nkeeping = 0, nreads = 0;
 
 	if (m->hard_delete) {
 		SkipTombstoned(e, g);
@@ -709,29 +1154,88 @@ ApplyGroup(Engine *e, Group *g)
 	}
 	for (int i = 0; i < g->nrecs; i++) {
 		Rec *r = g->recs[i];
+		if (r->read)
+			reads[nreads++] = r;
 		if (m->hard_delete && r->deleted)
 			deletes[ndeletes++] = r;
 		else if (r->data == nullptr)
 			standard[nstandard++] = r; /* a soft delete without data (record.cpp allows no other) */
+		else if (r->unchanged != nullptr)
+			keeping[nkeeping++] = r;
 		else
 			upserts[nupserts++] = r;
 	}
 
 	if (ndeletes > 0) {
-		Stmt s = {g, StmtKind::Delete, nullptr, 0, nullptr, nullptr};
+		Stmt s = {g, StmtKind::Delete, nullptr, 0, nullptr, nullptr, nullptr};
 		BuildDelete(&s);
 		ExecBisect(e, &s, deletes, ndeletes);
 	}
 	if (nstandard > 0) {
-		Stmt s = {g, StmtKind::UpsertStandard, nullptr, 0, nullptr, nullptr};
+		Stmt s = {g, StmtKind::UpsertStandard, nullptr, 0, nullptr, nullptr, nullptr};
 		BuildUpsert(&s);
 		ExecBisect(e, &s, standard, nstandard);
 	}
 	if (nupserts > 0) {
-		Stmt s = {g, StmtKind::Upsert, nullptr, 0, nullptr, nullptr};
+		Stmt s = {g, StmtKind::Upsert, nullptr, 0, nullptr, nullptr, nullptr};
 		BuildUpsert(&s);
 		ExecBisect(e, &s, upserts, nupserts);
 	}
+	if (nkeeping > 0) {
+		ncolumns_for_compare = m->ncolumns;
+		qsort(keeping, nkeeping, sizeof(*keeping), CompareUnchanged);
+		for (int start = 0, end; start < nkeeping; start = end) {
+			for (end = start + 1; end < nkeeping && memcmp(keeping[start]->unchanged, keeping[end]->unchanged, m->ncolumns) == 0; end++)
+				;
+			Stmt s = {g, StmtKind::UpdateKeeping, nullptr, 0, nullptr, nullptr, keeping[start]->unchanged};
+			BuildUpsert(&s);
+			ExecBisect(e, &s, keeping + start, end - start);
+		}
+	}
+	if (nreads > 0 && !e->batch->retry) {
+		int kept = 0;
+		for (int i = 0; i < nreads; i++)
+			if (e->batch->results[reads[i]->index].status != RecordStatus::Failed)
+				reads[kept++] = reads[i];
+		if (kept > 0)
+			SupersedeDeadLetters(e, g, reads, kept);
+	}
+}
+
+struct CommitTimeArg {
+	const char *text;
+	TimestampTz value;
+};
+
+void
+CommitTimeStep(void *p)
+{
+	CommitTimeArg *a = (CommitTimeArg *) p;
+	a->value = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(a->text),
+													   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+}
+
+/*
+ * The newest commit_timestamp among the changes applied (reads carry Sequin's clock, not the
+ * source's): how far behind the source the consumer is.  Sequin writes them all in one ISO 8601
+ * form (UTC, microseconds), so the greatest text is the newest time.
+ */
+void
+NoteNewestCommit(Engine *e)
+{
+	std::string_view newest;
+	for (int i = 0; i < e->batch->nrecords; i++) {
+		const Rec *r = &e->recs[i];
+		if (r->read || r->commit_timestamp.empty() || e->batch->results[i].status == RecordStatus::Failed)
+			continue;
+		if (r->commit_timestamp > newest)
+			newest = r->commit_timestamp;
+	}
+	if (newest.empty() || newest.size() > 64)
+		return;
+	CommitTimeArg a = {pnstrdup(newest.data(), newest.size()), 0};
+	if (RunProtected(CommitTimeStep, &a, e->batch->cxt) == nullptr)
+		e->batch->newest_commit_at = a.value;
 }
 
 } /* namespace */
@@ -743,11 +1247,12 @@ NewDocument(MemoryContext cxt)
 }
 
 void
-InitBatch(ApplyBatch *batch, const char *consumer, json::Document *doc, const json::Node **records,
-		  int nrecords, MemoryContext cxt)
+InitBatch(ApplyBatch *batch, const char *consumer, Protocol protocol, json::Document *doc,
+		  const json::Node **records, int nrecords, MemoryContext cxt)
 {
 	memset(batch, 0, sizeof(*batch));
 	batch->consumer = consumer;
+	batch->protocol = protocol;
 	batch->doc = doc;
 	batch->records = records;
 	batch->nrecords = nrecords;
@@ -761,9 +1266,12 @@ ApplyRecords(ApplyBatch *batch)
 	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
 	Engine e;
 	e.batch = batch;
+	e.stream = batch->protocol == Protocol::Stream;
 	e.literals = NewOwnedBy<record::ArrayLiteralWriter>(batch->cxt);
 	LoadMappings(&e);
-	e.recs = (Rec *) palloc0(sizeof(Rec) * Max(batch->nrecords, 1));
+	/* a stream update that changes its key adds the delete of the old one */
+	e.recs = (Rec *) palloc0(sizeof(Rec) * Max(batch->nrecords * (e.stream ? 2 : 1), 1));
+	e.nrecs = batch->nrecords;
 	for (int i = 0; i < batch->nrecords; i++)
 		ValidateRecord(&e, i);
 	/* Groups are ordered by target table, so concurrent batches lock tables in one order. */
@@ -771,6 +1279,8 @@ ApplyRecords(ApplyBatch *batch)
 		CHECK_FOR_INTERRUPTS();
 		ApplyGroup(&e, &e.groups[i]);
 	}
+	if (e.stream)
+		NoteNewestCommit(&e);
 	MemoryContextSwitchTo(old);
 }
 

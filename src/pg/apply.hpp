@@ -11,6 +11,7 @@
 #define SEQUIN_SYNC_APPLY_HPP
 
 #include "core/json_doc.hpp"
+/* core/protocol.hpp (Protocol) is included before postgres.h by the callers */
 
 namespace sequin_sync {
 
@@ -45,6 +46,10 @@ struct ApplyCounts {
 
 struct ApplyBatch {
 	const char *consumer;
+	Protocol	protocol;		/* v1 records or Sequin Stream messages */
+	bool		retry;			/* retry_dead_letters(): records parked before (see apply.cpp,
+								 * SupersedeDeadLetters) */
+	TimestampTz newest_commit_at;	/* stream: newest commit_timestamp applied, 0 when none */
 	json::Document *doc;
 	int			nrecords;
 	/*
@@ -65,7 +70,7 @@ struct ApplyBatch {
 json::Document *NewDocument(MemoryContext cxt);
 
 /* Prepares batch->results for the records; call before ApplyRecords. */
-void InitBatch(ApplyBatch *batch, const char *consumer, json::Document *doc,
+void InitBatch(ApplyBatch *batch, const char *consumer, Protocol protocol, json::Document *doc,
 			   const json::Node **records, int nrecords, MemoryContext cxt);
 
 /*

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "core/json_doc.hpp"
+#include "core/protocol.hpp"
 #include "core/record.hpp"
 
 extern "C" {
@@ -182,7 +183,8 @@ FindColumnSource(const json::Document *doc, const json::Node *rec, const json::N
 		case SourceKind::DataField:
 			return fields[col->field_slot];
 		case SourceKind::Deleted:
-			return nullptr; /* filled by the engine from the validated flag */
+		case SourceKind::Version:
+			return nullptr; /* filled by the engine from the validated message or record */
 	}
 	return nullptr;
 }

@@ -64,7 +64,7 @@ LookupConsumer(const char *name, bool missing_ok)
 	BeginAsRole(&rs, ExtensionOwner(), false);
 	Oid argtypes[1] = {TEXTOID};
 	Datum values[1] = {CStringGetTextDatum(name)};
-	SpiExec("SELECT owner::pg_catalog.oid, paused FROM sequin_sync.consumers WHERE name = $1",
+	SpiExec("SELECT owner::pg_catalog.oid, paused, protocol OPERATOR(pg_catalog.=) 'stream' FROM sequin_sync.consumers WHERE name = $1",
 			1, argtypes, values, nullptr, true, 1);
 	EndAsRole(&rs);
 	if (SPI_processed == 0) {
@@ -80,6 +80,7 @@ LookupConsumer(const char *name, bool missing_ok)
 	info->name = pstrdup(name);
 	info->owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	info->paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	info->stream = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	return info;
 }
 

@@ -15,6 +15,7 @@ struct ConsumerInfo {
 	char	   *name;
 	Oid			owner;
 	bool		paused;
+	bool		stream;			/* protocol 'stream' (Sequin Stream), else 'v1' */
 };
 
 /*

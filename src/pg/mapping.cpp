@@ -6,6 +6,7 @@
 #include <new>
 #include <string_view>
 
+#include "core/protocol.hpp"
 #include "core/record.hpp"
 
 extern "C" {
@@ -120,15 +121,19 @@ ValidPath(const char *path)
  * strings (paths) or null, naming existing, writable columns.
  */
 void
-CheckOverrides(Relation rel, Jsonb *columns, const char *display_name)
+CheckOverrides(Relation rel, Protocol protocol, const AttrNumber *keys, int nkeys, Jsonb *columns,
+			   const char *display_name)
 {
+	bool stream = protocol == Protocol::Stream;
+	const char *example = stream ? "{\"total\": \"record.amount\", \"notes\": null}"
+								 : "{\"plan_amount\": \"data.plan.amount\", \"notes\": null}";
 	if (columns == nullptr)
 		return;
 	if (!JB_ROOT_IS_OBJECT(columns) || JB_ROOT_IS_SCALAR(columns))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("columns must be a JSON object"),
-				 errdetail("It maps column names to dotted record paths or null, e.g. {\"plan_amount\": \"data.plan.amount\", \"notes\": null}.")));
+				 errdetail("It maps column names to dotted %s paths or null, e.g. %s.", stream ? "message" : "record", example)));
 
 	JsonbIterator *it = JsonbIteratorInit(&columns->root);
 	JsonbValue v;
@@ -146,14 +151,16 @@ CheckOverrides(Relation rel, Jsonb *columns, const char *display_name)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid source for column \"%s\" in columns", key),
-					 errdetail("Each value must be a dotted record path such as \"data.plan.amount\", or null to never write the column.")));
+					 errdetail("Each value must be a dotted %s path such as %s, or null to never write the column.",
+							   stream ? "message" : "record", stream ? "\"record.amount\" or \"metadata.commit_timestamp\"" : "\"data.plan.amount\"")));
 		if (v.type == jbvString) {
 			char *path = pnstrdup(v.val.string.val, v.val.string.len);
 			if (!ValidPath(path))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid record path \"%s\" for column \"%s\"", path, key),
-						 errdetail("A path names record fields separated by dots, such as \"data.plan.amount\" or \"sync.external_id\".")));
+						 errmsg("invalid %s path \"%s\" for column \"%s\"", stream ? "message" : "record", path, key),
+						 stream ? errdetail("A path names message fields separated by dots, such as \"record.amount\", \"metadata.commit_timestamp\" or \"action\".")
+								: errdetail("A path names record fields separated by dots, such as \"data.plan.amount\" or \"sync.external_id\".")));
 		}
 		int attno = -1;
 		for (int i = 0; i < tupdesc->natts; i++) {
@@ -170,7 +177,16 @@ CheckOverrides(Relation rel, Jsonb *columns, const char *display_name)
 					 errdetail("The columns argument gives a source for it."),
 					 errhint("Column names in columns must match the table's columns exactly.")));
 		Form_pg_attribute att = TupleDescAttr(tupdesc, attno);
-		if (strcmp(key, "id") == 0 || strcmp(key, "updated_idx") == 0 || strcmp(key, "deleted") == 0)
+		bool is_key = false;
+		for (int k = 0; k < nkeys; k++)
+			is_key |= keys[k] == att->attnum;
+		if (stream && (is_key || strcmp(key, "sequin_version") == 0 || strcmp(key, "deleted") == 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("column \"%s\" cannot be remapped", key),
+					 errdetail("The primary key comes from the record's fields of the same names, sequin_version from the message's commit_lsn and commit_idx, and deleted from its action: the key, the version guard and deletes depend on them."),
+					 errhint("Remove \"%s\" from columns.", key)));
+		if (!stream && (strcmp(key, "id") == 0 || strcmp(key, "updated_idx") == 0 || strcmp(key, "deleted") == 0))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("column \"%s\" cannot be remapped", key),
@@ -208,6 +224,34 @@ HasUniqueIndexOn(Relation rel, AttrNumber attnum)
 	}
 	list_free(indexes);
 	return found;
+}
+
+/*
+ * The table's primary key columns (at most INDEX_MAX_KEYS), when it has one that ON CONFLICT can
+ * use: valid, immediate, on plain columns.  0 when it has none.
+ */
+int
+PrimaryKey(Relation rel, AttrNumber *attnums)
+{
+	List *indexes = RelationGetIndexList(rel);
+	ListCell *lc;
+	int n = 0;
+	foreach (lc, indexes) {
+		HeapTuple tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		if (!HeapTupleIsValid(tup))
+			continue;
+		Form_pg_index idx = (Form_pg_index) GETSTRUCT(tup);
+		if (idx->indisprimary && idx->indimmediate && idx->indisvalid &&
+			heap_attisnull(tup, Anum_pg_index_indexprs, nullptr)) {
+			for (int k = 0; k < idx->indnkeyatts; k++)
+				attnums[n++] = idx->indkey.values[k];
+		}
+		ReleaseSysCache(tup);
+		if (n > 0)
+			break;
+	}
+	list_free(indexes);
+	return n;
 }
 
 void
@@ -301,7 +345,10 @@ CheckCitusTable(Relation rel, const ResolvedMapping *m)
 {
 	CitusDistribution dist = ReadCitusDistribution(RelationGetRelid(rel));
 	const MappedColumn *key = &m->columns[m->id_col];
-	if (dist.method == 'h' && dist.column != InvalidAttrNumber && dist.column != key->attnum) {
+	bool by_key = false;
+	for (int k = 0; k < m->nkeys; k++)
+		by_key |= m->columns[m->key_cols[k]].attnum == dist.column;
+	if (dist.method == 'h' && dist.column != InvalidAttrNumber && !by_key) {
 		const char *column = dist.column > 0 && dist.column <= RelationGetDescr(rel)->natts
 								 ? NameStr(TupleDescAttr(RelationGetDescr(rel), dist.column - 1)->attname)
 								 : "?";
@@ -380,8 +427,9 @@ BuildFieldMatcher(ResolvedMapping *m)
 } /* namespace */
 
 ResolvedMapping *
-ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
+ResolveMapping(Oid relid, Protocol protocol, const char *delete_mode, Jsonb *columns, Oid owner)
 {
+	bool stream = protocol == Protocol::Stream;
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -391,6 +439,7 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 
 	ResolvedMapping *m = (ResolvedMapping *) palloc0(sizeof(ResolvedMapping));
 	m->relid = relid;
+	m->protocol = protocol;
 	m->owner = owner;
 	m->hard_delete = strcmp(delete_mode, "hard") == 0;
 
@@ -423,11 +472,20 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 				 errdetail("System catalogs and sequin_sync's own tables cannot be targets.")));
 
 	CheckPrivileges(relid, owner, m->hard_delete, m->display_name);
-	CheckOverrides(rel, columns, m->display_name);
+	AttrNumber pk[INDEX_MAX_KEYS];
+	int npk = stream ? PrimaryKey(rel, pk) : 0;
+	if (stream && npk == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table %s has no primary key", m->display_name),
+				 errdetail("Sequin Stream messages are upserted on the target's primary key, filled from the record's fields of the same names."),
+				 errhint("Add the source table's key: ALTER TABLE %s ADD PRIMARY KEY (<key columns>).", m->display_name)));
+	CheckOverrides(rel, protocol, pk, npk, columns, m->display_name);
 
 	TupleDesc tupdesc = RelationGetDescr(rel);
 	m->columns = (MappedColumn *) palloc0(sizeof(MappedColumn) * tupdesc->natts);
 	m->id_col = m->idx_col = m->deleted_col = -1;
+	m->key_cols = (int *) palloc(sizeof(int) * Max(npk, 1));
 
 	for (int i = 0; i < tupdesc->natts; i++) {
 		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
@@ -444,7 +502,27 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 		col->attnum = att->attnum;
 		col->type = att->atttypid;
 		col->typmod = att->atttypmod;
-		if (has_override) {
+		col->key_slot = -1;
+		for (int k = 0; k < npk; k++)
+			if (pk[k] == att->attnum)
+				col->key_slot = k;
+		if (stream) {
+			/* the message's fields: record.<column> unless columns says otherwise */
+			if (has_override) {
+				col->source = SourceKind::Path;
+				col->path = pnstrdup(ov->val.string.val, ov->val.string.len);
+			} else if (col->key_slot < 0 && strcmp(name, "sequin_version") == 0) {
+				col->source = SourceKind::Version;
+			} else if (col->key_slot < 0 && strcmp(name, "deleted") == 0) {
+				col->source = SourceKind::Deleted;
+			} else {
+				col->source = SourceKind::DataField;
+				col->field_slot = m->nfields++;
+			}
+			col->from_data = col->source == SourceKind::DataField ||
+				(col->source == SourceKind::Path &&
+				 (strcmp(col->path, "record") == 0 || strncmp(col->path, "record.", 7) == 0));
+		} else if (has_override) {
 			col->source = SourceKind::Path;
 			col->path = pnstrdup(ov->val.string.val, ov->val.string.len);
 		} else if (strcmp(name, "deleted") == 0) {
@@ -457,12 +535,20 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 			col->source = SourceKind::DataField;
 			col->field_slot = m->nfields++;
 		}
-		col->from_data = col->source == SourceKind::DataField ||
-			(col->source == SourceKind::Path &&
-			 (strcmp(col->path, "data") == 0 || strncmp(col->path, "data.", 5) == 0));
+		if (!stream)
+			col->from_data = col->source == SourceKind::DataField ||
+				(col->source == SourceKind::Path &&
+				 (strcmp(col->path, "data") == 0 || strncmp(col->path, "data.", 5) == 0));
 		ResolveConversion(col);
 
-		if (strcmp(name, "id") == 0)
+		if (stream) {
+			if (col->key_slot >= 0)
+				m->key_cols[col->key_slot] = m->ncolumns;
+			else if (col->source == SourceKind::Version)
+				m->idx_col = m->ncolumns;
+			else if (col->source == SourceKind::Deleted)
+				m->deleted_col = m->ncolumns;
+		} else if (strcmp(name, "id") == 0)
 			m->id_col = m->ncolumns;
 		else if (strcmp(name, "updated_idx") == 0)
 			m->idx_col = m->ncolumns;
@@ -470,27 +556,48 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 			m->deleted_col = m->ncolumns;
 		m->ncolumns++;
 	}
+	if (stream) {
+		m->nkeys = npk;
+		m->id_col = m->key_cols[0];
+		if (m->idx_col < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("table %s has no column \"sequin_version\"", m->display_name),
+					 errdetail("The version guard keeps each change's commit_lsn * 2^32 + commit_idx there and only ever replaces a row with a newer version."),
+					 errhint("Add it: ALTER TABLE %s ADD COLUMN sequin_version numeric.", m->display_name)));
+		if (m->columns[m->idx_col].base_type != NUMERICOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"sequin_version\" of table %s has type %s", m->display_name,
+							format_type_be(m->columns[m->idx_col].type)),
+					 errdetail("Versions are commit_lsn * 2^32 + commit_idx, up to 96 bits: only numeric holds them exactly."),
+					 errhint("Use numeric: ALTER TABLE %s ALTER COLUMN sequin_version TYPE numeric.", m->display_name)));
+	} else if (m->id_col >= 0) {
+		m->nkeys = 1;
+		m->key_cols[0] = m->id_col;
+		m->columns[m->id_col].key_slot = 0;
+	}
 
-	if (m->id_col < 0)
+	if (!stream && m->id_col < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("table %s has no column \"id\"", m->display_name),
 				 errdetail("The record's id is the key of the target table."),
 				 errhint("Add it: ALTER TABLE %s ADD COLUMN id text PRIMARY KEY.", m->display_name)));
 	CheckCitusTable(rel, m);
-	if (!HasUniqueIndexOn(rel, m->columns[m->id_col].attnum))
+	if (!stream && !HasUniqueIndexOn(rel, m->columns[m->id_col].attnum))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
 				 errmsg("column \"id\" of table %s has no unique index", m->display_name),
 				 errdetail("Records are upserted on id, which needs a unique, non-partial index on that column alone."),
 				 errhint("Make it the primary key: ALTER TABLE %s ADD PRIMARY KEY (id).", m->display_name)));
-	if (m->idx_col < 0)
+	if (!stream && m->idx_col < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("table %s has no column \"updated_idx\"", m->display_name),
 				 errdetail("The version guard keeps each record's updated_idx there and only ever replaces a row with a newer version."),
 				 errhint("Add it: ALTER TABLE %s ADD COLUMN updated_idx bigint.", m->display_name)));
-	{
+	if (!stream) {
 		MappedColumn *idx = &m->columns[m->idx_col];
 		char category;
 		bool preferred;
@@ -508,7 +615,7 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("table %s has no column \"deleted\"", m->display_name),
-					 errdetail("Soft deletes keep a deleted record's row with deleted = true."),
+					 errdetail("Soft deletes keep a deleted %s's row with deleted = true.", stream ? "row" : "record"),
 					 errhint("Add it (ALTER TABLE %s ADD COLUMN deleted boolean), or map with delete_mode => 'hard'.",
 							 m->display_name)));
 		if (m->columns[m->deleted_col].base_type != BOOLOID)
@@ -516,17 +623,20 @@ ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
 					 errmsg("column \"deleted\" of table %s has type %s", m->display_name,
 							format_type_be(m->columns[m->deleted_col].type)),
-					 errdetail("Soft deletes store the record's deleted flag there."),
+					 errdetail("Soft deletes store whether the row was deleted there."),
 					 errhint("Use boolean: ALTER TABLE %s ALTER COLUMN deleted TYPE boolean USING deleted::boolean.",
 							 m->display_name)));
 	}
 
 	if (m->hard_delete) {
-		const MappedColumn *idcol = &m->columns[m->id_col];
-		Oid outfunc;
-		bool varlena;
-		getTypeOutputInfo(idcol->pass_as_text ? TEXTOID : idcol->type, &outfunc, &varlena);
-		fmgr_info(outfunc, &m->id_output);
+		m->key_output = (FmgrInfo *) palloc0(sizeof(FmgrInfo) * m->nkeys);
+		for (int k = 0; k < m->nkeys; k++) {
+			const MappedColumn *keycol = &m->columns[m->key_cols[k]];
+			Oid outfunc;
+			bool varlena;
+			getTypeOutputInfo(keycol->pass_as_text ? TEXTOID : keycol->type, &outfunc, &varlena);
+			fmgr_info(outfunc, &m->key_output[k]);
+		}
 	}
 	BuildFieldMatcher(m);
 	relation_close(rel, NoLock);
@@ -539,6 +649,7 @@ namespace {
 
 struct CachedMapping {
 	Oid			relid;			/* the key: the mapping as sequin_sync.mappings has it */
+	Protocol	protocol;
 	Oid			owner;
 	char	   *delete_mode;
 	Jsonb	   *columns;		/* NULL when the mapping has none */
@@ -588,9 +699,9 @@ InvalidateType(Datum arg, int cacheid, uint32 hashvalue)
 }
 
 bool
-SameMapping(const CachedMapping *e, Oid relid, const char *delete_mode, Jsonb *columns, Oid owner)
+SameMapping(const CachedMapping *e, Oid relid, Protocol protocol, const char *delete_mode, Jsonb *columns, Oid owner)
 {
-	if (e->relid != relid || e->owner != owner || strcmp(e->delete_mode, delete_mode) != 0)
+	if (e->relid != relid || e->protocol != protocol || e->owner != owner || strcmp(e->delete_mode, delete_mode) != 0)
 		return false;
 	if (e->columns == nullptr || columns == nullptr)
 		return e->columns == columns;
@@ -620,7 +731,8 @@ Retire(MemoryContext batch_cxt, bool all)
 } /* namespace */
 
 ResolvedMapping *
-ResolveMappingCached(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner, MemoryContext batch_cxt)
+ResolveMappingCached(Oid relid, Protocol protocol, const char *delete_mode, Jsonb *columns, Oid owner,
+					 MemoryContext batch_cxt)
 {
 	if (!callbacks_registered) {
 		CacheRegisterRelcacheCallback(InvalidateRelation, (Datum) 0);
@@ -640,7 +752,7 @@ ResolveMappingCached(Oid relid, const char *delete_mode, Jsonb *columns, Oid own
 	LockRelationOid(relid, AccessShareLock);
 	Retire(batch_cxt, false);
 	for (CachedMapping *e = cached_mappings; e != nullptr; e = e->next)
-		if (SameMapping(e, relid, delete_mode, columns, owner))
+		if (SameMapping(e, relid, protocol, delete_mode, columns, owner))
 			return e->map;
 	if (ncached_mappings >= kMaxCachedMappings)
 		Retire(batch_cxt, true);
@@ -650,8 +762,9 @@ ResolveMappingCached(Oid relid, const char *delete_mode, Jsonb *columns, Oid own
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	uint64 before = invalidations;
 	CachedMapping *e = (CachedMapping *) palloc0(sizeof(CachedMapping));
-	e->map = ResolveMapping(relid, delete_mode, columns, owner);
+	e->map = ResolveMapping(relid, protocol, delete_mode, columns, owner);
 	e->relid = relid;
+	e->protocol = protocol;
 	e->owner = owner;
 	e->delete_mode = pstrdup(delete_mode);
 	if (columns != nullptr) {

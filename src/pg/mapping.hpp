@@ -13,6 +13,7 @@
 #define SEQUIN_SYNC_MAPPING_HPP
 
 #include "core/convert_kind.hpp"
+/* core/protocol.hpp (Protocol) is included before postgres.h by the callers */
 
 namespace sequin_sync {
 
@@ -24,7 +25,8 @@ class FieldMatcher; /* core/record.hpp, included before postgres.h by the caller
 enum class SourceKind {
 	Path,		/* a dotted path from the record root (path, else alt_path) */
 	DataField,	/* data.<column name>, exactly or else ignoring case and underscores */
-	Deleted,	/* the record's validated deleted flag (false when absent) */
+	Deleted,	/* the record's validated deleted flag (false when absent); stream: action = delete */
+	Version,	/* stream: the message's commit_lsn * 2^32 + commit_idx, NULL for a read */
 };
 
 struct MappedColumn {
@@ -52,27 +54,35 @@ struct MappedColumn {
 	Oid			array_type;		/* array of the column's type, passed to unnest() */
 	bool		pass_as_text;	/* no usable array type (arrays of arrays): pass text, cast in SQL */
 	int			field_slot;		/* SourceKind::DataField: its slot in the mapping's fields */
+	int			key_slot;		/* its place in the key (ResolvedMapping::key_cols), else -1 */
 };
 
 struct ResolvedMapping {
 	Oid			relid;
+	Protocol	protocol;		/* the consumer's: how records name their columns and versions */
 	char	   *qualified_name;	/* schema-qualified, quoted */
 	char	   *display_name;	/* for messages: the table as the user wrote it */
 	bool		hard_delete;
 	Oid			owner;
 	int			ncolumns;
 	MappedColumn *columns;
-	int			id_col;			/* index into columns */
-	int			idx_col;
+	int			id_col;			/* v1: the id column (index into columns); stream: key_cols[0] */
+	int			idx_col;		/* the version: updated_idx (v1), sequin_version (stream) */
 	int			deleted_col;	/* -1 when the table has none (hard delete mode only) */
+	/*
+	 * The key rows are upserted on: v1's id; a stream mapping's primary key, its columns filled
+	 * from the record fields of the same names.  Indexes into columns, in the key's order.
+	 */
+	int			nkeys;
+	int		   *key_cols;
 	/*
 	 * The names of the DataField columns, normalised once: FieldMatcher::Match finds all of a
 	 * record's data fields in one walk (out[field_slot]).  Owned by the mapping's context.
 	 */
 	record::FieldMatcher *fields;
 	int			nfields;
-	FmgrInfo	id_output;		/* hard deletes: the id column's output function (the key of
-								 * tombstones and advisory locks) */
+	FmgrInfo   *key_output;		/* hard deletes: each key column's output function (the key
+								 * of tombstones and advisory locks), nkeys entries */
 };
 
 /*
@@ -80,7 +90,7 @@ struct ResolvedMapping {
  * Raises an error (undefined column, missing unique index, privileges of owner, ...) naming the
  * table and column, with a hint, when the mapping cannot work.
  */
-ResolvedMapping *ResolveMapping(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner);
+ResolvedMapping *ResolveMapping(Oid relid, Protocol protocol, const char *delete_mode, Jsonb *columns, Oid owner);
 
 /*
  * ResolveMapping for the apply engine, kept across batches by this backend: resolving costs
@@ -93,8 +103,8 @@ ResolvedMapping *ResolveMapping(Oid relid, const char *delete_mode, Jsonb *colum
  * ResolveMapping's, and a failed resolution is not kept.  A mapping that is given up stays
  * valid until batch_cxt goes (the batch's context), so a batch never loses its mapping.
  */
-ResolvedMapping *ResolveMappingCached(Oid relid, const char *delete_mode, Jsonb *columns, Oid owner,
-									  MemoryContext batch_cxt);
+ResolvedMapping *ResolveMappingCached(Oid relid, Protocol protocol, const char *delete_mode, Jsonb *columns,
+									  Oid owner, MemoryContext batch_cxt);
 
 } /* namespace sequin_sync */
 

@@ -35,6 +35,7 @@ struct WorkerSlot {
 	TimestampTz restart_after;
 	TimestampTz last_poll_at;
 	TimestampTz last_applied_at;
+	TimestampTz newest_commit_at;	/* stream: newest commit_timestamp applied, 0 when none */
 	TimestampTz last_error_at;
 	int64		acked_unflushed;	/* acknowledged, not yet added to consumer_stats */
 	bool		has_pending;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/endpoint.hpp"
+#include "core/protocol.hpp"
 #include "core/json_doc.hpp"
 
 extern "C" {
@@ -67,6 +68,10 @@ RequireArgument(FunctionCallInfo fcinfo, int argno, const char *name)
 }
 
 constexpr int kMaxBatchSize = 10000;
+/* Sequin Stream's limits on a receive (sequin-stream-api.md 1.4): max_batch_size 1..1000, and a
+ * wait_for of at least 500 ms when there is one. */
+constexpr int kMaxStreamBatchSize = 1000;
+constexpr int64 kMinStreamWaitForMs = 500;
 constexpr int kMaxWorkers = 64;
 constexpr int64 kMaxWaitForMs = 5 * 60 * 1000;
 
@@ -177,17 +182,24 @@ CheckToken(const char *token)
 }
 
 void
-CheckBatchSize(int32 batch_size)
+CheckBatchSize(int32 batch_size, Protocol protocol)
 {
 	if (batch_size < 1 || batch_size > kMaxBatchSize)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid batch_size %d", batch_size),
 				 errdetail("batch_size must be between 1 and %d.", kMaxBatchSize)));
+	if (protocol == Protocol::Stream && batch_size > kMaxStreamBatchSize)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid batch_size %d for a Sequin Stream consumer", batch_size),
+				 errdetail("Sequin Stream receives at most %d messages per request and refuses a larger max_batch_size.",
+						   kMaxStreamBatchSize),
+				 errhint("Use batch_size => %d, and workers => 2 or more for more throughput.", kMaxStreamBatchSize)));
 }
 
 void
-CheckWaitFor(const Interval *wait_for)
+CheckWaitFor(const Interval *wait_for, Protocol protocol)
 {
 	int64 ms = -1;
 	if (wait_for->month == 0 && wait_for->day >= 0 && wait_for->day <= 1)
@@ -198,6 +210,49 @@ CheckWaitFor(const Interval *wait_for)
 				 errmsg("invalid wait_for %s",
 						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(wait_for)))),
 				 errdetail("wait_for, how long the server may hold a request open, must be between 0 and 5 minutes.")));
+	if (protocol == Protocol::Stream && ms > 0 && ms < kMinStreamWaitForMs)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid wait_for %s for a Sequin Stream consumer",
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(wait_for)))),
+				 errdetail("Sequin Stream refuses a wait_for under %d milliseconds; 0 asks without waiting.",
+						   (int) kMinStreamWaitForMs),
+				 errhint("Use wait_for => '5 seconds', or 0.")));
+}
+
+/*
+ * The protocol create_consumer and alter_consumer store: the one named, or else the one the
+ * endpoint's path names (protocol.hpp, DetectProtocol).
+ */
+Protocol
+ChooseProtocol(const char *name, const char *endpoint, const Protocol *current)
+{
+	Protocol protocol = Protocol::V1;
+	if (name != nullptr) {
+		if (!ParseProtocol(name, &protocol))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid protocol \"%s\"", name),
+					 errdetail("protocol is \"v1\" (Sequin's record consumers, /v1/http-consumers/<id>) or \"stream\" (Sequin Stream, /api/sequin_streams/<id-or-name>)."),
+					 errhint("Pass protocol => 'v1' or protocol => 'stream', or NULL to tell it from the endpoint.")));
+		return protocol;
+	}
+	if (endpoint != nullptr && DetectProtocol(endpoint, &protocol))
+		return protocol;
+	if (current != nullptr)
+		return *current;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("cannot tell the protocol of endpoint \"%s\"", endpoint),
+			 errdetail("Its path is neither a Sequin Stream consumer's (/api/sequin_streams/<id-or-name> or /api/http_pull_consumers/<id-or-name>) nor a record consumer's (/v1/http-consumers/<id>)."),
+			 errhint("Pass protocol => 'stream' or protocol => 'v1'.")));
+	return protocol;
+}
+
+Protocol
+ConsumerProtocol(const ConsumerInfo *consumer)
+{
+	return consumer->stream ? Protocol::Stream : Protocol::V1;
 }
 
 void
@@ -222,6 +277,19 @@ CheckCollection(const char *collection)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid collection \"%s\"", collection),
 				 errdetail("A collection is the record's collection_id, such as \"stripe:customer\": 1 to 255 printable characters.")));
+}
+
+/* A stream message's collection is its source table, "<table_schema>.<table_name>". */
+void
+CheckStreamCollection(const char *collection)
+{
+	const char *dot = strchr(collection, '.');
+	if (dot == nullptr || dot == collection || dot[1] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid collection \"%s\" for a Sequin Stream consumer", collection),
+				 errdetail("A Sequin Stream message's collection is its source table, \"<table_schema>.<table_name>\"."),
+				 errhint("Map the source table by its schema and name, such as 'public.orders'.")));
 }
 
 const char *
@@ -300,12 +368,14 @@ sequin_sync_create_consumer(PG_FUNCTION_ARGS)
 	int32 batch_size = PG_GETARG_INT32(3);
 	Interval *wait_for = PG_GETARG_INTERVAL_P(4);
 	int32 workers = PG_GETARG_INT32(5);
+	const char *protocol_name = PG_NARGS() > 6 && !PG_ARGISNULL(6) ? text_to_cstring(PG_GETARG_TEXT_PP(6)) : nullptr;
 
 	CheckConsumerName(name);
 	char *normalized = CheckEndpoint(endpoint);
+	Protocol protocol = ChooseProtocol(protocol_name, normalized, nullptr);
 	CheckToken(token);
-	CheckBatchSize(batch_size);
-	CheckWaitFor(wait_for);
+	CheckBatchSize(batch_size, protocol);
+	CheckWaitFor(wait_for, protocol);
 	CheckWorkers(workers);
 
 	int nest_level = BeginSafeSearchPath();
@@ -315,13 +385,13 @@ sequin_sync_create_consumer(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("consumer \"%s\" already exists", name),
 				 errhint("Change it with sequin_sync.alter_consumer(), or choose another name.")));
-	Oid types[7] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INTERVALOID, INT4OID, OIDOID};
-	Datum values[7] = {CStringGetTextDatum(name), CStringGetTextDatum(normalized), CStringGetTextDatum(token),
+	Oid types[8] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INTERVALOID, INT4OID, OIDOID, TEXTOID};
+	Datum values[8] = {CStringGetTextDatum(name), CStringGetTextDatum(normalized), CStringGetTextDatum(token),
 					   Int32GetDatum(batch_size), IntervalPGetDatum(wait_for), Int32GetDatum(workers),
-					   ObjectIdGetDatum(GetUserId())};
-	ExecAsOwner(name, "INSERT INTO sequin_sync.consumers (name, endpoint, token, batch_size, wait_for, workers, owner) "
-				"VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regrole)",
-				7, types, values, nullptr);
+					   ObjectIdGetDatum(GetUserId()), CStringGetTextDatum(ProtocolName(protocol))};
+	ExecAsOwner(name, "INSERT INTO sequin_sync.consumers (name, endpoint, token, batch_size, wait_for, workers, owner, protocol) "
+				"VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regrole, $8)",
+				8, types, values, nullptr);
 	CloseConsumer(nest_level);
 	PG_RETURN_VOID();
 }
@@ -330,33 +400,52 @@ extern "C" Datum
 sequin_sync_alter_consumer(PG_FUNCTION_ARGS)
 {
 	char *endpoint = PG_ARGISNULL(1) ? nullptr : CheckEndpoint(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	bool has_protocol = PG_NARGS() > 6 && !PG_ARGISNULL(6);
+	const char *protocol_name = has_protocol ? text_to_cstring(PG_GETARG_TEXT_PP(6)) : nullptr;
+	if (protocol_name != nullptr)
+		(void) ChooseProtocol(protocol_name, nullptr, nullptr);
 	if (!PG_ARGISNULL(2))
 		CheckToken(text_to_cstring(PG_GETARG_TEXT_PP(2)));
 	if (!PG_ARGISNULL(3))
-		CheckBatchSize(PG_GETARG_INT32(3));
+		CheckBatchSize(PG_GETARG_INT32(3), Protocol::V1);
 	if (!PG_ARGISNULL(4))
-		CheckWaitFor(PG_GETARG_INTERVAL_P(4));
+		CheckWaitFor(PG_GETARG_INTERVAL_P(4), Protocol::V1);
 	if (!PG_ARGISNULL(5))
 		CheckWorkers(PG_GETARG_INT32(5));
 
 	int nest_level;
 	ConsumerInfo *consumer = OpenConsumer(fcinfo, &nest_level);
-	Oid types[6] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INTERVALOID, INT4OID};
-	Datum values[6] = {CStringGetTextDatum(consumer->name),
+	Protocol current = ConsumerProtocol(consumer);
+	/* a new endpoint names its protocol unless protocol does; an endpoint of neither form keeps it */
+	Protocol protocol = (protocol_name != nullptr || endpoint != nullptr)
+							? ChooseProtocol(protocol_name, endpoint, &current)
+							: current;
+	Oid types[7] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INTERVALOID, INT4OID, TEXTOID};
+	Datum values[7] = {CStringGetTextDatum(consumer->name),
 					   endpoint ? CStringGetTextDatum(endpoint) : (Datum) 0,
 					   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
 					   PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3),
 					   PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4),
-					   PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5)};
-	char nulls[7] = "      ";
+					   PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
+					   CStringGetTextDatum(ProtocolName(protocol))};
+	char nulls[8] = "       ";
 	nulls[1] = endpoint ? ' ' : 'n';
 	for (int i = 2; i <= 5; i++)
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
 	ExecAsOwner(consumer->name, "UPDATE sequin_sync.consumers SET "
 				"endpoint = COALESCE($2, endpoint), token = COALESCE($3, token), "
 				"batch_size = COALESCE($4, batch_size), wait_for = COALESCE($5, wait_for), "
-				"workers = COALESCE($6, workers), updated_at = pg_catalog.now() WHERE name = $1",
-				6, types, values, nulls);
+				"workers = COALESCE($6, workers), protocol = $7, updated_at = pg_catalog.now() WHERE name = $1 "
+				"RETURNING batch_size, wait_for",
+				7, types, values, nulls);
+	/* the consumer's settings, new and kept, must suit its protocol (an error undoes the update) */
+	if (SPI_processed == 1) {
+		bool isnull;
+		int32 batch_size = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		Interval *wait_for = DatumGetIntervalP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		CheckBatchSize(batch_size, protocol);
+		CheckWaitFor(wait_for, protocol);
+	}
 	CloseConsumer(nest_level);
 	PG_RETURN_VOID();
 }
@@ -393,17 +482,23 @@ sequin_sync_map_collection(PG_FUNCTION_ARGS)
 	RequireArgument(fcinfo, 0, "consumer");
 	RequireArgument(fcinfo, 1, "collection");
 	RequireArgument(fcinfo, 2, "target");
-	RequireArgument(fcinfo, 3, "delete_mode");
 	char *collection = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	Oid target = PG_GETARG_OID(2);
-	const char *delete_mode = CheckDeleteMode(text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	const char *delete_mode = PG_ARGISNULL(3) ? nullptr : CheckDeleteMode(text_to_cstring(PG_GETARG_TEXT_PP(3)));
 	Jsonb *columns = PG_ARGISNULL(4) ? nullptr : PG_GETARG_JSONB_P(4);
 	CheckCollection(collection);
 
 	int nest_level;
 	ConsumerInfo *consumer = OpenConsumer(fcinfo, &nest_level);
+	Protocol protocol = ConsumerProtocol(consumer);
+	if (protocol == Protocol::Stream)
+		CheckStreamCollection(collection);
+	/* a record consumer's records say deleted = true (soft, by default); a stream's deletes
+	 * remove the source's row (hard, by default, with tombstones) */
+	if (delete_mode == nullptr)
+		delete_mode = protocol == Protocol::Stream ? "hard" : "soft";
 	/* Checked as the caller: the mapping's owner, whose privileges records are applied with. */
-	(void) ResolveMapping(target, delete_mode, columns, GetUserId());
+	(void) ResolveMapping(target, protocol, delete_mode, columns, GetUserId());
 
 	Oid types[6] = {TEXTOID, TEXTOID, OIDOID, TEXTOID, JSONBOID, OIDOID};
 	Datum values[6] = {CStringGetTextDatum(consumer->name), CStringGetTextDatum(collection),
@@ -477,7 +572,7 @@ sequin_sync_apply(PG_FUNCTION_ARGS)
 		nodes[n++] = r;
 
 	ApplyBatch batch;
-	InitBatch(&batch, consumer->name, doc, nodes, n, cxt);
+	InitBatch(&batch, consumer->name, ConsumerProtocol(consumer), doc, nodes, n, cxt);
 	RoleSwitch rs;
 	BeginAsRole(&rs, ExtensionOwner(), false);
 	ApplyRecords(&batch);
@@ -573,7 +668,8 @@ sequin_sync_retry_dead_letters(PG_FUNCTION_ARGS)
 			elog(ERROR, "dead letters of consumer \"%s\" did not parse as %lu records", names[c], (unsigned long) n);
 
 		ApplyBatch batch;
-		InitBatch(&batch, names[c], doc, nodes, k, batch_cxt);
+		InitBatch(&batch, names[c], ConsumerProtocol(LookupConsumer(names[c], false)), doc, nodes, k, batch_cxt);
+		batch.retry = true;
 		ApplyRecords(&batch);
 
 		for (int i = 0; i < k; i++) {

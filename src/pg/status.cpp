@@ -46,8 +46,8 @@ sequin_sync_worker_status(PG_FUNCTION_ARGS)
 		WorkerSlot *s = &copy[i];
 		if (!s->in_use)
 			continue;
-		Datum values[10];
-		bool nulls[10] = {false};
+		Datum values[11];
+		bool nulls[11] = {false};
 		values[0] = CStringGetTextDatum(s->consumer);
 		values[1] = Int32GetDatum(s->index);
 		values[2] = Int32GetDatum(s->pid);
@@ -64,6 +64,8 @@ sequin_sync_worker_status(PG_FUNCTION_ARGS)
 		values[8] = TimestampTzGetDatum(s->last_error_at);
 		nulls[8] = s->last_error_at == 0;
 		values[9] = Int64GetDatum(s->acked_unflushed);
+		values[10] = TimestampTzGetDatum(s->newest_commit_at);
+		nulls[10] = s->newest_commit_at == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

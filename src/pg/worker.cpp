@@ -23,6 +23,7 @@
 #include <string>
 
 #include "core/endpoint.hpp"
+#include "core/protocol.hpp"
 #include "core/pull_session.hpp"
 
 extern "C" {
@@ -64,6 +65,9 @@ namespace sequin_sync {
 
 namespace {
 
+/* The pause after an empty Sequin Stream reply that came back sooner than this (see GoIdle). */
+constexpr long kStreamEmptyPauseMs = 500;
+
 /* Who this worker is: set once at start. */
 int my_slot = -1;
 char consumer_name[NAMEDATALEN];
@@ -75,6 +79,7 @@ struct ConsumerConfig {
 	char	   *token;			/* in TopMemoryContext, wiped on reload */
 	int			batch_size;
 	int			wait_for_ms;
+	Protocol	protocol;		/* v1 records or Sequin Stream messages */
 };
 
 /*
@@ -306,7 +311,7 @@ LoadConfig(ConsumerConfig *config)
 		Oid types[1] = {TEXTOID};
 		Datum values[1] = {CStringGetTextDatum(consumer_name)};
 		SpiExec("SELECT endpoint, token, batch_size, "
-				"(EXTRACT(epoch FROM wait_for) * 1000)::pg_catalog.int4, workers, paused "
+				"(EXTRACT(epoch FROM wait_for) * 1000)::pg_catalog.int4, workers, paused, protocol "
 				"FROM sequin_sync.consumers WHERE name = $1",
 				1, types, values, nullptr, true, 1);
 		if (SPI_processed == 1) {
@@ -317,9 +322,12 @@ LoadConfig(ConsumerConfig *config)
 			const char *token = SPI_getvalue(tup, desc, 2);
 			int workers = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 			bool paused = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+			Protocol protocol = Protocol::V1;
+			(void) ParseProtocol(SPI_getvalue(tup, desc, 7), &protocol);
 			config->found = !paused && shared->slots[my_slot].index < workers;
 			renew = !config->found || !was_found || strcmp(endpoint, config->endpoint) != 0 ||
-					config->token == nullptr || strcmp(token, config->token) != 0;
+					config->token == nullptr || strcmp(token, config->token) != 0 || protocol != config->protocol;
+			config->protocol = protocol;
 			if (renew) {
 				if (config->token != nullptr) {
 					memset(config->token, 0, strlen(config->token));
@@ -342,6 +350,7 @@ LoadConfig(ConsumerConfig *config)
 struct BatchOutcome {
 	bool		ok;
 	ApplyCounts counts;
+	TimestampTz newest_commit_at;
 	char		error[kErrorLen];
 };
 
@@ -375,11 +384,13 @@ UpdateStats(const ApplyCounts *c, int64 received, int64 acked)
  * the worker carries on with the next batch.
  */
 void
-ApplyBatchInTransaction(PullSession *session, MemoryContext batch_cxt, int64 acked_before, BatchOutcome *out)
+ApplyBatchInTransaction(PullSession *session, Protocol protocol, MemoryContext batch_cxt, int64 acked_before,
+						BatchOutcome *out)
 {
 	MemoryContext old = CurrentMemoryContext;
 	out->ok = false;
 	memset(&out->counts, 0, sizeof(out->counts));
+	out->newest_commit_at = 0;
 	out->error[0] = '\0';
 
 	SetCurrentStatementStartTimestamp();
@@ -394,11 +405,12 @@ ApplyBatchInTransaction(PullSession *session, MemoryContext batch_cxt, int64 ack
 		BeginAsRole(&rs, ExtensionOwner(), false);
 		MemoryContextSwitchTo(batch_cxt);
 		ApplyBatch batch;
-		InitBatch(&batch, consumer_name, session->Doc(), session->Records(), session->Count(), batch_cxt);
+		InitBatch(&batch, consumer_name, protocol, session->Doc(), session->Records(), session->Count(), batch_cxt);
 		ApplyRecords(&batch);
 		WriteDeadLetters(&batch);
 		UpdateStats(&batch.counts, session->Count(), acked_before);
 		out->counts = batch.counts;
+		out->newest_commit_at = batch.newest_commit_at;
 		EndAsRole(&rs);
 		EndSafeSearchPath(nest_level);
 		SpiFinish();
@@ -586,6 +598,7 @@ EnsureSession(Worker *w)
 	sc.poll_margin_ms = poll_margin_ms;
 	sc.max_response_size = (size_t) max_response_size_kb * 1024;
 	sc.ca_file = ca_file;
+	sc.protocol = w->config.protocol;
 	char error[kErrorLen];
 	w->session = PullSession::Create(sc, error, sizeof(error));
 	if (w->session == nullptr) {
@@ -644,14 +657,21 @@ HandlePullFailure(Worker *w, PullStatus status)
 	Sleep(w, wait_ms);
 }
 
-/* An empty batch: nothing is arriving, so the acks counted so far are recorded now. */
+/*
+ * An empty batch: nothing is arriving, so the acks counted so far are recorded now.  Sequin
+ * Stream's long poll returns at once, empty, while any message of the consumer is in flight
+ * (another worker's, or one waiting for its visibility timeout), so an empty reply that came
+ * back quickly is followed by a pause instead of the next poll (sequin-stream-api.md 1.4).
+ */
 void
-GoIdle(Worker *w)
+GoIdle(Worker *w, long pull_ms)
 {
 	w->failures = 0;
 	w->acks.AwaitAndCount(w->session);
 	w->acks.CommitNow();
 	ReportState(WorkerState::Idle, nullptr);
+	if (w->config.protocol == Protocol::Stream && pull_ms < kStreamEmptyPauseMs)
+		Sleep(w, kStreamEmptyPauseMs);
 }
 
 /*
@@ -673,7 +693,7 @@ ApplyThenAcknowledge(Worker *w)
 	 */
 	w->acks.AwaitAndCount(session);
 	BatchOutcome outcome;
-	ApplyBatchInTransaction(session, w->batch_cxt, w->acks.unrecorded, &outcome);
+	ApplyBatchInTransaction(session, w->config.protocol, w->batch_cxt, w->acks.unrecorded, &outcome);
 	if (!outcome.ok) {
 		if (!session->NackAll())
 			ereport(LOG, (errmsg("sequin_sync consumer \"%s\": %s", consumer_name, session->LastError())));
@@ -685,7 +705,12 @@ ApplyThenAcknowledge(Worker *w)
 	}
 	w->acks.CommittedWithBatch();
 	TimestampTz now = GetCurrentTimestamp();
-	UpdateSlot([now](WorkerSlot *s) { s->last_applied_at = now; });
+	TimestampTz newest = outcome.newest_commit_at;
+	UpdateSlot([now, newest](WorkerSlot *s) {
+		s->last_applied_at = now;
+		if (newest > s->newest_commit_at)
+			s->newest_commit_at = newest;
+	});
 
 	/* Committed: now, and only now, acknowledge.  The ack travels while the loop goes on. */
 	session->StartAck();
@@ -717,13 +742,14 @@ sequin_sync_worker_main(Datum arg)
 		WaitOnLatch(0);			/* no wait: serve interrupts, leave if the postmaster died */
 		if (!EnsureSession(w))
 			continue;			/* paused, refused or failing; it has waited */
+		TimestampTz pull_start = GetCurrentTimestamp();
 		PullStatus status = Pull(w);
 		if (status == PullStatus::Aborted)
 			continue;			/* SIGTERM, a change, an interrupt, the postmaster's death */
 		if (status != PullStatus::Ok)
 			HandlePullFailure(w, status);
 		else if (w->session->Count() == 0)
-			GoIdle(w);
+			GoIdle(w, (long) ((GetCurrentTimestamp() - pull_start) / 1000));
 		else
 			ApplyThenAcknowledge(w);
 	}
