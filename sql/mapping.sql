@@ -38,7 +38,10 @@ SELECT sequin_sync.map_collection('c', 'x', 'deleted_text');
 
 -- arguments
 SELECT sequin_sync.map_collection('c', 'x', 'good', delete_mode => 'purge');
+-- delete_mode => NULL is the protocol's default: soft for a record consumer
 SELECT sequin_sync.map_collection('c', 'x', 'good', delete_mode => NULL);
+SELECT delete_mode FROM sequin_sync.mappings WHERE collection = 'x';
+SELECT sequin_sync.unmap_collection('c', 'x');
 SELECT sequin_sync.map_collection('c', '', 'good');
 SELECT sequin_sync.map_collection('c', NULL, 'good');
 SELECT sequin_sync.map_collection('c', 'x', NULL);

@@ -341,13 +341,18 @@ Reduce(Engine *e, Group *g)
 	g->nrecs = kept;
 }
 
-/* Drops the records of a group whose status is no longer pending. */
+/*
+ * Drops the records of a group that are no longer sent: skipped, or parked.  A message's two
+ * records (an update that changes its key: the upsert and the old key's delete) are skipped
+ * each on its own - the new key's row may be newer while the old key's delete must still happen
+ * - but parked together.
+ */
 void
 Compact(Engine *e, Group *g)
 {
 	int kept = 0;
 	for (int i = 0; i < g->nrecs; i++)
-		if (!g->recs[i]->dropped && e->batch->results[g->recs[i]->index].status == RecordStatus::Applied)
+		if (!g->recs[i]->dropped && e->batch->results[g->recs[i]->index].status != RecordStatus::Failed)
 			g->recs[kept++] = g->recs[i];
 	g->nrecs = kept;
 }
@@ -744,10 +749,13 @@ BuildUpsert(Stmt *s)
 	const char *deleted = m->hard_delete ? "false"
 										 : psprintf("COALESCE(t.%s, false)",
 													quote_identifier(m->columns[m->deleted_col].name));
-	StringInfoData ecols; /* the key's columns of s */
+	StringInfoData ecols, ecmatch; /* the key's columns of s, and e (which has their names) joined to s */
 	initStringInfo(&ecols);
-	for (int k = 0; k < m->nkeys; k++)
+	initStringInfo(&ecmatch);
+	for (int k = 0; k < m->nkeys; k++) {
 		appendStringInfo(&ecols, "%ss.c%d", k ? ", " : "", key_arg[k]);
+		appendStringInfo(&ecmatch, "%se.c%d = s.c%d", k ? " AND " : "", key_arg[k], key_arg[k]);
+	}
 	if (s->kind == StmtKind::Upsert) {
 		appendStringInfo(&sql,
 						 "WITH w AS (INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS s(%s) "
@@ -769,7 +777,7 @@ BuildUpsert(Stmt *s)
 						 sel.data, args.data, aliases.data,
 						 ecols.data, m->qualified_name, KeyMatch(m, "x", "s", key_arg),
 						 m->qualified_name, update_set.data, KeyMatch(m, "t", "s", key_arg), idx, idx, idx_arg, deleted,
-						 m->qualified_name, names.data, plain.data, KeyMatch(m, "e", "s", key_arg), key_arg[0],
+						 m->qualified_name, names.data, plain.data, ecmatch.data, key_arg[0],
 						 conflict.data, set.data, idx, idx, idx, deleted);
 	} else {
 		/*

@@ -64,7 +64,10 @@ LookupConsumer(const char *name, bool missing_ok)
 	BeginAsRole(&rs, ExtensionOwner(), false);
 	Oid argtypes[1] = {TEXTOID};
 	Datum values[1] = {CStringGetTextDatum(name)};
-	SpiExec("SELECT owner::pg_catalog.oid, paused, protocol OPERATOR(pg_catalog.=) 'stream' FROM sequin_sync.consumers WHERE name = $1",
+	/* protocol through to_jsonb: tables of an older version (before ALTER EXTENSION UPDATE) lack it */
+	SpiExec("SELECT owner::pg_catalog.oid, paused, "
+			"(pg_catalog.to_jsonb(c) OPERATOR(pg_catalog.->>) 'protocol') IS NOT DISTINCT FROM 'stream' "
+			"FROM sequin_sync.consumers c WHERE name = $1",
 			1, argtypes, values, nullptr, true, 1);
 	EndAsRole(&rs);
 	if (SPI_processed == 0) {

@@ -623,7 +623,8 @@ ResolveMapping(Oid relid, Protocol protocol, const char *delete_mode, Jsonb *col
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
 					 errmsg("column \"deleted\" of table %s has type %s", m->display_name,
 							format_type_be(m->columns[m->deleted_col].type)),
-					 errdetail("Soft deletes store whether the row was deleted there."),
+					 stream ? errdetail("Soft deletes store whether the row was deleted there.")
+							: errdetail("Soft deletes store the record's deleted flag there."),
 					 errhint("Use boolean: ALTER TABLE %s ALTER COLUMN deleted TYPE boolean USING deleted::boolean.",
 							 m->display_name)));
 	}

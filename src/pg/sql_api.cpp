@@ -389,9 +389,15 @@ sequin_sync_create_consumer(PG_FUNCTION_ARGS)
 	Datum values[8] = {CStringGetTextDatum(name), CStringGetTextDatum(normalized), CStringGetTextDatum(token),
 					   Int32GetDatum(batch_size), IntervalPGetDatum(wait_for), Int32GetDatum(workers),
 					   ObjectIdGetDatum(GetUserId()), CStringGetTextDatum(ProtocolName(protocol))};
-	ExecAsOwner(name, "INSERT INTO sequin_sync.consumers (name, endpoint, token, batch_size, wait_for, workers, owner, protocol) "
-				"VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regrole, $8)",
-				8, types, values, nullptr);
+	/* v1 is the column's default: said only for stream, so tables before 0.3.0 still take a v1 consumer */
+	if (protocol == Protocol::Stream)
+		ExecAsOwner(name, "INSERT INTO sequin_sync.consumers (name, endpoint, token, batch_size, wait_for, workers, owner, protocol) "
+					"VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regrole, $8)",
+					8, types, values, nullptr);
+	else
+		ExecAsOwner(name, "INSERT INTO sequin_sync.consumers (name, endpoint, token, batch_size, wait_for, workers, owner) "
+					"VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.regrole)",
+					7, types, values, nullptr);
 	CloseConsumer(nest_level);
 	PG_RETURN_VOID();
 }
@@ -432,12 +438,19 @@ sequin_sync_alter_consumer(PG_FUNCTION_ARGS)
 	nulls[1] = endpoint ? ' ' : 'n';
 	for (int i = 2; i <= 5; i++)
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
-	ExecAsOwner(consumer->name, "UPDATE sequin_sync.consumers SET "
-				"endpoint = COALESCE($2, endpoint), token = COALESCE($3, token), "
-				"batch_size = COALESCE($4, batch_size), wait_for = COALESCE($5, wait_for), "
-				"workers = COALESCE($6, workers), protocol = $7, updated_at = pg_catalog.now() WHERE name = $1 "
-				"RETURNING batch_size, wait_for",
-				7, types, values, nulls);
+	/* protocol is written only when it changes, so tables before 0.3.0 still take the rest */
+	ExecAsOwner(consumer->name, protocol != current
+				? "UPDATE sequin_sync.consumers SET "
+				  "endpoint = COALESCE($2, endpoint), token = COALESCE($3, token), "
+				  "batch_size = COALESCE($4, batch_size), wait_for = COALESCE($5, wait_for), "
+				  "workers = COALESCE($6, workers), protocol = $7, updated_at = pg_catalog.now() WHERE name = $1 "
+				  "RETURNING batch_size, wait_for"
+				: "UPDATE sequin_sync.consumers SET "
+				  "endpoint = COALESCE($2, endpoint), token = COALESCE($3, token), "
+				  "batch_size = COALESCE($4, batch_size), wait_for = COALESCE($5, wait_for), "
+				  "workers = COALESCE($6, workers), updated_at = pg_catalog.now() WHERE name = $1 "
+				  "RETURNING batch_size, wait_for",
+				protocol != current ? 7 : 6, types, values, nulls);
 	/* the consumer's settings, new and kept, must suit its protocol (an error undoes the update) */
 	if (SPI_processed == 1) {
 		bool isnull;

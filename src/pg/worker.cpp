@@ -311,8 +311,9 @@ LoadConfig(ConsumerConfig *config)
 		Oid types[1] = {TEXTOID};
 		Datum values[1] = {CStringGetTextDatum(consumer_name)};
 		SpiExec("SELECT endpoint, token, batch_size, "
-				"(EXTRACT(epoch FROM wait_for) * 1000)::pg_catalog.int4, workers, paused, protocol "
-				"FROM sequin_sync.consumers WHERE name = $1",
+				"(EXTRACT(epoch FROM wait_for) * 1000)::pg_catalog.int4, workers, paused, "
+				"COALESCE(pg_catalog.to_jsonb(c) OPERATOR(pg_catalog.->>) 'protocol', 'v1') "
+				"FROM sequin_sync.consumers c WHERE name = $1",
 				1, types, values, nullptr, true, 1);
 		if (SPI_processed == 1) {
 			HeapTuple tup = SPI_tuptable->vals[0];
