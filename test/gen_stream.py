@@ -16,6 +16,7 @@ What it simulates (../shared/sequin-stream-api.md §2):
     (and null old values for the non-key columns that have values);
     --full (REPLICA IDENTITY FULL): updates' changes hold the old values of changed columns,
     deletes the whole old row, never "unchanged_toast";
+  * (without a backfill, --no-backfill, the table starts empty);
   * a backfill that starts after `backfill_after` transactions and reads `page_size` rows per
     page in key order, one page every `page_every` transactions (DBLog watermarks): a read is the
     row's state at its page, action "read", commit_lsn/commit_idx null, commit_timestamp the
@@ -285,7 +286,8 @@ def generate(seed=1, rows=20, txns=50, composite=False, full=False, backfill=Tru
         raise ValueError("toast_on_key_change and interleave cannot be combined")
     rng = random.Random(seed)
     h = _History(rng, composite, full, lsn_start)
-    for _ in range(rows):                        # before the sink: no messages for these
+    # Rows from before the sink reach it only through the backfill: without one, none.
+    for _ in range(rows if backfill else 0):     # before the sink: no messages for these
         key = h.new_key()
         h.rows[key] = h.record(key, h.values())
     cursor = None
