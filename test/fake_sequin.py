@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """
-fake_sequin.py - a test double of Sequin's Generation-1 record consumer API.
+fake_sequin.py - a test double of Sequin's Generation-1 record consumer API and of Sequin Stream.
 
 sequin_sync pulls records from `<endpoint>/next`, applies them, then calls `<endpoint>/ack` (or
 `/nack`), where the endpoint is `<base>/v1/http-consumers/<consumer-id>`.  This server plays
@@ -56,6 +56,54 @@ An unauthenticated admin API (JSON in and out) drives it from tests:
                                           ...]} (see RequestLog)
   POST   /admin/reset                     forget every consumer and the recorded requests
   GET    /admin/health                    200 {"ok": true}
+
+Sequin Stream ("Generation 3", ../shared/sequin-stream-api.md; see StreamConsumer): a consumer
+created with "protocol": "stream" is served on
+
+  GET|POST /api/sequin_streams/<uuid-or-name>/receive   (and /api/http_pull_consumers/...)
+        {"max_batch_size": 1..1000 (default 1; deprecated "batch_size" wins),
+         "wait_for": 500..300000 ms or "60s"/"5m"/"1000ms" (omitted: no wait)}
+        -> 200 {"data": [{"ack_id": UUIDv4, "data": {record, changes, action, metadata}}]}
+  POST .../ack and .../nack   {"ack_ids": [UUID, ...]} -> 200 {"success": true}, unknown or
+        double ids included
+  with Sequin's checks and bodies, in its order: malformed JSON 400 {"errors": ...}, a non-JSON
+  Accept 406, 401 {"summary"} (exactly one "Bearer <token>" header; a token no stream consumer
+  has), POST without application/json 400, 404 {"summary": "Not found: ..."} for a name/uuid
+  the token's consumers lack, then the 400s for max_batch_size, wait_for, ack_ids.  Never 429
+  unless injected.  Admin API for stream consumers:
+
+  POST   /admin/consumers                 {"id", "token", "protocol": "stream", "name": id,
+                                           "uuid": random v4, "ack_wait_ms": 30000,
+                                           "paused": false, "message_grouping": true,
+                                           "consumer_annotations": null, "database": {...},
+                                           "backfill_id", "purge": false}; an update keeps the
+                                           settings it does not name (uuid included); changing
+                                           a consumer's protocol needs "purge": true
+  POST   /admin/consumers/<cid>/publish   a JSON array of data objects; missing metadata keys
+                                          are filled in (consumer, database, idempotency_key,
+                                          commit_timestamp, null otherwise), complete ones are
+                                          stored byte for byte; a change needs integer
+                                          commit_lsn/commit_idx, a read none.  A change already
+                                          in the store (same cursor) is dropped.
+                                          -> {"published": n, "deduplicated": k}
+  POST   /admin/consumers/<cid>/publish_raw  {"messages": [{"text"|"b64", "group": str|null,
+                                          "cursor": [lsn, idx]|null}]}: anything, byte for byte
+  GET    /admin/consumers/<cid>/stats     published, delivered, redelivered, acked, nacked,
+                                          expired, unknown_acks, replayed, empty_replies,
+                                          in_flight, pending, outstanding, groups, ...
+  GET    /admin/consumers/<cid>/messages  the store in cursor order: ack_id, group, cursor,
+                                          in_flight, deliveries, data
+  POST   /admin/consumers/<cid>/restart   {"replay_acked": 0, "keep_ack_ids": false}: a Sequin
+                                          restart: nothing in flight, new ack_ids (old ones are
+                                          silent no-ops), the last n acked messages come back
+  POST   /admin/consumers/<cid>/faults    v1's faults (status_for_next and slow_ms act on
+                                          /receive; "duplicate" = one message twice under its one
+                                          ack_id) plus "replay": per receive, the probability
+                                          that a recently acked message returns, new ack_id
+  .../script, GET /admin/consumers/<cid>/requests: as v1 (op "receive" = "next"); request log
+                                          entries are {"kind": "receive"|"ack"|"nack", "t",
+                                          "conn", "method", "prefix", "params", "status",
+                                          "max_batch_size", "wait_for", "messages"|"ack_ids"}
 
 Standard library only.  Run:
 

@@ -1686,3 +1686,22 @@ class TestGenStream:
         assert [r["id"] for r in expected] == [1, 2, 5, 40]
         assert any(m["record"].get("note") == "unchanged_toast" for m in msgs)
         assert any(m["action"] == "update" and m["changes"].get("id") == 4 for m in msgs)
+
+
+class TestPgclusterWrapper:
+
+    def test_stream_helpers(self, tmp_path):
+        import pgcluster
+        f = pgcluster.FakeSequin(FAKE, str(tmp_path))
+        f.start()
+        try:
+            d = f.stream_consumer("feed", "tok", ack_wait_ms=1000)
+            assert UUID4.match(d["uuid"])
+            assert f.stream_endpoint("feed").endswith("/api/sequin_streams/feed")
+            assert f.stream_endpoint("feed", legacy=True).endswith("/api/http_pull_consumers/feed")
+            assert f.publish_stream("feed", [change(1, 100), read(2)]) == \
+                {"published": 2, "deduplicated": 0}
+            assert f.stream_stats("feed")["outstanding"] == 2
+            assert f.restart_stream("feed") == {"replayed": 0, "messages": 2}
+        finally:
+            f.stop()
