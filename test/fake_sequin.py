@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """
-fake_sequin.py - a test double of Sequin's Generation-1 record consumer API.
+fake_sequin.py - a test double of Sequin's Generation-1 record consumer API and of Sequin Stream.
 
 sequin_sync pulls records from `<endpoint>/next`, applies them, then calls `<endpoint>/ack` (or
 `/nack`), where the endpoint is `<base>/v1/http-consumers/<consumer-id>`.  This server plays
@@ -57,6 +57,54 @@ An unauthenticated admin API (JSON in and out) drives it from tests:
   POST   /admin/reset                     forget every consumer and the recorded requests
   GET    /admin/health                    200 {"ok": true}
 
+Sequin Stream ("Generation 3", ../shared/sequin-stream-api.md; see StreamConsumer): a consumer
+created with "protocol": "stream" is served on
+
+  GET|POST /api/sequin_streams/<uuid-or-name>/receive   (and /api/http_pull_consumers/...)
+        {"max_batch_size": 1..1000 (default 1; deprecated "batch_size" wins),
+         "wait_for": 500..300000 ms or "60s"/"5m"/"1000ms" (omitted: no wait)}
+        -> 200 {"data": [{"ack_id": UUIDv4, "data": {record, changes, action, metadata}}]}
+  POST .../ack and .../nack   {"ack_ids": [UUID, ...]} -> 200 {"success": true}, unknown or
+        double ids included
+  with Sequin's checks and bodies, in its order: malformed JSON 400 {"errors": ...}, a non-JSON
+  Accept 406, 401 {"summary"} (exactly one "Bearer <token>" header; a token no stream consumer
+  has), POST without application/json 400, 404 {"summary": "Not found: ..."} for a name/uuid
+  the token's consumers lack, then the 400s for max_batch_size, wait_for, ack_ids.  Never 429
+  unless injected.  Admin API for stream consumers:
+
+  POST   /admin/consumers                 {"id", "token", "protocol": "stream", "name": id,
+                                           "uuid": random v4, "ack_wait_ms": 30000,
+                                           "paused": false, "message_grouping": true,
+                                           "consumer_annotations": null, "database": {...},
+                                           "backfill_id", "purge": false}; an update keeps the
+                                           settings it does not name (uuid included); changing
+                                           a consumer's protocol needs "purge": true
+  POST   /admin/consumers/<cid>/publish   a JSON array of data objects; missing metadata keys
+                                          are filled in (consumer, database, idempotency_key,
+                                          commit_timestamp, null otherwise), complete ones are
+                                          stored byte for byte; a change needs integer
+                                          commit_lsn/commit_idx, a read none.  A change already
+                                          in the store (same cursor) is dropped.
+                                          -> {"published": n, "deduplicated": k}
+  POST   /admin/consumers/<cid>/publish_raw  {"messages": [{"text"|"b64", "group": str|null,
+                                          "cursor": [lsn, idx]|null}]}: anything, byte for byte
+  GET    /admin/consumers/<cid>/stats     published, delivered, redelivered, acked, nacked,
+                                          expired, unknown_acks, replayed, empty_replies,
+                                          in_flight, pending, outstanding, groups, ...
+  GET    /admin/consumers/<cid>/messages  the store in cursor order: ack_id, group, cursor,
+                                          in_flight, deliveries, data
+  POST   /admin/consumers/<cid>/restart   {"replay_acked": 0, "keep_ack_ids": false}: a Sequin
+                                          restart: nothing in flight, new ack_ids (old ones are
+                                          silent no-ops), the last n acked messages come back
+  POST   /admin/consumers/<cid>/faults    v1's faults (status_for_next and slow_ms act on
+                                          /receive; "duplicate" = one message twice under its one
+                                          ack_id) plus "replay": per receive, the probability
+                                          that a recently acked message returns, new ack_id
+  .../script, GET /admin/consumers/<cid>/requests: as v1 (op "receive" = "next"); request log
+                                          entries are {"kind": "receive"|"ack"|"nack", "t",
+                                          "conn", "method", "prefix", "params", "status",
+                                          "max_batch_size", "wait_for", "messages"|"ack_ids"}
+
 Standard library only.  Run:
 
     python3 test/fake_sequin.py --port 0 --port-file /tmp/fake.port [--quiet]
@@ -97,6 +145,7 @@ import socketserver
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -168,14 +217,17 @@ class Message:
 class ApiError(Exception):
     """An error reply: status, {"summary": ...} plus optional extra members and headers."""
 
-    def __init__(self, status, summary, extra=None, headers=()):
+    def __init__(self, status, summary, extra=None, headers=(), doc=None):
         super().__init__(summary)
         self.status = status
         self.summary = summary
         self.extra = extra or {}
         self.headers = headers
+        self.doc = doc            # a whole body other than {"summary"} (Phoenix's "errors" form)
 
     def body(self):
+        if self.doc is not None:
+            return json.dumps(self.doc).encode()
         doc = {"summary": self.summary}
         doc.update(self.extra)
         return json.dumps(doc).encode()
@@ -184,14 +236,17 @@ class ApiError(Exception):
 class Faults:
     """Fault-injection settings of one consumer and the dice that decide them."""
 
+    DEFAULTS = FAULT_DEFAULTS
+    PROBABILITIES = PROBABILITY_FAULTS
+
     def __init__(self, cfg=None):
         cfg = dict(cfg or {})
-        unknown = set(cfg) - set(FAULT_DEFAULTS)
+        unknown = set(cfg) - set(self.DEFAULTS)
         if unknown:
             raise ApiError(400, "unknown fault setting(s): " + ", ".join(sorted(unknown)))
-        self.cfg = dict(FAULT_DEFAULTS)
+        self.cfg = dict(self.DEFAULTS)
         self.cfg.update(cfg)
-        for k in PROBABILITY_FAULTS:
+        for k in self.PROBABILITIES:
             v = self.cfg[k]
             if not _is_number(v) or not 0.0 <= v <= 1.0:
                 raise ApiError(400, f"{k} must be a probability between 0 and 1")
@@ -248,6 +303,10 @@ class Consumer:
     exactly when a timed-out message becomes available again.
     """
 
+    protocol = "v1"
+    fault_class = Faults
+    REPLY_MARK = b'{"ack_token":"'   # one per message in a reply body (script logs count them)
+
     def __init__(self, cid, settings):
         self.id = cid
         self.cond = threading.Condition(threading.Lock())
@@ -257,7 +316,7 @@ class Consumer:
         self.expiry_seq = itertools.count()
         self.n_in_flight = 0         # Messages (not tokens) delivered and not yet acked
         self.stats = dict.fromkeys(STAT_KEYS, 0)
-        self.faults = Faults()
+        self.faults = self.fault_class()
         self.closed = False
         self.script = deque()        # scripted /next replies (dicts, see check_step)
         self.script_log = deque(maxlen=200)   # what each served step did
@@ -541,7 +600,7 @@ class Consumer:
                     "tokens": [{"kind": k, "tokens": t} for k, t in self.token_log]}
 
     def set_faults(self, cfg):
-        faults = Faults(cfg)
+        faults = self.fault_class(cfg)
         with self.cond:
             self.faults = faults
 
@@ -612,7 +671,7 @@ SCRIPT_STEP = {
     "times": 1,             # how many requests this step answers; -1 = until cleared
 }
 FRAMINGS = ("length", "chunked", "close")
-SCRIPT_OPS = ("next", "ack", "nack", "any")
+SCRIPT_OPS = ("next", "ack", "nack", "any", "receive")   # "receive" = "next" (Sequin Stream)
 _TEMPLATE = re.compile(r"\{(token|date\+(\d+))\}")
 
 
@@ -640,6 +699,8 @@ def check_step(st):
         raise ApiError(400, "framing must be one of " + ", ".join(FRAMINGS))
     if out["op"] not in SCRIPT_OPS:
         raise ApiError(400, "op must be one of " + ", ".join(SCRIPT_OPS))
+    if out["op"] == "receive":
+        out["op"] = "next"
     for k in ("gzip", "template"):
         if not isinstance(out[k], bool):
             raise ApiError(400, f"{k} must be a boolean")
@@ -719,6 +780,555 @@ class _Body:
 
 
 # --------------------------------------------------------------------------------------------
+# Sequin Stream ("Generation 3"): /api/sequin_streams/<id-or-name>/{receive,ack,nack}
+# (../shared/sequin-stream-api.md; where Sequin's docs and its source disagree, the source)
+# --------------------------------------------------------------------------------------------
+
+STREAM_DEFAULTS = {
+    "name": None,               # the sink name used in paths (default: the admin id)
+    "uuid": None,               # the sink id, a v4 UUID, also usable in paths (default: random)
+    "ack_wait_ms": 30000,       # the visibility timeout (Sequin's default; its minimum is 500,
+                                # the fake takes any positive value so tests can be quick)
+    "paused": False,            # a paused sink returns {"data": []} to every receive
+    "message_grouping": True,   # false: every message is its own group (no per-row order)
+    "consumer_annotations": None,
+    "database": None,           # metadata.database; default STREAM_DATABASE
+    "backfill_id": "8c4a2d1e-5b6f-4c7d-9e8f-0a1b2c3d4e5f",   # in filled-in read idempotency keys
+}
+STREAM_DATABASE = {"id": "2f1c0e7a-9b3d-4e5f-8a6b-7c8d9e0f1a2b", "name": "source",
+                   "annotations": {}, "database": "source", "hostname": "localhost"}
+# metadata's keys, every one always present (Map.from_struct), in the order pull_json has them
+METADATA_KEYS = ("table_schema", "table_name", "commit_timestamp", "commit_lsn", "commit_idx",
+                 "idempotency_key", "record_pks", "database_name", "transaction_annotations",
+                 "enrichment", "consumer", "database")
+ACTIONS = ("insert", "update", "delete", "read")
+
+STREAM_FAULT_DEFAULTS = dict(FAULT_DEFAULTS)
+STREAM_FAULT_DEFAULTS.update({
+    # probability, per receive, that one recently acked message is put back into the store under
+    # a new ack_id before the batch is taken: a replay of the replication slot after a restart
+    # (the slot had not advanced past it), the normal source of duplicates of acked changes
+    "replay": 0.0,
+})
+
+
+class StreamFaults(Faults):
+    """v1's faults on /receive (status_for_next and slow_ms too), plus "replay".  "duplicate"
+    puts one message of the batch in it twice under its one ack_id (an ack_id belongs to the
+    message); status_500 answers as a store that is restarting does."""
+    DEFAULTS = STREAM_FAULT_DEFAULTS
+    PROBABILITIES = PROBABILITY_FAULTS + ("replay",)
+
+
+STREAM_STAT_KEYS = ("published", "deduplicated", "delivered", "redelivered", "duplicated",
+                    "replayed", "acked", "nacked", "expired", "unknown_acks", "ack_dropped",
+                    "receive_requests", "empty_replies", "ack_requests", "nack_requests",
+                    "auth_failures", "faults_injected", "abandoned", "restarts")
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                      r"[0-9a-fA-F]{12}$")
+_UUID4_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-"
+                       r"[0-9a-fA-F]{12}$")
+_WAIT_FOR_RE = re.compile(r"^(\d+)(ms|s|m)?$")
+READ_IDX_BASE = 1 << 32     # reads sort after every change of the watermark's LSN
+
+
+def _now_iso():
+    """Now as Sequin writes a read's commit_timestamp: ISO-8601, microseconds, Z."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%06dZ" % (int(t * 1e6) % 1000000)
+
+
+class StreamMessage:
+    """One message in a stream consumer's store.  The ack_id is the message's own, given when
+    it enters the store; a redelivery carries the same one.  cursor = (commit_lsn, commit_idx),
+    or for a read the watermark's (see StreamConsumer._store)."""
+    __slots__ = ("ack_id", "body", "group", "cursor", "seq", "in_flight", "deliveries", "gen",
+                 "grp")
+
+    def __init__(self, body, group, cursor):
+        self.ack_id = None
+        self.body = body          # the data object's JSON bytes
+        self.group = group        # group key (str), or None = ungrouped
+        self.cursor = cursor      # (lsn, idx), or None for a read (the watermark assigns it)
+        self.seq = 0
+        self.in_flight = False
+        self.deliveries = 0
+        self.gen = 0              # delivery number; expiry entries of older ones are stale
+        self.grp = None           # its StreamGroup while it is in the store
+
+
+class StreamGroup:
+    """The messages of one group (row) in cursor order and the one of them in flight, if any."""
+    __slots__ = ("msgs", "in_flight")
+
+    def __init__(self):
+        self.msgs = []
+        self.in_flight = None
+
+
+class StreamConsumer(Consumer):
+    """
+    A Sequin Stream sink, as SlotMessageStore serves it:
+
+      * messages are walked in cursor order; a group (table + record_pks) with a message in
+        flight is skipped, so a batch never holds two messages of a group and a row's next
+        change goes out only after the previous one is acked, nacked or has timed out;
+      * visibility timeout (ack_wait_ms) with lazy expiry: in-flight messages whose time is up
+        are released at the start of the next receive, nowhere else;
+      * nack = visible again at once; ack pops the message whatever its state (a late ack from
+        a worker whose visibility expired still acks it); unknown ack_ids are ignored;
+      * a long poll returns as soon as the store holds any message, in flight ones included, so
+        it comes back at once, empty, while everything is in flight;
+      * a change already in the store is not stored twice (same (commit_lsn, commit_idx)).
+
+    Reads (backfill) have no cursor in their payload; each gets the internal cursor
+    (greatest commit_lsn published so far, 2^32 + n): after every change published before it,
+    before every later change of a larger LSN - what the watermark gives them in Sequin.  (Sequin
+    also serves changes of other rows before pending reads; the fake serves strictly by cursor,
+    which orders each row the same way.)
+    """
+
+    protocol = "stream"
+    fault_class = StreamFaults
+    REPLY_MARK = b'{"ack_id":"'
+
+    def __init__(self, cid, settings):
+        super().__init__(cid, settings)
+        self.stats = dict.fromkeys(STREAM_STAT_KEYS, 0)
+        self.groups = {}
+        self.by_ack = {}            # ack_id -> StreamMessage, every message in the store
+        self.cursors = set()        # cursors of the changes in the store (de-duplication)
+        self.ready = []             # heap of (cursor, seq, message): candidate group heads
+        self.expiry = []            # heap of (deadline, seq, [(message, gen), ...])
+        self.seq = itertools.count(1)
+        self.n_store = 0
+        self.n_in_flight = 0
+        self.max_lsn = 0            # the next read's watermark
+        self.acked_recent = deque(maxlen=10000)   # (body, group, cursor) of acked messages
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def configure(self, s):
+        self.token = s["token"]
+        self.ack_wait = s["ack_wait_ms"] / 1000.0
+        self.name = s["name"]
+        self.uuid = s["uuid"]
+        self.paused = s["paused"]
+        self.grouping = s["message_grouping"]
+        self.database = s["database"]
+        self.settings = dict(s)
+
+    def describe(self):
+        d = {"id": self.id, "protocol": "stream"}
+        d.update(self.settings)
+        return d
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def prepare(self, raw, doc):
+        """A published data object -> StreamMessage (outside the lock).  Missing metadata keys
+        are filled in as Sequin would have them (consumer and database from the sink's
+        settings, idempotency_key from the cursor, null otherwise); a complete object keeps its
+        exact bytes."""
+        if not isinstance(doc, dict):
+            raise ApiError(400, "each message is a data object {record, changes, action, metadata}")
+        action = doc.get("action")
+        md = doc.get("metadata")
+        if action not in ACTIONS or not isinstance(md, dict) or not isinstance(doc.get("record"), dict):
+            raise ApiError(400, "each message needs record (object), action (one of insert, update, "
+                                "delete, read) and metadata (object); publish_raw stores anything")
+        if action == "read":
+            cursor = None
+        else:
+            lsn, idx = md.get("commit_lsn"), md.get("commit_idx")
+            if not (_is_int(lsn) and 0 <= lsn < 1 << 64 and _is_int(idx) and 0 <= idx < 1 << 32):
+                raise ApiError(400, "a change needs integer metadata.commit_lsn (uint64) and "
+                                    "commit_idx (uint32); publish_raw stores anything")
+            cursor = (lsn, idx)
+        missing = [k for k in METADATA_KEYS if k not in md] or "changes" not in doc
+        if missing or raw is None:
+            rest = {k: v for k, v in doc.items() if k not in ("record", "changes", "action", "metadata")}
+            doc = {"record": doc["record"], "changes": doc.get("changes"), "action": action,
+                   "metadata": None}
+            doc.update(rest)
+            md = dict(md)
+            for k in METADATA_KEYS:
+                if k in md:
+                    continue
+                if k == "consumer":
+                    v = {"id": self.uuid, "name": self.name,
+                         "annotations": self.settings["consumer_annotations"]}
+                elif k == "database":
+                    v = dict(self.database)
+                elif k == "idempotency_key":
+                    if cursor is not None:
+                        v = base64.b64encode(b"%d:%d" % cursor).decode()
+                    elif isinstance(md.get("record_pks"), list):
+                        v = base64.b64encode(":".join(
+                            [self.settings["backfill_id"]] + [str(p) for p in md["record_pks"]]
+                        ).encode()).decode()
+                    else:
+                        v = None
+                elif k == "commit_timestamp":
+                    v = _now_iso()
+                else:
+                    v = None
+                md[k] = v
+            doc["metadata"] = {k: md[k] for k in METADATA_KEYS}
+            for k in md:
+                if k not in doc["metadata"]:
+                    doc["metadata"][k] = md[k]
+            raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        pks = md.get("record_pks")
+        group = None
+        if self.grouping and isinstance(pks, list):
+            group = "%s.%s:%s" % (md.get("table_schema"), md.get("table_name"),
+                                  ":".join(str(p) for p in pks))
+        return StreamMessage(raw, group, cursor)
+
+    def publish(self, messages):
+        """Put prepared messages into the store; returns (stored, deduplicated)."""
+        with self.cond:
+            stored = dup = 0
+            for m in messages:
+                if self._store(m):
+                    stored += 1
+                else:
+                    dup += 1
+            self.stats["published"] += stored
+            self.stats["deduplicated"] += dup
+            self.cond.notify_all()
+        return stored, dup
+
+    # -- store internals (lock held) ----------------------------------------------------------
+
+    def _store(self, m):
+        """Put m into the store under a fresh ack_id; False if its change is already there.
+        A read (cursor None) gets the watermark cursor here."""
+        if m.cursor is None:
+            m.cursor = (self.max_lsn, READ_IDX_BASE + next(self.seq))
+        elif m.cursor[1] < READ_IDX_BASE:
+            if m.cursor in self.cursors:
+                return False
+            self.cursors.add(m.cursor)
+            if m.cursor[0] > self.max_lsn:
+                self.max_lsn = m.cursor[0]
+        m.seq = next(self.seq)
+        m.ack_id = str(uuid.uuid4())
+        m.in_flight = False
+        key = m.group if m.group is not None else ("#", m.seq)
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = StreamGroup()
+        m.grp = g
+        msgs = g.msgs
+        sk = (m.cursor, m.seq)
+        i = len(msgs)
+        while i > 0 and (msgs[i - 1].cursor, msgs[i - 1].seq) > sk:
+            i -= 1
+        msgs.insert(i, m)
+        self.by_ack[m.ack_id] = m
+        self.n_store += 1
+        if g.in_flight is None and i == 0:
+            heapq.heappush(self.ready, (m.cursor, m.seq, m))
+        return True
+
+    def _release(self, m):
+        """An in-flight message becomes visible again (expiry, nack, restart); its group's head
+        (m, or an older replayed message) is deliverable again."""
+        g = m.grp
+        m.in_flight = False
+        g.in_flight = None
+        self.n_in_flight -= 1
+        h = g.msgs[0]
+        heapq.heappush(self.ready, (h.cursor, h.seq, h))
+
+    def _remove(self, m):
+        """Ack: m leaves the store, in flight or not."""
+        del self.by_ack[m.ack_id]
+        g = m.grp
+        g.msgs.remove(m)
+        self.n_store -= 1
+        if m.cursor[1] < READ_IDX_BASE:
+            self.cursors.discard(m.cursor)
+        if m.in_flight:
+            m.in_flight = False
+            g.in_flight = None
+            self.n_in_flight -= 1
+        m.grp = None
+        if not g.msgs:
+            del self.groups[m.group if m.group is not None else ("#", m.seq)]
+        elif g.in_flight is None:
+            h = g.msgs[0]
+            heapq.heappush(self.ready, (h.cursor, h.seq, h))
+        self.acked_recent.append((m.body, m.group, m.cursor))
+
+    def _expire(self, now):
+        """nack_stale_produced_messages: release what has been in flight for ack_wait_ms."""
+        heap = self.expiry
+        while heap and heap[0][0] <= now:
+            for m, gen in heapq.heappop(heap)[2]:
+                if m.in_flight and m.gen == gen:
+                    self.stats["expired"] += 1
+                    self._release(m)
+
+    def _produce(self, n, now):
+        """Up to n deliverable messages, in cursor order, at most one per group."""
+        duplicate = n >= 2 and self.faults.roll("duplicate")
+        if duplicate:
+            n -= 1
+        items = []
+        heap = self.ready
+        pop = heapq.heappop
+        while heap and len(items) < n:
+            m = pop(heap)[2]
+            g = m.grp
+            # stale entries: acked, in flight, or no longer the group's head
+            if g is None or g.in_flight is not None or g.msgs[0] is not m:
+                continue
+            g.in_flight = m
+            m.in_flight = True
+            if m.deliveries:
+                self.stats["redelivered"] += 1
+            m.deliveries += 1
+            m.gen += 1
+            items.append(m)
+        if not items:
+            return items
+        self.n_in_flight += len(items)
+        heapq.heappush(self.expiry, (now + self.ack_wait, next(self.seq),
+                                     [(m, m.gen) for m in items]))
+        if duplicate:
+            i = self.faults.rng.randrange(len(items))
+            items.insert(self.faults.rng.randint(i + 1, len(items)), items[i])
+            self.stats["duplicated"] += 1
+        self.stats["delivered"] += len(items)
+        return items
+
+    def _replay(self):
+        """The "replay" fault: one recently acked message comes back under a new ack_id."""
+        if not self.acked_recent:
+            return
+        body, group, cursor = self.acked_recent[self.faults.rng.randrange(len(self.acked_recent))]
+        m = StreamMessage(body, group, cursor)
+        if self._store(m):
+            self.stats["replayed"] += 1
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def next(self, batch_size, wait_for_ms, client_gone=None):
+        """Serve one /receive (wait_for_ms None: no wait).  Returns ("reply", status, body,
+        headers) or ("drop",), as Consumer.next."""
+        with self.cond:
+            self.stats["receive_requests"] += 1
+            f = self.faults
+            forced = f.forced_status()
+            if forced is not None:
+                err = _stream_forced_error(forced)
+                return ("reply", err.status, err.body(), err.headers)
+            if f.roll("status_500"):
+                return ("reply", 500, b'{"summary":"Call to SlotMessageStore failed with :noproc"}', ())
+            if f.roll("status_429"):
+                hdrs = ()
+                ra = f.cfg["retry_after"]
+                if ra is not None:
+                    hdrs = (("Retry-After", str(int(ra)) if float(ra).is_integer() else str(ra)),)
+                return ("reply", 429, b'{"summary":"Too many requests (injected)"}', hdrs)
+            now = time.monotonic()
+            if wait_for_ms:
+                # maybe_wait: poll count_messages (every message in the store, in flight ones
+                # too) until it is > 0 or the time is up
+                deadline = now + wait_for_ms / 1000.0
+                while self.n_store == 0 and not self.closed:
+                    if client_gone is not None and client_gone():
+                        self.stats["abandoned"] += 1
+                        return ("drop",)
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        break
+                    self.cond.wait(min(remaining, 0.05))
+                    now = time.monotonic()
+            self._expire(now)
+            if f.roll("replay"):
+                self._replay()
+            items = [] if (self.closed or self.paused) else self._produce(batch_size, now)
+            if not items:
+                self.stats["empty_replies"] += 1
+            f = self.faults
+            drop = f.roll("drop_connection")
+            truncate = not drop and f.roll("truncate")
+            pieces = [(m.ack_id, m.body) for m in items]
+        if drop:
+            return ("drop",)
+        parts = [b'{"data":[']
+        first = True
+        for ack_id, data in pieces:
+            parts.append(b'{"ack_id":"' if first else b',{"ack_id":"')
+            parts.append(ack_id.encode())
+            parts.append(b'","data":')
+            parts.append(data)
+            parts.append(b'}')
+            first = False
+        parts.append(b']}')
+        body = b"".join(parts)
+        if truncate:
+            body = body[:len(body) // 2]
+        return ("reply", 200, body, ())
+
+    def ack(self, ack_ids):
+        with self.cond:
+            self.stats["ack_requests"] += 1
+            self.token_log.append(("ack", list(ack_ids)))
+            if self.faults.roll("ack_drop"):
+                self.stats["ack_dropped"] += len(ack_ids)
+                return
+            for a in ack_ids:
+                m = self.by_ack.get(a.lower())
+                if m is None:
+                    self.stats["unknown_acks"] += 1      # unknown, expired or double: no-op
+                else:
+                    self._remove(m)
+                    self.stats["acked"] += 1
+
+    def nack(self, ack_ids):
+        with self.cond:
+            self.stats["nack_requests"] += 1
+            self.token_log.append(("nack", list(ack_ids)))
+            for a in ack_ids:
+                m = self.by_ack.get(a.lower())
+                if m is None:
+                    self.stats["unknown_acks"] += 1
+                elif m.in_flight:
+                    self.stats["nacked"] += 1
+                    self._release(m)
+            self.cond.notify_all()
+
+    def restart(self, replay_acked=0, keep_ack_ids=False):
+        """A simulated Sequin restart (or sink edit): nothing is in flight any more, and every
+        message is re-read from the slot under a new ack_id (keep_ack_ids: they had all been
+        persisted); replay_acked of the most recently acked messages come back too (the slot had
+        not advanced past them)."""
+        with self.cond:
+            self.stats["restarts"] += 1
+            self.expiry = []
+            for m in list(self.by_ack.values()):
+                if m.in_flight:
+                    self._release(m)
+            if not keep_ack_ids:
+                old = list(self.by_ack.values())
+                self.by_ack = {}
+                for m in old:
+                    m.ack_id = str(uuid.uuid4())
+                    self.by_ack[m.ack_id] = m
+            replayed = 0
+            tail = list(self.acked_recent)[-replay_acked:] if replay_acked > 0 else []
+            for body, group, cursor in tail:
+                if self._store(StreamMessage(body, group, cursor)):
+                    replayed += 1
+            self.stats["replayed"] += replayed
+            self.cond.notify_all()
+            return {"replayed": replayed, "messages": self.n_store}
+
+    def messages(self):
+        """The store in cursor order (GET /admin/consumers/<cid>/messages)."""
+        with self.cond:
+            ms = sorted(self.by_ack.values(), key=lambda m: (m.cursor, m.seq))
+            return [{"ack_id": m.ack_id, "group": m.group,
+                     "cursor": None if m.cursor[1] >= READ_IDX_BASE else list(m.cursor),
+                     "in_flight": m.in_flight, "deliveries": m.deliveries,
+                     "data": json.loads(m.body)} for m in ms]
+
+    def snapshot(self):
+        with self.cond:
+            s = dict(self.stats)
+            s["pending"] = self.n_store - self.n_in_flight    # visible (or expired, not yet
+            s["in_flight"] = self.n_in_flight                  # released: expiry is lazy)
+            s["outstanding"] = self.n_store
+            s["groups"] = len(self.groups)
+            s["faults_by_kind"] = dict(self.faults.by_kind)
+            s["faults_injected"] = self.faults.injected
+            return s
+
+
+def _stream_forced_error(status):
+    if status == 500:
+        return ApiError(500, "Call to SlotMessageStore failed with :noproc (injected)")
+    if status == 404:
+        return ApiError(404, STREAM_NOT_FOUND)
+    return _forced_error(status)
+
+
+# Reply texts (pull_controller.ex, verify_api_token.ex, verify_content_type.ex, error.ex).  The
+# 401 texts are paraphrases of Sequin's heredocs; the others are Sequin's own.
+STREAM_NOT_FOUND = "Not found: No `consumer` found matching the provided ID or name"
+STREAM_BAD_BATCH = ("Invalid `max_batch_size`. `max_batch_size` must be an integer between 1 "
+                    "and 1000.")
+STREAM_BAD_WAIT = ("Invalid `wait_for`. Must be between 500 and 300,000 milliseconds, or use "
+                   "duration format like '60s', '5m', '1000ms'.")
+STREAM_BAD_ACK_IDS = ("Invalid ack_ids. Must send a top-level `ack_ids` property that is a "
+                      "non-empty list of valid UUID strings")
+STREAM_NEED_JSON = "Content-Type: application/json is required"
+STREAM_AUTH_MISSING = ("Please provide an API token in the `authorization` header, "
+                       "as in `Authorization: Bearer <token>`.")
+STREAM_AUTH_FORMAT = ("The `authorization` header must use the Bearer scheme: "
+                      "`Authorization: Bearer <token>`.")
+STREAM_AUTH_INVALID = "The API token you provided is invalid or has expired."
+STREAM_AUTH_MANY = "Please provide exactly one `authorization` header."
+
+
+def parse_stream_batch_size(params):
+    """parse_batch_size: `batch_size` (deprecated) wins over `max_batch_size`; a JSON integer
+    or a string of digits, 1..1000; default 1.  null crashes Sequin's Integer.parse (500)."""
+    key = "batch_size" if "batch_size" in params else "max_batch_size"
+    if key not in params:
+        return 1
+    v = params[key]
+    if v is None:
+        raise ApiError(500, "", doc={"errors": {"detail": "Internal Server Error"}})
+    if isinstance(v, str) and re.fullmatch(r"-?\d+", v):
+        v = int(v)
+    if not _is_int(v) or not 0 < v <= 1000:
+        raise ApiError(400, STREAM_BAD_BATCH)
+    return v
+
+
+def parse_stream_wait_for(params):
+    """maybe_wait: omitted = no wait (None); a number is ms, a string matches
+    ^(\\d+)(ms|s|m)?$; the result must be 500..300000 ms (so 0 is a 400)."""
+    if "wait_for" not in params:
+        return None
+    v = params["wait_for"]
+    if isinstance(v, str):
+        m = _WAIT_FOR_RE.match(v)
+        if not m:
+            raise ApiError(400, STREAM_BAD_WAIT)
+        v = int(m.group(1)) * {None: 1, "ms": 1, "s": 1000, "m": 60000}[m.group(2)]
+    if not _is_int(v) or not 500 <= v <= 300000:
+        raise ApiError(400, STREAM_BAD_WAIT)
+    return v
+
+
+def parse_stream_ack_ids(params):
+    ids = params.get("ack_ids")
+    if (not isinstance(ids, list) or not ids
+            or not all(isinstance(a, str) and _UUID_RE.match(a) for a in ids)):
+        raise ApiError(400, STREAM_BAD_ACK_IDS)
+    return ids
+
+
+def _accepts_json(accept):
+    """Phoenix's `plug :accepts, ["json"]`: no Accept header, or one that admits JSON."""
+    if accept is None or not accept.strip():
+        return True
+    for part in accept.split(","):
+        mt = part.split(";", 1)[0].strip().lower()
+        if mt in ("application/json", "*/*", "application/*"):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
 # Publish-body splitting: keep each record's exact bytes
 # --------------------------------------------------------------------------------------------
 
@@ -795,9 +1405,19 @@ class RequestLog:
             self.connections.add(conn)
             self.requests.append(entry)
 
+    def add(self, conn, entry):
+        """A Sequin Stream request: entry is {"kind": "receive"|"ack"|"nack", ...}; the caller
+        fills in "status" when it has answered."""
+        entry["t"] = time.time()
+        entry["conn"] = conn
+        with self.lock:
+            self.connections.add(conn)
+            self.requests.append(entry)
+
     def state(self):
         with self.lock:
-            return {"connections": len(self.connections), "requests": list(self.requests)}
+            return {"connections": len(self.connections),
+                    "requests": [dict(r) for r in self.requests]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -841,6 +1461,12 @@ class Registry:
         "purge": true an existing consumer is replaced by an empty one."""
         if not isinstance(doc, dict):
             raise ApiError(400, "expected a JSON object")
+        protocol = doc.get("protocol", "v1")
+        if protocol not in ("v1", "stream"):
+            raise ApiError(400, 'protocol must be "v1" or "stream"')
+        if protocol == "stream":
+            return self._upsert_stream(doc)
+        doc = {k: v for k, v in doc.items() if k != "protocol"}
         allowed = set(DEFAULTS) | {"id", "token", "purge"}
         unknown = set(doc) - allowed
         if unknown:
@@ -863,17 +1489,84 @@ class Registry:
             if not isinstance(s[k], bool):
                 raise ApiError(400, f"{k} must be a boolean")
         purge = doc.get("purge", False)
+        return self._install(cid, s, purge, Consumer)
+
+    def _install(self, cid, s, purge, cls):
+        """Create consumer cid of class cls with settings s, or reconfigure the existing one (a
+        change of protocol needs "purge": true)."""
         with self.lock:
             old = self.consumers.get(cid)
+            if old is not None and not purge and type(old) is not cls:
+                raise ApiError(400, f"consumer {cid} speaks {old.protocol}: changing its "
+                                    "protocol needs \"purge\": true")
             if old is not None and not purge:
                 with old.cond:
                     old.configure(s)
                     old.cond.notify_all()   # eager / max_ack_pending may release a long poll
                 return old, False
-            c = self.consumers[cid] = Consumer(cid, s)
+            c = self.consumers[cid] = cls(cid, s)
         if old is not None:
             old.close()
         return c, True
+
+    def _upsert_stream(self, doc):
+        allowed = set(STREAM_DEFAULTS) | {"id", "token", "purge", "protocol"}
+        unknown = set(doc) - allowed
+        if unknown:
+            raise ApiError(400, "unknown stream consumer setting(s): " + ", ".join(sorted(unknown)))
+        cid, token = doc.get("id"), doc.get("token")
+        if not isinstance(cid, str) or not cid or "/" in cid:
+            raise ApiError(400, "id must be a non-empty string without '/'")
+        if not isinstance(token, str) or not token:
+            raise ApiError(400, "token must be a non-empty string")
+        old = self.get(cid)
+        s = {"token": token}
+        for k, default in STREAM_DEFAULTS.items():
+            keep = old.settings.get(k) if isinstance(old, StreamConsumer) else None
+            s[k] = doc.get(k, keep if keep is not None else default)
+        if s["name"] is None:
+            s["name"] = cid
+        if s["uuid"] is None:
+            s["uuid"] = str(uuid.uuid4())
+        if s["database"] is None:
+            s["database"] = dict(STREAM_DATABASE)
+        if not isinstance(s["name"], str) or not s["name"] or "/" in s["name"] \
+                or _UUID4_RE.match(s["name"]):
+            raise ApiError(400, "name must be a non-empty string without '/' that is not a UUID")
+        if not isinstance(s["uuid"], str) or not _UUID4_RE.match(s["uuid"]):
+            raise ApiError(400, "uuid must be a v4 UUID")
+        s["uuid"] = s["uuid"].lower()
+        if not _is_int(s["ack_wait_ms"]) or s["ack_wait_ms"] <= 0:
+            raise ApiError(400, "ack_wait_ms must be a positive integer")
+        for k in ("paused", "message_grouping"):
+            if not isinstance(s[k], bool):
+                raise ApiError(400, f"{k} must be a boolean")
+        if s["consumer_annotations"] is not None and not isinstance(s["consumer_annotations"], dict):
+            raise ApiError(400, "consumer_annotations must be an object or null")
+        if not isinstance(s["database"], dict) or set(s["database"]) != set(STREAM_DATABASE):
+            raise ApiError(400, "database must be an object with the keys "
+                                + ", ".join(sorted(STREAM_DATABASE)))
+        if not isinstance(s["backfill_id"], str):
+            raise ApiError(400, "backfill_id must be a string")
+        return self._install(cid, s, doc.get("purge", False), StreamConsumer)
+
+    def find_stream(self, ref, token=None):
+        """SinkConsumer.where_id_or_name: a v4 UUID is the sink's id, anything else its name;
+        only stream consumers, and (with a token) only those of the token's "account"."""
+        by_id = bool(_UUID4_RE.match(ref))
+        with self.lock:
+            for c in self.consumers.values():
+                if not isinstance(c, StreamConsumer) or (token is not None and c.token != token):
+                    continue
+                if (c.uuid == ref.lower()) if by_id else (c.name == ref):
+                    return c
+        return None
+
+    def stream_token_known(self, token):
+        with self.lock:
+            return any(isinstance(c, StreamConsumer) and
+                       secrets.compare_digest(c.token.encode(), token.encode())
+                       for c in self.consumers.values())
 
     def delete(self, cid):
         with self.lock:
@@ -918,6 +1611,12 @@ ROUTES = [
     ({"GET"}, re.compile(r"^/admin/requests\.txt$"), "admin_requests_text"),
     ({"POST"}, re.compile(r"^/admin/requests/reset$"), "admin_requests_reset"),
     ({"GET"}, re.compile(r"^/admin/consumers/%s/requests$" % _CID), "admin_consumer_requests"),
+    ({"POST"}, re.compile(r"^/admin/consumers/%s/restart$" % _CID), "admin_restart"),
+    ({"GET"}, re.compile(r"^/admin/consumers/%s/messages$" % _CID), "admin_messages"),
+    # Sequin Stream; every method reaches api_stream, which answers as Phoenix's router does
+    ({"GET", "POST", "PUT", "DELETE"},
+     re.compile(r"^/api/(sequin_streams|http_pull_consumers)/%s/(receive|ack|nack)$" % _CID),
+     "api_stream"),
 ]
 
 
@@ -1004,7 +1703,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "malformed request body framing")
             url = urlsplit(self.path)
             path = url.path.rstrip("/") or "/"
-            if path.startswith("/v1/"):
+            if path.startswith(("/v1/", "/api/")):
                 self.registry.record(self, method, body)
             for methods, rx, name in ROUTES:
                 m = rx.match(path)
@@ -1041,7 +1740,7 @@ class Handler(BaseHTTPRequestHandler):
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "Unauthorized: missing bearer token")
         c = self.registry.get(cid)
-        if c is None:
+        if c is None or isinstance(c, StreamConsumer):
             raise ApiError(404, f"Not found: no consumer with id {cid}")
         if not secrets.compare_digest(token.encode(), c.token.encode()):
             with c.cond:
@@ -1097,6 +1796,101 @@ class Handler(BaseHTTPRequestHandler):
         _, status, out, headers = result
         self._send(status, out, headers)
 
+    def api_stream(self, method, body, query, prefix, ref, op):
+        """Sequin Stream: the checks in the order Sequin makes them - Plug.Parsers (malformed
+        JSON), accepts, the API token, VerifyContentType (every POST), the consumer lookup - then
+        the controller's parameter checks."""
+        if method not in (("GET", "POST") if op == "receive" else ("POST",)):
+            raise ApiError(404, "", doc={"errors": {"detail": "Not Found"}})
+        ctype = self.headers.get("Content-Type", "")
+        params = {k: v[-1] for k, v in query.items()}
+        if body.strip() and "json" in ctype.lower():
+            try:
+                doc = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise ApiError(400, "", doc={"errors": {"detail": "Bad Request"}})
+            if isinstance(doc, dict):
+                params.update(doc)
+            else:
+                params["_json"] = doc
+        if not _accepts_json(self.headers.get("Accept")):
+            raise ApiError(406, "", doc={"errors": {"detail": "Not Acceptable"}})
+        values = self.headers.get_all("Authorization") or []
+        summary = None
+        if not values:
+            summary = STREAM_AUTH_MISSING
+        elif len(values) > 1:
+            summary = STREAM_AUTH_MANY
+        elif not values[0].startswith("Bearer "):
+            summary = STREAM_AUTH_FORMAT
+        else:
+            token = values[0][len("Bearer "):]
+            if not token or not self.registry.stream_token_known(token):
+                summary = STREAM_AUTH_INVALID
+        if summary is not None:
+            c = self.registry.find_stream(ref)
+            if c is not None:
+                with c.cond:
+                    c.stats["auth_failures"] += 1
+            raise ApiError(401, summary)
+        if method == "POST" and "application/json" not in ctype.lower():
+            raise ApiError(400, STREAM_NEED_JSON)
+        c = self.registry.find_stream(ref, token)
+        if c is None:
+            raise ApiError(404, STREAM_NOT_FOUND)
+        entry = {"kind": op, "method": method, "prefix": prefix,
+                 "params": {k: v for k, v in params.items() if k != "ack_ids"}, "status": None}
+        c.request_log.add(self.conn_no, entry)
+        try:
+            getattr(self, "_stream_" + op)(c, params, entry)
+        except ApiError as e:
+            entry["status"] = e.status
+            raise
+
+    def _stream_receive(self, c, params, entry):
+        n = parse_stream_batch_size(params)
+        wait_for = parse_stream_wait_for(params)
+        entry["max_batch_size"], entry["wait_for"] = n, wait_for
+        step = c.next_step("next")
+        if step is not None:
+            entry["status"] = step["status"]
+            self._scripted_reply(c, step, n, wait_for, "next")
+            return
+        slow = c.faults.cfg["slow_ms"]
+        if slow:
+            time.sleep(slow / 1000.0)
+        result = c.next(n, wait_for, self._client_hung_up)
+        if result[0] == "drop":
+            entry["status"] = "dropped"
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.log_request("000-dropped")
+            return
+        _, status, out, headers = result
+        entry["status"] = status
+        entry["messages"] = out.count(c.REPLY_MARK) if status == 200 else 0
+        self._send(status, out, headers)
+
+    def _stream_ack(self, c, params, entry, kind="ack"):
+        ids = parse_stream_ack_ids(params)
+        entry["ack_ids"] = len(ids)
+        step = c.next_step(kind)
+        if step is not None:
+            entry["status"] = step["status"]
+            self._scripted_reply(c, step, 0, 0, kind)
+            return
+        if c.faults.cfg["ack_slow_ms"]:
+            time.sleep(c.faults.cfg["ack_slow_ms"] / 1000.0)
+        (c.ack if kind == "ack" else c.nack)(ids)
+        entry["status"] = 200
+        self._send_json(200, {"success": True})
+
+    def _stream_nack(self, c, params, entry):
+        self._stream_ack(c, params, entry, "nack")
+
     def _bearer_token(self):
         return self.headers.get("Authorization", "").partition(" ")[2].strip()
 
@@ -1141,7 +1935,7 @@ class Handler(BaseHTTPRequestHandler):
                     if op == "next":
                         result = c.next(batch_size, wait_for)
                         data = result[2] if result[0] == "reply" else b""
-                    entry["messages"] += data.count(b'{"ack_token":"')
+                    entry["messages"] += data.count(c.REPLY_MARK)
                 else:
                     data = _part_bytes(part, token=token)
                 parts.append((data, part.get("repeat", 1)))
@@ -1293,11 +2087,19 @@ class Handler(BaseHTTPRequestHandler):
             bodies = split_json_array(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"publish body must be a JSON array of records: {e}")
+        if isinstance(c, StreamConsumer):
+            msgs = [c.prepare(b, json.loads(b)) for b in bodies]
+            stored, dup = c.publish(msgs)
+            self._send_json(200, {"published": stored, "deduplicated": dup})
+            return
         self._send_json(200, {"published": c.publish(bodies)})
 
     def admin_publish_raw(self, method, body, query, cid):
         c = self._admin_consumer(cid)
         doc = self._json(body)
+        if isinstance(c, StreamConsumer):
+            self._publish_raw_stream(c, doc)
+            return
         if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
             raise ApiError(400, 'publish_raw takes {"records": [{"text": ...} | {"b64": ...}]}')
         bodies = []
@@ -1306,6 +2108,52 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, 'each record is {"text": ...} or {"b64": ...}')
             bodies.append(_part_bytes(part))
         self._send_json(200, {"published": c.publish(bodies)})
+
+    def _publish_raw_stream(self, c, doc):
+        """{"messages": [{"text"|"b64": data bytes, "group": str|null, "cursor": [lsn, idx] |
+        null}]}: each data object stored byte for byte under a fresh ack_id; cursor null = a
+        read's (the watermark's), group null = ungrouped."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("messages"), list):
+            raise ApiError(400, 'publish_raw takes {"messages": [{"text"|"b64", "group", "cursor"}]}')
+        msgs = []
+        for part in doc["messages"]:
+            if not isinstance(part, dict):
+                raise ApiError(400, "each message is a JSON object")
+            part = dict(part)
+            group, cursor = part.pop("group", None), part.pop("cursor", None)
+            if group is not None and not isinstance(group, str):
+                raise ApiError(400, "group must be a string or null")
+            if cursor is not None:
+                if not (isinstance(cursor, list) and len(cursor) == 2 and _is_int(cursor[0])
+                        and _is_int(cursor[1]) and 0 <= cursor[0] < 1 << 64
+                        and 0 <= cursor[1] < 1 << 32):
+                    raise ApiError(400, "cursor must be [commit_lsn, commit_idx] or null")
+                cursor = tuple(cursor)
+            if "reply" in part or "repeat" in part:
+                raise ApiError(400, 'each message is {"text": ...} or {"b64": ...}')
+            msgs.append(StreamMessage(_part_bytes(part), group, cursor))
+        stored, dup = c.publish(msgs)
+        self._send_json(200, {"published": stored, "deduplicated": dup})
+
+    def _admin_stream(self, cid):
+        c = self._admin_consumer(cid)
+        if not isinstance(c, StreamConsumer):
+            raise ApiError(400, f"consumer {cid} is not a stream consumer")
+        return c
+
+    def admin_restart(self, method, body, query, cid):
+        c = self._admin_stream(cid)
+        doc = self._json(body, {})
+        if not isinstance(doc, dict) or set(doc) - {"replay_acked", "keep_ack_ids"}:
+            raise ApiError(400, 'restart takes {"replay_acked": n, "keep_ack_ids": false}')
+        n = doc.get("replay_acked", 0)
+        keep = doc.get("keep_ack_ids", False)
+        if not _is_int(n) or n < 0 or not isinstance(keep, bool):
+            raise ApiError(400, "replay_acked is a non-negative integer, keep_ack_ids a boolean")
+        self._send_json(200, c.restart(n, keep))
+
+    def admin_messages(self, method, body, query, cid):
+        self._send_json(200, {"messages": self._admin_stream(cid).messages()})
 
     def admin_script(self, method, body, query, cid):
         c = self._admin_consumer(cid)
@@ -1401,7 +2249,10 @@ def apply_setup(registry, doc):
         c.set_script(script, append=False)
         if faults is not None:
             c.set_faults(faults)
-        c.publish([json.dumps(r, ensure_ascii=False).encode("utf-8") for r in records])
+        if isinstance(c, StreamConsumer):
+            c.publish([c.prepare(None, r) for r in records])
+        else:
+            c.publish([json.dumps(r, ensure_ascii=False).encode("utf-8") for r in records])
 
 
 def _write_port_file(path, port):

@@ -268,6 +268,35 @@ class FakeSequin:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read() or b"null")
 
+    # -- Sequin Stream consumers (fake_sequin.py's StreamConsumer; see its module doc) ----------
+
+    def stream_consumer(self, cid, token, **settings):
+        """Create (or change) a Sequin Stream sink: name (default cid), uuid, ack_wait_ms,
+        paused, message_grouping, ...  Returns its description (with "uuid")."""
+        doc = {"id": cid, "token": token, "protocol": "stream"}
+        doc.update(settings)
+        return self.http("POST", "/admin/consumers", doc)
+
+    def stream_endpoint(self, cid_or_name, legacy=False):
+        """The endpoint a stream consumer is created with in sequin_sync."""
+        prefix = "http_pull_consumers" if legacy else "sequin_streams"
+        return self.url("/api/%s/%s" % (prefix, cid_or_name))
+
+    def publish_stream(self, cid, messages):
+        """Publish data objects {record, changes, action, metadata} (e.g. gen_stream's);
+        returns {"published": n, "deduplicated": k}."""
+        return self.http("POST", "/admin/consumers/%s/publish" % cid, messages)
+
+    def stream_stats(self, cid):
+        """published, delivered, acked, in_flight, pending, outstanding, ..."""
+        return self.http("GET", "/admin/consumers/%s/stats" % cid)
+
+    def restart_stream(self, cid, replay_acked=0, keep_ack_ids=False):
+        """A simulated Sequin restart: nothing in flight, new ack_ids, and the last
+        replay_acked acked messages delivered again."""
+        return self.http("POST", "/admin/consumers/%s/restart" % cid,
+                         {"replay_acked": replay_acked, "keep_ack_ids": keep_ack_ids})
+
     def stop(self):
         if self.proc is None:
             return

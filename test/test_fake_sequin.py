@@ -1020,3 +1020,688 @@ class TestGenRecords:
             [sys.executable, os.path.join(HERE, "gen_records.py"), "--count", "0"],
             check=True, capture_output=True).stdout) == []
 
+
+
+# --------------------------------------------------------------------------------------------
+# Sequin Stream (../shared/sequin-stream-api.md): the fake's stream consumers and gen_stream
+# --------------------------------------------------------------------------------------------
+
+import gen_stream  # noqa: E402
+import re as _re  # noqa: E402
+
+STREAM_FIXTURE = os.path.join(HERE, "fixtures", "stream_messages.json")
+STREAM_EXPECTED = os.path.join(HERE, "fixtures", "stream_messages_expected.json")
+UUID4 = _re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+AUTH = {"Authorization": "Bearer stok"}
+
+
+def change(i, lsn, idx=0, action="insert", table="orders", **cols):
+    """A minimal change data object for row id i (the fake fills in the other metadata)."""
+    rec = {"id": i}
+    rec.update(cols)
+    return {"record": rec, "changes": None if action != "update" else {}, "action": action,
+            "metadata": {"table_schema": "public", "table_name": table, "commit_lsn": lsn,
+                         "commit_idx": idx, "record_pks": [str(i)]}}
+
+
+def read(i, **cols):
+    rec = {"id": i}
+    rec.update(cols)
+    return {"record": rec, "changes": None, "action": "read",
+            "metadata": {"table_schema": "public", "table_name": "orders", "commit_lsn": None,
+                         "commit_idx": None, "record_pks": [str(i)]}}
+
+
+class StreamCase(FakeSequinCase):
+
+    def stream(self, cid="s1", token="stok", **settings):
+        doc = {"id": cid, "token": token, "protocol": "stream"}
+        doc.update(settings)
+        status, _, data = self.c.request("POST", "/admin/consumers", doc)
+        assert status in (200, 201), data
+        return json.loads(data)
+
+    def spublish(self, msgs, cid="s1"):
+        return self.admin("POST", f"/admin/consumers/{cid}/publish", msgs)
+
+    def raw_receive(self, ref="s1", body=None, headers=None, method="POST", path=None,
+                    client=None, query=""):
+        hdrs = dict(AUTH)
+        hdrs.update(headers or {})
+        p = path or f"/api/sequin_streams/{ref}/receive"
+        return (client or self.c).request(method, p + query, body, hdrs)
+
+    def receive(self, ref="s1", client=None, **params):
+        status, _, data = self.raw_receive(ref, params, client=client)
+        assert status == 200, data
+        return json.loads(data)["data"]
+
+    def sack(self, ids, ref="s1", kind="ack", expect=200):
+        status, _, data = self.c.request("POST", f"/api/sequin_streams/{ref}/{kind}",
+                                         {"ack_ids": ids}, AUTH)
+        assert status == expect, data
+        return json.loads(data)
+
+    @staticmethod
+    def rids(items):
+        return [it["data"]["record"]["id"] for it in items]
+
+
+class TestStreamApi(StreamCase):
+
+    def test_receive_shape_and_metadata(self):
+        s = self.stream(name="orders_feed")
+        assert self.spublish([change(1, 100, 3, total="1.50"), read(2)]) == \
+            {"published": 2, "deduplicated": 0}
+        items = self.receive("orders_feed", max_batch_size=10)
+        assert self.rids(items) == [1, 2]
+        for it in items:
+            assert set(it) == {"ack_id", "data"}
+            assert UUID4.match(it["ack_id"])
+            assert set(it["data"]) == {"record", "changes", "action", "metadata"}
+            md = it["data"]["metadata"]
+            assert tuple(md) == fake_sequin_metadata_keys()
+            assert _re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$", md["commit_timestamp"])
+            assert md["consumer"] == {"id": s["uuid"], "name": "orders_feed", "annotations": None}
+            assert set(md["database"]) == {"id", "name", "annotations", "database", "hostname"}
+            assert md["enrichment"] is None and md["transaction_annotations"] is None
+        c, r = (it["data"] for it in items)
+        assert c["metadata"]["commit_lsn"] == 100 and c["metadata"]["commit_idx"] == 3
+        assert base64.b64decode(c["metadata"]["idempotency_key"]) == b"100:3"
+        assert c["record"]["total"] == "1.50" and c["changes"] is None
+        assert r["action"] == "read"
+        assert r["metadata"]["commit_lsn"] is None and r["metadata"]["commit_idx"] is None
+        # by sink id too, and through the legacy prefix; GET with query parameters
+        assert self.receive(s["uuid"]) == []
+        status, _, data = self.raw_receive(path="/api/http_pull_consumers/orders_feed/receive",
+                                           method="GET", body=None, query="?max_batch_size=5")
+        assert status == 200 and json.loads(data) == {"data": []}
+
+    def test_complete_objects_keep_their_bytes(self):
+        self.stream()
+        g = gen_stream.generate(seed=5, rows=3, txns=5, lsn_start=(1 << 63) + 12345)
+        raw = json.dumps(g["messages"][:1], ensure_ascii=False).encode()
+        self.admin("POST", "/admin/consumers/s1/publish", raw)
+        status, _, data = self.raw_receive(body={})
+        assert status == 200
+        assert json.dumps(g["messages"][0], ensure_ascii=False).encode() in data
+        item = json.loads(data)["data"][0]["data"]
+        assert item["metadata"]["commit_lsn"] == g["messages"][0]["metadata"]["commit_lsn"]
+        assert item["metadata"]["commit_lsn"] > 1 << 63          # uint64, exact
+
+    def test_auth_401_and_404(self):
+        self.stream()
+        self.consumer("v1c", "secret")                            # a v1 consumer
+        for hdrs in ({"Authorization": ""}, {"Authorization": "bearer stok"},
+                     {"Authorization": "Basic stok"}, {"Authorization": "Bearer nope"}):
+            status, _, data = self.raw_receive(body={}, headers=hdrs)
+            assert status == 401, (hdrs, data)
+            assert set(json.loads(data)) == {"summary"}
+        # no header at all
+        status, _, data = self.c.request("POST", "/api/sequin_streams/s1/receive", {}, {})
+        assert status == 401 and "summary" in json.loads(data)
+        assert self.admin("GET", "/admin/consumers/s1/stats")["auth_failures"] == 5
+        for ref in ("nope", "v1c", "3b241101-e2bb-4255-8caf-4136c566a962"):
+            status, _, data = self.raw_receive(ref, {})
+            assert status == 404
+            assert json.loads(data) == {
+                "summary": "Not found: No `consumer` found matching the provided ID or name"}
+        # another account's sink: 404, not 401
+        self.stream("s2", token="other")
+        status, _, _ = self.raw_receive("s2", {})
+        assert status == 404
+        # and the v1 API does not serve stream consumers
+        status, _, _ = self.raw_next("s1", "stok")
+        assert status == 404
+
+    def test_content_type_accept_and_bad_json(self):
+        self.stream()
+        for ctype in ("text/plain", None):
+            hdrs = dict(AUTH)
+            if ctype:
+                hdrs["Content-Type"] = ctype
+            status, _, data = self.c.request("POST", "/api/sequin_streams/s1/receive", None, hdrs)
+            assert status == 400, data
+            assert json.loads(data) == {"summary": "Content-Type: application/json is required"}
+        status, _, data = self.c.request("POST", "/api/sequin_streams/s1/ack",
+                                         json.dumps({"ack_ids": [str(_uuid4())]}),
+                                         dict(AUTH, **{"Content-Type": "text/plain"}))
+        assert status == 400
+        # POST /receive with JSON content type and no body is fine; GET needs no content type
+        status, _, _ = self.c.request("POST", "/api/sequin_streams/s1/receive", None,
+                                      dict(AUTH, **{"Content-Type": "application/json"}))
+        assert status == 200
+        status, _, data = self.raw_receive(body="{not json")
+        assert status == 400 and json.loads(data) == {"errors": {"detail": "Bad Request"}}
+        status, _, data = self.raw_receive(body={}, headers={"Accept": "text/html"})
+        assert status == 406
+        status, _, _ = self.raw_receive(body={}, headers={"Accept": "application/json"})
+        assert status == 200
+        status, _, _ = self.c.request("GET", "/api/sequin_streams/s1/ack", None, AUTH)
+        assert status == 404
+
+    def test_batch_size_validation(self):
+        self.stream()
+        self.spublish([change(i, 100 + i) for i in range(5)])
+        bad = "Invalid `max_batch_size`. `max_batch_size` must be an integer between 1 and 1000."
+        for params in ({"max_batch_size": 0}, {"max_batch_size": -1}, {"max_batch_size": 1001},
+                       {"max_batch_size": "abc"}, {"max_batch_size": 1.5},
+                       {"batch_size": 0, "max_batch_size": 5}):
+            status, _, data = self.raw_receive(body=params)
+            assert status == 400, params
+            assert json.loads(data) == {"summary": bad}
+        status, _, _ = self.raw_receive(body={"max_batch_size": None})
+        assert status == 500                      # Integer.parse(nil) crashes Sequin
+        assert len(self.receive()) == 1           # default 1
+        assert len(self.receive(max_batch_size="2")) == 2
+        assert len(self.receive(batch_size=1, max_batch_size=1000)) == 1   # batch_size wins
+        assert len(self.receive(max_batch_size=1000)) == 1
+
+    def test_wait_for_validation(self):
+        self.stream()
+        bad = ("Invalid `wait_for`. Must be between 500 and 300,000 milliseconds, or use "
+               "duration format like '60s', '5m', '1000ms'.")
+        for w in (0, 499, 300001, "0", "1h", "5x", "-1", None, 1.5, "6m"):
+            status, _, data = self.raw_receive(body={"wait_for": w})
+            assert status == 400, w
+            assert json.loads(data) == {"summary": bad}
+        for w, secs in ((500, 0.5), ("600ms", 0.6), ("1s", 1.0)):
+            t0 = time.monotonic()
+            assert self.receive(wait_for=w) == []
+            assert secs <= time.monotonic() - t0 < secs + 0.5, w
+        t0 = time.monotonic()
+        assert self.receive() == []               # omitted: no wait
+        assert time.monotonic() - t0 < 0.3
+        entries = self.admin("GET", "/admin/consumers/s1/requests")["requests"]
+        assert [e["wait_for"] for e in entries if e["status"] == 200] == [500, 600, 1000, None]
+        assert all(e["kind"] == "receive" for e in entries)
+
+    def test_long_poll_returns_on_publish_and_while_in_flight(self):
+        self.stream()
+        t = threading.Thread(target=lambda: (time.sleep(0.3), one_shot(
+            self.port, "POST", "/admin/consumers/s1/publish", [change(1, 100)])))
+        t.start()
+        t0 = time.monotonic()
+        items = self.receive(wait_for=5000)
+        t.join()
+        assert self.rids(items) == [1]
+        assert 0.25 < time.monotonic() - t0 < 2.0
+        # the message is in flight: the store is not empty, so a long poll returns at once, empty
+        t0 = time.monotonic()
+        assert self.receive(wait_for=5000) == []
+        assert time.monotonic() - t0 < 0.5
+        st = self.admin("GET", "/admin/consumers/s1/stats")
+        assert st["empty_replies"] == 1 and st["in_flight"] == 1 and st["pending"] == 0
+
+    def test_ack_ids_validation_and_silent_unknown_acks(self):
+        self.stream()
+        bad = ("Invalid ack_ids. Must send a top-level `ack_ids` property that is a non-empty "
+               "list of valid UUID strings")
+        for body in ({"ack_ids": []}, {"ack_ids": ["MTYyeJ7abUjl1pO"]}, {"ack_ids": [""]},
+                     {"ack_ids": [1]}, {"ack_ids": "x"}, {}, {"ack_tokens": [str(_uuid4())]}):
+            for kind in ("ack", "nack"):
+                status, _, data = self.c.request("POST", f"/api/sequin_streams/s1/{kind}",
+                                                 body, AUTH)
+                assert status == 400, (kind, body)
+                assert json.loads(data) == {"summary": bad}
+        self.spublish([change(1, 100)])
+        [it] = self.receive()
+        assert self.sack([it["ack_id"]]) == {"success": True}
+        assert self.sack([it["ack_id"]]) == {"success": True}            # double ack
+        assert self.sack([str(_uuid4())]) == {"success": True}           # unknown
+        assert self.sack([it["ack_id"]], kind="nack") == {"success": True}
+        assert self.sack([it["ack_id"].upper()]) == {"success": True}
+        st = self.admin("GET", "/admin/consumers/s1/stats")
+        assert st["acked"] == 1 and st["unknown_acks"] == 4 and st["outstanding"] == 0
+
+    def test_group_order_one_in_flight_per_group(self):
+        self.stream()
+        msgs = [change(1, 100, 0), change(2, 100, 1), change(1, 200, 0), change(1, 200, 4),
+                change(3, 300, 0), change(2, 300, 1), read(4)]
+        self.spublish(msgs)
+        # newest first in publish order for row 5: delivery is still by (lsn, idx)
+        self.spublish([change(5, 900, 2), change(5, 900, 1)])
+        b1 = self.receive(max_batch_size=100)
+        assert self.rids(b1) == [1, 2, 3, 4, 5]
+        assert [it["data"]["metadata"]["commit_idx"] for it in b1 if
+                it["data"]["record"]["id"] == 5] == [1]
+        assert self.receive(max_batch_size=100) == []     # every group is blocked
+        self.sack([it["ack_id"] for it in b1 if it["data"]["record"]["id"] in (1, 5)])
+        b2 = self.receive(max_batch_size=100)
+        assert [(it["data"]["record"]["id"], it["data"]["metadata"]["commit_lsn"],
+                 it["data"]["metadata"]["commit_idx"]) for it in b2] == [(1, 200, 0), (5, 900, 2)]
+        self.sack([it["ack_id"] for it in b1 + b2])
+        b3 = self.receive(max_batch_size=100)
+        assert [(it["data"]["record"]["id"], it["data"]["metadata"]["commit_lsn"]) for it in b3] \
+            == [(1, 200), (2, 300)]
+        # message_grouping off: no per-row blocking
+        self.stream("s3", message_grouping=False)
+        self.spublish([change(7, 10), change(7, 11)], cid="s3")
+        assert len(self.receive("s3", max_batch_size=10)) == 2
+
+    def test_reads_follow_earlier_changes(self):
+        self.stream()
+        self.spublish([change(1, 100), read(1, v="read"), change(1, 200, v="after")])
+        seen = []
+        for _ in range(3):
+            [it] = self.receive(max_batch_size=10)
+            seen.append(it["data"]["action"])
+            self.sack([it["ack_id"]])
+        assert seen == ["insert", "read", "insert"]
+
+    def test_dedup_by_cursor(self):
+        self.stream()
+        assert self.spublish([change(1, 100), change(1, 100, v="again")]) == \
+            {"published": 1, "deduplicated": 1}
+        [it] = self.receive()
+        self.sack([it["ack_id"]])
+        assert self.spublish([change(1, 100)]) == {"published": 1, "deduplicated": 0}
+
+    def test_visibility_timeout_lazy_expiry_same_ack_id(self):
+        self.stream(ack_wait_ms=300)
+        self.spublish([change(1, 100), change(1, 200)])
+        [first] = self.receive(max_batch_size=10)
+        time.sleep(0.4)
+        st = self.admin("GET", "/admin/consumers/s1/stats")
+        assert st["expired"] == 0 and st["in_flight"] == 1      # lazy: nothing released yet
+        [again] = self.receive(max_batch_size=10)
+        assert again["ack_id"] == first["ack_id"]                # the message's own id
+        assert again["data"]["metadata"]["commit_lsn"] == 100    # still first in its group
+        st = self.admin("GET", "/admin/consumers/s1/stats")
+        assert st["expired"] == 1 and st["redelivered"] == 1
+        # a late ack (from a worker whose visibility expired) still acks the message
+        time.sleep(0.4)
+        self.sack([first["ack_id"]])
+        [nxt] = self.receive()
+        assert nxt["data"]["metadata"]["commit_lsn"] == 200
+
+    def test_nack_is_immediate(self):
+        self.stream()
+        self.spublish([change(1, 100), change(2, 100, 1)])
+        items = self.receive(max_batch_size=10)
+        self.sack([items[0]["ack_id"]], kind="nack")
+        again = self.receive(max_batch_size=10)
+        assert [it["ack_id"] for it in again] == [items[0]["ack_id"]]
+        st = self.admin("GET", "/admin/consumers/s1/stats")
+        assert st["nacked"] == 1 and st["redelivered"] == 1
+
+    def test_restart_new_ack_ids_and_replay(self):
+        self.stream()
+        self.spublish([change(1, 100), change(2, 100, 1), change(3, 100, 2)])
+        items = self.receive(max_batch_size=10)
+        self.sack([items[0]["ack_id"]])
+        out = self.admin("POST", "/admin/consumers/s1/restart", {"replay_acked": 1})
+        assert out == {"replayed": 1, "messages": 3}
+        again = self.receive(max_batch_size=10)
+        assert self.rids(again) == [1, 2, 3]                     # nothing in flight any more
+        assert not {it["ack_id"] for it in again} & {it["ack_id"] for it in items}
+        self.sack([it["ack_id"] for it in items])                 # old ids: silent no-ops
+        st = self.admin("GET", "/admin/consumers/s1/stats")
+        assert st["outstanding"] == 3 and st["unknown_acks"] == 3 and st["restarts"] == 1
+        self.admin("POST", "/admin/consumers/s1/restart", {"keep_ack_ids": True})
+        kept = self.receive(max_batch_size=10)
+        assert [it["ack_id"] for it in kept] == [it["ack_id"] for it in again]
+        self.admin("POST", "/admin/consumers/s1/restart", {"bogus": 1}, expect=400)
+
+    def test_paused_and_no_429(self):
+        self.stream(paused=True)
+        self.spublish([change(1, 100)])
+        assert self.receive() == []
+        self.stream(paused=False)
+        assert len(self.receive()) == 1
+        for _ in range(50):
+            status, _, _ = self.raw_receive(body={})
+            assert status == 200
+
+    def test_messages_listing_and_stats(self):
+        self.stream()
+        self.spublish([change(1, 100), read(2)])
+        self.receive()
+        ms = self.admin("GET", "/admin/consumers/s1/messages")["messages"]
+        assert [(m["group"], m["cursor"], m["in_flight"], m["deliveries"]) for m in ms] == [
+            ("public.orders:1", [100, 0], True, 1), ("public.orders:2", None, False, 0)]
+        st = self.admin("GET", "/admin/consumers/s1/stats")
+        assert (st["published"], st["in_flight"], st["pending"], st["outstanding"],
+                st["acked"]) == (2, 1, 1, 2, 0)
+
+    def test_admin_validation(self):
+        self.admin("POST", "/admin/consumers", {"id": "s1", "token": "t", "protocol": "x"},
+                   expect=400)
+        self.admin("POST", "/admin/consumers", {"id": "s1", "token": "t", "protocol": "stream",
+                                                "max_deliver": 3}, expect=400)
+        self.admin("POST", "/admin/consumers", {"id": "s1", "token": "t", "protocol": "stream",
+                                                "uuid": "not-a-uuid"}, expect=400)
+        s = self.stream()
+        assert self.stream(token="stok")["uuid"] == s["uuid"]    # an update keeps the sink id
+        # changing protocol needs purge
+        self.admin("POST", "/admin/consumers", {"id": "s1", "token": "t"}, expect=400)
+        self.admin("POST", "/admin/consumers", {"id": "s1", "token": "t", "purge": True},
+                   expect=201)
+        self.stream(purge=True)
+        self.admin("POST", "/admin/consumers/s1/publish", [{"record": {}}], expect=400)
+        self.admin("POST", "/admin/consumers/s1/publish",
+                   [{"record": {"id": 1}, "action": "insert", "metadata": {}}], expect=400)
+
+    def test_publish_raw_stream(self):
+        self.stream()
+        out = self.admin("POST", "/admin/consumers/s1/publish_raw", {"messages": [
+            {"text": '{"id": 1, "bare": "record_only transform"}', "group": "g", "cursor": [5, 0]},
+            {"text": '{"x": 1e400}', "group": "g", "cursor": [6, 0]}]})
+        assert out == {"published": 2, "deduplicated": 0}
+        status, _, data = self.raw_receive(body={"max_batch_size": 10})
+        assert data.startswith(b'{"data":[{"ack_id":"')
+        assert b'"data":{"id": 1, "bare": "record_only transform"}}]}' in data  # one of group g
+
+    def test_request_log(self):
+        self.stream()
+        self.raw_receive(body={"max_batch_size": 5, "wait_for": "1s"})
+        self.raw_receive(body={"max_batch_size": 0})
+        self.sack([str(_uuid4())])
+        log = self.admin("GET", "/admin/consumers/s1/requests")
+        reqs = log["requests"]
+        assert [(r["kind"], r["status"]) for r in reqs] == [("receive", 200), ("receive", 400),
+                                                            ("ack", 200)]
+        assert reqs[0]["max_batch_size"] == 5 and reqs[0]["wait_for"] == 1000
+        assert reqs[1]["params"] == {"max_batch_size": 0}
+        assert log["connections"] == 1
+        assert self.admin("GET", "/admin/requests")["last"]["path"] == "/api/sequin_streams/s1/ack"
+
+
+class TestStreamFaults(StreamCase):
+
+    def test_status_500_and_forced(self):
+        self.stream()
+        self.faults({"status_500": 1.0, "limit": 1}, cid="s1")
+        status, _, data = self.raw_receive(body={})
+        assert status == 500 and "SlotMessageStore" in json.loads(data)["summary"]
+        assert self.raw_receive(body={})[0] == 200
+        self.faults({"status_for_next": 503, "limit": 2}, cid="s1")
+        assert [self.raw_receive(body={})[0] for _ in range(3)] == [503, 503, 200]
+
+    def test_drop_truncate_slow(self):
+        self.stream()
+        self.spublish([change(1, 100)])
+        self.faults({"drop_connection": 1.0, "limit": 1}, cid="s1")
+        with pytest.raises(Exception):
+            self.raw_receive(body={})
+        self.faults({"truncate": 1.0, "limit": 1}, cid="s1")
+        self.admin("POST", "/admin/consumers/s1/restart", {})
+        status, _, data = self.raw_receive(body={})
+        assert status == 200
+        with pytest.raises(ValueError):
+            json.loads(data)
+        self.faults({"slow_ms": 300, "ack_slow_ms": 200}, cid="s1")
+        t0 = time.monotonic()
+        self.raw_receive(body={})
+        self.sack([str(_uuid4())])
+        assert time.monotonic() - t0 >= 0.5
+
+    def test_duplicate_same_ack_id(self):
+        self.stream()
+        self.spublish([change(i, 100 + i) for i in range(5)])
+        self.faults({"duplicate": 1.0, "seed": 3, "limit": 1}, cid="s1")
+        items = self.receive(max_batch_size=5)
+        assert len(items) == 5
+        ids = [it["ack_id"] for it in items]
+        assert len(set(ids)) == 4
+        st = self.admin("GET", "/admin/consumers/s1/stats")
+        assert st["duplicated"] == 1 and st["in_flight"] == 4
+
+    def test_replay_of_acked(self):
+        self.stream()
+        self.spublish([change(1, 100), change(2, 200)])
+        [a] = self.receive()
+        self.sack([a["ack_id"]])
+        self.faults({"replay": 1.0, "limit": 1}, cid="s1")
+        items = self.receive(max_batch_size=10)
+        assert sorted(self.rids(items)) == [1, 2]
+        again = [it for it in items if it["data"]["record"]["id"] == 1][0]
+        assert again["ack_id"] != a["ack_id"] and again["data"] == a["data"]
+        assert self.admin("GET", "/admin/consumers/s1/stats")["replayed"] == 1
+
+    def test_ack_drop_and_bad_settings(self):
+        self.stream()
+        self.spublish([change(1, 100)])
+        [it] = self.receive()
+        self.faults({"ack_drop": 1.0, "limit": 1}, cid="s1")
+        assert self.sack([it["ack_id"]]) == {"success": True}
+        assert self.admin("GET", "/admin/consumers/s1/stats")["outstanding"] == 1
+        self.admin("POST", "/admin/consumers/s1/faults", {"replay": 2}, expect=400)
+        self.admin("POST", "/admin/consumers/c9/faults", {}, expect=404)
+        self.consumer("v1")
+        self.admin("POST", "/admin/consumers/v1/faults", {"replay": 0.5}, expect=400)
+
+    def test_script_receive(self):
+        self.stream()
+        self.spublish([change(1, 100)])
+        self.admin("POST", "/admin/consumers/s1/script", {"steps": [
+            {"op": "receive", "status": 502, "body": [{"text": "<html>bad gateway</html>"}],
+             "content_type": "text/html"},
+            {"op": "receive", "body": [{"text": "["}, {"reply": True}, {"text": "]"}]}]})
+        assert self.raw_receive(body={})[0] == 502
+        status, _, data = self.raw_receive(body={})
+        assert status == 200 and data.startswith(b'[{"data":[{"ack_id"')
+        log = self.admin("GET", "/admin/consumers/s1/script")["log"]
+        assert [e["messages"] for e in log] == [0, 1]
+
+    def test_abandoned_long_poll(self):
+        self.stream()
+        s = __import__("socket").create_connection(("127.0.0.1", self.port))
+        body = b'{"wait_for": 3000}'
+        s.sendall(b"POST /api/sequin_streams/s1/receive HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer stok\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.3)
+        s.close()
+        time.sleep(0.3)
+        self.spublish([change(1, 100)])
+        assert len(self.receive()) == 1
+        assert self.admin("GET", "/admin/consumers/s1/stats")["abandoned"] == 1
+
+
+class TestStreamConcurrency(StreamCase):
+
+    def test_workers_never_share_a_group_and_see_every_change(self):
+        self.stream(ack_wait_ms=2000)
+        g = gen_stream.generate(seed=11, rows=30, txns=120)
+        self.spublish(g["messages"])
+        seen, lock, in_hand = [], threading.Lock(), {}
+        errors = []
+
+        def worker():
+            cl = Client(self.port)
+            try:
+                idle = 0
+                while idle < 5:
+                    items = self.receive(client=cl, max_batch_size=7)
+                    if not items:
+                        idle += 1
+                        time.sleep(0.05)
+                        continue
+                    idle = 0
+                    groups = [gen_stream.group_of(it["data"]) for it in items]
+                    with lock:
+                        if len(set(groups)) != len(groups) or set(groups) & set(in_hand):
+                            errors.append(groups)
+                        for gr in groups:
+                            in_hand[gr] = True
+                        seen.extend(it["data"] for it in items)
+                    time.sleep(0.01)
+                    with lock:
+                        for gr in groups:
+                            in_hand.pop(gr, None)
+                    cl.request("POST", "/api/sequin_streams/s1/ack",
+                               {"ack_ids": [it["ack_id"] for it in items]}, AUTH)
+            finally:
+                cl.close()
+
+        ts = [threading.Thread(target=worker) for _ in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert not errors
+        assert len(seen) == len(g["messages"])
+        rows, versions, parked = gen_stream.replay(seen, tuple(g["key"]))
+        exp = {tuple(str(r[c]) for c in g["key"]): r for r in g["expected"]}
+        assert {k: dict(v, sequin_version=None if versions[k] is None else str(versions[k]))
+                for k, v in rows.items()} == exp
+
+
+def fake_sequin_metadata_keys():
+    sys.path.insert(0, HERE)
+    import fake_sequin
+    return fake_sequin.METADATA_KEYS
+
+
+def _uuid4():
+    import uuid
+    return uuid.uuid4()
+
+
+class TestGenStream:
+
+    CONFIGS = [dict(), dict(composite=True), dict(full=True), dict(interleave=True),
+               dict(composite=True, interleave=True, full=True), dict(backfill=False),
+               dict(toast_on_key_change=True)]
+
+    def test_deterministic(self):
+        a = gen_stream.generate(seed=4, rows=10, txns=40, composite=True)
+        assert a == gen_stream.generate(seed=4, rows=10, txns=40, composite=True)
+        assert a["messages"] != gen_stream.generate(seed=5, rows=10, txns=40,
+                                                    composite=True)["messages"]
+
+    @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: ",".join(c) or "default")
+    def test_invariants(self, cfg):
+        for seed in range(8):
+            g = gen_stream.generate(seed=seed, rows=12, txns=60, **cfg)
+            key = tuple(g["key"])
+            msgs, trace = g["messages"], g["trace"]
+            # final state: replaying the messages rebuilds the source
+            rows, versions, _ = gen_stream.replay(msgs, key)
+            src = {tuple(str(r[c]) for c in key): r for r in g["source"]}
+            assert rows == src
+            assert [dict(r, sequin_version=None) for r in g["expected"]] == \
+                [dict(r, sequin_version=None) for r in g["source"]]
+            # the history (trace effects in cursor order) also ends in the source
+            hist = sorted(range(len(msgs)), key=lambda i: (trace[i]["cursor"][0],
+                          -1 if trace[i]["cursor"][1] is None else 0, trace[i]["cursor"][1] or 0))
+            state = {}
+            for i in hist:
+                for k, row in trace[i]["effects"].items():
+                    if row is None:
+                        state.pop(k, None)
+                    else:
+                        state[k] = row
+            assert {tuple(k.split(":")): v for k, v in state.items()} == src
+            # per group: cursors strictly increase in delivery order; a read is never older
+            # than a change delivered before it (it carries the row's state at its watermark)
+            last = {}
+            for m, t in zip(msgs, trace):
+                gr = gen_stream.group_of(m)
+                cur = (t["cursor"][0], (1 << 40) if t["cursor"][1] is None else t["cursor"][1])
+                assert gr not in last or last[gr] < cur, gr
+                last[gr] = cur
+                if m["action"] == "read":
+                    assert m["metadata"]["commit_lsn"] is None
+                    assert m["metadata"]["commit_idx"] is None
+                    assert m["changes"] is None
+                    k = ":".join(m["metadata"]["record_pks"])
+                    before = [j for j in hist if trace[j]["cursor"][0] <= t["cursor"][0]
+                              and trace[j]["cursor"][1] is not None and k in trace[j]["effects"]]
+                    if before:
+                        assert trace[before[-1]]["effects"][k] == m["record"]
+
+    def test_message_shapes(self):
+        seen = set()
+        for cfg in self.CONFIGS[:3]:
+            g = gen_stream.generate(seed=2, rows=15, txns=80, **cfg)
+            key = g["key"]
+            prev = None
+            for m in g["messages"]:
+                md = m["metadata"]
+                assert tuple(md) == fake_sequin_metadata_keys()
+                assert md["record_pks"] == [str(m["record"][c]) for c in key]
+                assert all(isinstance(p, str) for p in md["record_pks"])
+                a = m["action"]
+                seen.add((a, cfg.get("full", False)))
+                if a != "read":
+                    assert base64.b64decode(md["idempotency_key"]) == \
+                        b"%d:%d" % (md["commit_lsn"], md["commit_idx"])
+                    assert md["commit_lsn"] >= gen_stream.LSN_START
+                    if prev:
+                        assert (md["commit_lsn"], md["commit_idx"]) > prev
+                    prev = (md["commit_lsn"], md["commit_idx"])
+                rec = m["record"]
+                if a == "delete" and not cfg.get("full"):
+                    assert all(v is None for c, v in rec.items() if c not in key)
+                if a in ("insert", "read", "update") and rec["total"] is not None:
+                    assert isinstance(rec["total"], str)
+                assert isinstance(rec["tags"], list) or a == "delete"
+                if a == "update" and not cfg.get("full"):
+                    keych = any(c in (m["changes"] or {}) for c in key)
+                    assert keych or m["changes"] == {}
+                if cfg.get("full"):
+                    assert rec.get("note") != "unchanged_toast"
+                if a in ("insert", "delete", "read"):
+                    assert m["changes"] is None
+        g = gen_stream.generate(seed=2, rows=15, txns=80)
+        notes = [m["record"]["note"] for m in g["messages"] if m["action"] == "update"]
+        assert "unchanged_toast" in notes and any(len(n) > 2000 for n in notes)
+        assert any(m["action"] == "update" and "id" in m["changes"] for m in g["messages"])
+        idx = [m["metadata"]["commit_idx"] for m in g["messages"] if m["action"] != "read"]
+        assert max(idx) > 3                                   # gaps inside transactions
+
+    def test_lsn_beyond_2_53_and_cli(self, tmp_path):
+        g = gen_stream.generate(seed=1, rows=3, txns=5, lsn_start=(1 << 60) + 1)
+        assert all(m["metadata"]["commit_lsn"] > 1 << 60 for m in g["messages"]
+                   if m["action"] != "read")
+        out = subprocess.run([sys.executable, os.path.join(HERE, "gen_stream.py"), "--seed", "3",
+                              "--rows", "4", "--txns", "9", "--composite"],
+                             check=True, capture_output=True).stdout
+        doc = json.loads(out)
+        g = gen_stream.generate(seed=3, rows=4, txns=9, composite=True)
+        assert doc["messages"] == g["messages"] and doc["expected"] == g["expected"]
+        assert "sequin_version numeric" in doc["ddl"]
+        subprocess.run([sys.executable, os.path.join(HERE, "gen_stream.py"), "--seed", "3",
+                        "--jsonl", str(tmp_path / "m.jsonl"), "--expected",
+                        str(tmp_path / "e.json")], check=True)
+        lines = (tmp_path / "m.jsonl").read_text().splitlines()
+        assert [json.loads(x) for x in lines] == gen_stream.generate(seed=3)["messages"]
+        with pytest.raises(ValueError):
+            gen_stream.generate(toast_on_key_change=True, interleave=True)
+
+    def test_fixture(self):
+        with open(STREAM_FIXTURE) as f:
+            msgs = json.load(f)
+        with open(STREAM_EXPECTED) as f:
+            expected = json.load(f)
+        assert len(msgs) == 20
+        assert {m["action"] for m in msgs} == {"insert", "update", "delete", "read"}
+        rows, versions, parked = gen_stream.replay(msgs, ("id",))
+        assert not parked
+        got = [dict(rows[k], sequin_version=None if versions[k] is None else str(versions[k]))
+               for k in sorted(rows, key=lambda k: int(k[0]))]
+        assert got == expected
+        assert [r["id"] for r in expected] == [1, 2, 5, 40]
+        assert any(m["record"].get("note") == "unchanged_toast" for m in msgs)
+        assert any(m["action"] == "update" and m["changes"].get("id") == 4 for m in msgs)
+
+
+class TestPgclusterWrapper:
+
+    def test_stream_helpers(self, tmp_path):
+        import pgcluster
+        f = pgcluster.FakeSequin(FAKE, str(tmp_path))
+        f.start()
+        try:
+            d = f.stream_consumer("feed", "tok", ack_wait_ms=1000)
+            assert UUID4.match(d["uuid"])
+            assert f.stream_endpoint("feed").endswith("/api/sequin_streams/feed")
+            assert f.stream_endpoint("feed", legacy=True).endswith("/api/http_pull_consumers/feed")
+            assert f.publish_stream("feed", [change(1, 100), read(2)]) == \
+                {"published": 2, "deduplicated": 0}
+            assert f.stream_stats("feed")["outstanding"] == 2
+            assert f.restart_stream("feed") == {"replayed": 0, "messages": 2}
+        finally:
+            f.stop()
