@@ -64,6 +64,8 @@ MessageErrorMessage(MessageError err) noexcept
 			return "message has no version: metadata.commit_lsn and metadata.commit_idx are null in a change (Sequin 0.9 or later sends them)";
 		case MessageError::BadVersion:
 			return "message metadata \"commit_lsn\" must be an integer between 0 and 18446744073709551615 and \"commit_idx\" one between 0 and 4294967295";
+		case MessageError::ReadVersion:
+			return "read message has a commit_lsn or commit_idx: Sequin sends backfill reads without a version";
 		case MessageError::NoRecord:
 			return "message has no \"record\" object";
 		case MessageError::BadChanges:
@@ -116,7 +118,7 @@ ValidateMessage(const json::Document &doc, const json::Node *msg, Message *out) 
 	if (out->action == Action::Read) {
 		/* reads carry no version; one that has one is not what Sequin sends */
 		if (!Absent(lsn) || !Absent(idx))
-			return MessageError::BadVersion;
+			return MessageError::ReadVersion;
 	} else {
 		if (Absent(lsn) || Absent(idx))
 			return MessageError::NoVersion;

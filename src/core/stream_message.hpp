@@ -38,7 +38,8 @@ enum class MessageError : uint8_t {
 	NoMetadata,		/* "metadata" absent, null or not an object */
 	BadTable,		/* table_schema / table_name not non-empty strings without \u0000 */
 	NoVersion,		/* a change without commit_lsn / commit_idx (Sequin before 0.9) */
-	BadVersion,		/* commit_lsn not a uint64, commit_idx not a uint32, or a read with one */
+	BadVersion,		/* commit_lsn not a uint64, commit_idx not a uint32 */
+	ReadVersion,	/* a read with a commit_lsn or commit_idx: not what Sequin sends */
 	NoRecord,		/* "record" absent, null or not an object */
 	BadChanges,		/* "changes" neither an object nor null */
 };

@@ -615,7 +615,8 @@ ResolveMapping(Oid relid, Protocol protocol, const char *delete_mode, Jsonb *col
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("table %s has no column \"deleted\"", m->display_name),
-					 errdetail("Soft deletes keep a deleted %s's row with deleted = true.", stream ? "row" : "record"),
+					 stream ? errdetail("Soft deletes keep a deleted row, with deleted = true.")
+							: errdetail("Soft deletes keep a deleted record's row with deleted = true."),
 					 errhint("Add it (ALTER TABLE %s ADD COLUMN deleted boolean), or map with delete_mode => 'hard'.",
 							 m->display_name)));
 		if (m->columns[m->deleted_col].base_type != BOOLOID)
