@@ -128,7 +128,8 @@ http_client_test() {
 	local out="$work/unit"
 	mkdir -p "$out"
 	build_unit -I"$repo/src" "$repo/src/core/endpoint.cpp" "$repo/src/core/http_client.cpp" "$repo/src/core/next_reply.cpp" \
-		"$repo/src/core/json_doc.cpp" "$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
+		"$repo/src/core/stream_reply.cpp" "$repo/src/core/protocol.cpp" "$repo/src/core/json_doc.cpp" \
+		"$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
 		bash "$repo/test/unit/run_http_client_test.sh" "$out/http_client_test"
 }
 

@@ -6,7 +6,8 @@
  * No Postgres needed.
  *
  *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/core/endpoint.cpp src/core/http_client.cpp \
- *       src/core/next_reply.cpp src/core/json_doc.cpp test/unit/http_client_test.cpp -lcurl \
+ *       src/core/next_reply.cpp src/core/stream_reply.cpp src/core/protocol.cpp src/core/json_doc.cpp \
+ *       test/unit/http_client_test.cpp -lcurl \
  *       -o /tmp/http_client_test
  *   bash test/unit/run_http_client_test.sh /tmp/http_client_test
  *
