@@ -427,6 +427,8 @@ struct HttpConnection::InFlight {
 	const char *early_error = nullptr;
 };
 
+HttpConnection::HttpConnection() noexcept = default;
+
 HttpConnection::~HttpConnection()
 {
 	/* An unfinished request is dropped: removing it closes its connection. */

@@ -138,7 +138,7 @@ public:
  */
 class HttpConnection {
 public:
-	HttpConnection() noexcept = default;
+	HttpConnection() noexcept; /* out of line: InFlight is complete only in http_client.cpp */
 	~HttpConnection();
 	HttpConnection(const HttpConnection &) = delete;
 	HttpConnection &operator=(const HttpConnection &) = delete;
