@@ -90,15 +90,15 @@ DecodeStreamReply(const json::Document &doc, StreamReply *out, std::string *erro
 		out->items.reserve(data->len);
 		size_t index = 0;
 		for (const json::Node *item = doc.First(data); item != nullptr; item = doc.Next(item), index++) {
-			const char *why = nullptr;
 			const json::Node *ack_id = item->IsObject() ? doc.Find(item, "ack_id") : nullptr;
+			const char *why = nullptr;
 			if (!item->IsObject())
 				why = " is not an object";
 			else if (ack_id == nullptr || !ack_id->IsString())
 				why = " has no \"ack_id\" string";
 			else if (!IsUuid(ack_id->Str()))
 				why = " has an \"ack_id\" that is not a UUID";
-			if (why != nullptr) {
+			if (why != nullptr || ack_id == nullptr) {
 				ItemError(error, index, why);
 				out->items.clear();
 				return false;
