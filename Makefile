@@ -142,7 +142,7 @@ bench: deps
 	bash test/install.sh
 	python3 test/bench.py $(BENCH_ARGS)
 
-# libFuzzer (clang from Debian's packages) on the reply decoder (fuzz_json_doc, seeded with
+# libFuzzer (clang from Debian's packages) on the reply decoders (fuzz_json_doc, seeded with
 # test/fixtures too) and on the record-to-row layer (fuzz_record), FUZZ_SECONDS each; new inputs
 # go to test/unit/bin/corpus/, crashing ones to test/unit/bin/crash-*.  Fix the crash, then add
 # its input to test/unit/corpus/json_doc/ or test/unit/corpus/record/: `make test` replays both.
@@ -151,8 +151,8 @@ FUZZ_CXX = clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sa
 fuzz:
 	@command -v clang++ >/dev/null || { echo "make fuzz needs clang (apt-get install clang)" >&2; exit 1; }
 	mkdir -p test/unit/bin/corpus/json_doc test/unit/bin/corpus/record
-	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/record.cpp test/unit/fuzz_json_doc.cpp \
-		-o test/unit/bin/fuzz_json_doc
+	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/stream_reply.cpp src/core/record.cpp \
+		test/unit/fuzz_json_doc.cpp -o test/unit/bin/fuzz_json_doc
 	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/record.cpp test/unit/fuzz_record.cpp \
 		-o test/unit/bin/fuzz_record
 	test/unit/bin/fuzz_json_doc -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=test/unit/bin/ \

@@ -104,7 +104,8 @@ unit_tests() {
 		"$out/json_doc_test" "$repo/test/fixtures" &&
 		echo "replaying the fuzz corpus:" &&
 		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" "$repo/src/core/record.cpp" \
-			"$repo/test/unit/fuzz_json_doc.cpp" "$repo/test/unit/fuzz_replay.cpp" -o "$out/fuzz_replay" &&
+			"$repo/src/core/stream_reply.cpp" "$repo/test/unit/fuzz_json_doc.cpp" "$repo/test/unit/fuzz_replay.cpp" \
+			-o "$out/fuzz_replay" &&
 		"$out/fuzz_replay" "$repo/test/unit/corpus/json_doc" "$repo/test/fixtures" &&
 		mkdir -p "$out/empty_corpus" &&
 		if "$out/fuzz_replay" "$out/empty_corpus" >/dev/null 2>&1; then
@@ -121,14 +122,23 @@ unit_tests() {
 		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
 			"$repo/src/core/record.cpp" "$repo/test/unit/fuzz_record.cpp" "$repo/test/unit/fuzz_replay.cpp" \
 			-o "$out/fuzz_record_replay" &&
-		"$out/fuzz_record_replay" "$repo/test/unit/corpus/record" "$repo/test/unit/corpus/json_doc"
+		"$out/fuzz_record_replay" "$repo/test/unit/corpus/record" "$repo/test/unit/corpus/json_doc" &&
+		echo "consumer protocols:" &&
+		build_unit -I"$repo/src" "$repo/src/core/protocol.cpp" "$repo/test/unit/protocol_test.cpp" \
+			-o "$out/protocol_test" &&
+		"$out/protocol_test" &&
+		echo "Sequin Stream replies:" &&
+		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
+			"$repo/src/core/stream_reply.cpp" "$repo/test/unit/stream_reply_test.cpp" -o "$out/stream_reply_test" &&
+		"$out/stream_reply_test"
 }
 
 http_client_test() {
 	local out="$work/unit"
 	mkdir -p "$out"
 	build_unit -I"$repo/src" "$repo/src/core/endpoint.cpp" "$repo/src/core/http_client.cpp" "$repo/src/core/next_reply.cpp" \
-		"$repo/src/core/json_doc.cpp" "$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
+		"$repo/src/core/stream_reply.cpp" "$repo/src/core/protocol.cpp" "$repo/src/core/json_doc.cpp" \
+		"$repo/src/core/pull_session.cpp" "$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
 		bash "$repo/test/unit/run_http_client_test.sh" "$out/http_client_test"
 }
 

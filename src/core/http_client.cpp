@@ -16,14 +16,15 @@
 #include "core/http_client.hpp"
 
 #include "core/endpoint.hpp"
+#include "core/json_doc.hpp"
 #include "core/next_reply.hpp"
+#include "core/stream_reply.hpp"
 
 #include <curl/curl.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <ctime>
 #include <limits>
 #include <new>
 #include "core/cpp_only.hpp" // must be the last include
@@ -59,6 +60,8 @@ struct Transfer {
 	bool too_large = false;
 	size_t header_bytes = 0;
 	bool headers_too_large = false;
+	bool retry_after_seen = false;  /* the last response's headers hold Retry-After ... */
+	bool retry_after_delay = false; /* ... as delay-seconds (see RetryAfterOf) */
 	bool aborted = false;
 	bool out_of_memory = false;
 	const char *run_error = nullptr; /* the multi interface failed (static text) */
@@ -174,214 +177,59 @@ CurlMessage(const char *error_buffer, CURLcode rc)
 	return SanitizeText(text);
 }
 
-/* Appends the UTF-8 encoding of a code point. */
-void
-AppendUtf8(std::string *out, uint32_t cp)
+/*
+ * The "summary" string of a JSON error body ({"summary": "...", "validation_errors": {...}}),
+ * sanitized; empty when the body is not such an object.  Parsed by the one JSON decoder
+ * (json_doc.hpp), on a copy: only error bodies come here, and at most kMaxSummaryBody bytes.
+ */
+std::string
+SummaryOf(const std::string &body)
 {
-	if (cp < 0x80)
-		*out += static_cast<char>(cp);
-	else if (cp < 0x800) {
-		*out += static_cast<char>(0xc0 | (cp >> 6));
-		*out += static_cast<char>(0x80 | (cp & 0x3f));
-	} else if (cp < 0x10000) {
-		*out += static_cast<char>(0xe0 | (cp >> 12));
-		*out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-		*out += static_cast<char>(0x80 | (cp & 0x3f));
-	} else {
-		*out += static_cast<char>(0xf0 | (cp >> 18));
-		*out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-		*out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-		*out += static_cast<char>(0x80 | (cp & 0x3f));
-	}
+	if (body.empty() || body.size() > kMaxSummaryBody)
+		return std::string();
+	std::string copy(body);
+	json::Document doc;
+	if (!doc.Parse(&copy[0], copy.size()))
+		return std::string();
+	const json::Node *summary = doc.Find(doc.Root(), "summary");
+	if (summary == nullptr || !summary->IsString())
+		return std::string();
+	return SanitizeText(summary->Str());
+}
+
+/* Whether a Retry-After value (after "Retry-After:") is delay-seconds: digits only, blanks around. */
+bool
+IsDelaySeconds(std::string_view value) noexcept
+{
+	auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+	while (!value.empty() && blank(value.front()))
+		value.remove_prefix(1);
+	while (!value.empty() && blank(value.back()))
+		value.remove_suffix(1);
+	return !value.empty() && std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 /*
- * A small forgiving reader for error bodies: enough JSON to find the top-level "summary" string
- * of {"summary": "...", "validation_errors": {...}}.  It is not a validator (the message is
- * only shown to a human) and it never recurses, so no body can exhaust the stack.  Kept here
- * instead of using RapidJSON so this translation unit cannot disagree with json_doc.cpp about
- * RAPIDJSON_ASSERT (one definition rule).
- */
-class SummaryReader {
-public:
-	explicit SummaryReader(std::string_view text) noexcept : s_(text) {}
-
-	/* True and *summary set when the body is an object with a string member "summary". */
-	bool Find(std::string *summary)
-	{
-		SkipSpace();
-		if (!Take('{'))
-			return false;
-		SkipSpace();
-		if (Take('}'))
-			return false;
-		for (;;) {
-			std::string key;
-			SkipSpace();
-			if (!ReadString(&key))
-				return false;
-			SkipSpace();
-			if (!Take(':'))
-				return false;
-			SkipSpace();
-			if (key == "summary" && Peek() == '"')
-				return ReadString(summary);
-			if (!SkipValue())
-				return false;
-			SkipSpace();
-			if (Take(','))
-				continue;
-			return false;
-		}
-	}
-
-private:
-	char Peek() const noexcept { return pos_ < s_.size() ? s_[pos_] : '\0'; }
-	bool Take(char c) noexcept
-	{
-		if (Peek() != c || pos_ >= s_.size())
-			return false;
-		pos_++;
-		return true;
-	}
-	void SkipSpace() noexcept
-	{
-		while (pos_ < s_.size() &&
-			   (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
-			pos_++;
-	}
-	bool Hex4(uint32_t *v) noexcept
-	{
-		if (pos_ + 4 > s_.size())
-			return false;
-		uint32_t r = 0;
-		for (int i = 0; i < 4; i++) {
-			char c = s_[pos_++];
-			r <<= 4;
-			if (c >= '0' && c <= '9')
-				r |= static_cast<uint32_t>(c - '0');
-			else if (c >= 'a' && c <= 'f')
-				r |= static_cast<uint32_t>(c - 'a' + 10);
-			else if (c >= 'A' && c <= 'F')
-				r |= static_cast<uint32_t>(c - 'A' + 10);
-			else
-				return false;
-		}
-		*v = r;
-		return true;
-	}
-	/* A string literal at pos_, decoded into *out (out may be null to skip). */
-	bool ReadString(std::string *out)
-	{
-		if (!Take('"'))
-			return false;
-		while (pos_ < s_.size()) {
-			char c = s_[pos_++];
-			if (c == '"')
-				return true;
-			if (c != '\\') {
-				if (out)
-					*out += c;
-				continue;
-			}
-			if (pos_ >= s_.size())
-				return false;
-			char e = s_[pos_++];
-			uint32_t cp;
-			switch (e) {
-			case 'b': cp = '\b'; break;
-			case 'f': cp = '\f'; break;
-			case 'n': cp = '\n'; break;
-			case 'r': cp = '\r'; break;
-			case 't': cp = '\t'; break;
-			case 'u':
-				if (!Hex4(&cp))
-					return false;
-				if (cp >= 0xd800 && cp <= 0xdbff && s_.substr(pos_, 2) == "\\u") {
-					size_t save = pos_;
-					uint32_t low;
-					pos_ += 2;
-					if (Hex4(&low) && low >= 0xdc00 && low <= 0xdfff)
-						cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
-					else
-						pos_ = save;
-				}
-				if (cp >= 0xd800 && cp <= 0xdfff)
-					cp = '?'; /* a lone surrogate */
-				break;
-			default: cp = static_cast<unsigned char>(e); break;
-			}
-			if (out)
-				AppendUtf8(out, cp);
-		}
-		return false;
-	}
-	/* Skips any value; containers by counting brackets outside strings. */
-	bool SkipValue()
-	{
-		char c = Peek();
-		if (c == '"')
-			return ReadString(nullptr);
-		if (c == '{' || c == '[') {
-			size_t depth = 0;
-			while (pos_ < s_.size()) {
-				c = s_[pos_];
-				if (c == '"') {
-					if (!ReadString(nullptr))
-						return false;
-					continue;
-				}
-				pos_++;
-				if (c == '{' || c == '[')
-					depth++;
-				else if ((c == '}' || c == ']') && --depth == 0)
-					return true;
-			}
-			return false;
-		}
-		size_t start = pos_;
-		while (pos_ < s_.size() && s_[pos_] != ',' && s_[pos_] != '}' && s_[pos_] != ' ' &&
-			   s_[pos_] != '\t' && s_[pos_] != '\n' && s_[pos_] != '\r')
-			pos_++;
-		return pos_ > start;
-	}
-
-	std::string_view s_;
-	size_t pos_ = 0;
-};
-
-/*
- * Retry-After: either delay-seconds or an HTTP date (RFC 9110).  Returns seconds from now,
- * never negative, capped at one day; -1 when the value is neither form.
+ * Retry-After in seconds, for HttpResult::retry_after.  libcurl reads the header
+ * (CURLINFO_RETRY_AFTER: delay-seconds, or an HTTP date made seconds from now), but answers 0
+ * alike for "0", for a date it could not read and for no header at all, and keeps a value from
+ * an earlier response of the handle.  So the header callback notes whether the final response
+ * has the header and whether it is delay-seconds: a 0 that is not a delay means unreadable
+ * (-1, so the caller backs off as usual instead of retrying at once).  A date already past is
+ * 0; anything is capped at one day.
  */
 long
-ParseRetryAfter(std::string_view value)
+RetryAfterOf(CURL *curl, const Transfer &transfer)
 {
-	while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
-		value.remove_prefix(1);
-	while (!value.empty() && (value.back() == ' ' || value.back() == '\t' ||
-							  value.back() == '\r' || value.back() == '\n'))
-		value.remove_suffix(1);
-	if (value.empty())
+	constexpr curl_off_t kCap = 24L * 3600;
+	if (!transfer.retry_after_seen)
 		return -1;
-	constexpr long kCap = 24L * 3600;
-	if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-		long seconds = 0;
-		for (char c : value) {
-			seconds = seconds * 10 + (c - '0');
-			if (seconds > kCap)
-				return kCap;
-		}
-		return seconds;
-	}
-	std::string text(value);
-	time_t when = curl_getdate(text.c_str(), nullptr);
-	if (when == -1)
+	curl_off_t seconds = 0;
+	if (curl_easy_getinfo(curl, CURLINFO_RETRY_AFTER, &seconds) != CURLE_OK)
 		return -1;
-	time_t now = time(nullptr);
-	if (when <= now)
-		return 0;
-	return static_cast<long>(std::min<time_t>(when - now, kCap));
+	if (seconds == 0 && !transfer.retry_after_delay)
+		return -1;
+	return static_cast<long>(std::clamp<curl_off_t>(seconds, 0, kCap));
 }
 
 /*
@@ -402,9 +250,11 @@ HeaderCallback(char *data, size_t size, size_t nmemb, void *arg) noexcept
 	try {
 		std::string_view line(data, n);
 		if (StartsWithNoCase(line, "HTTP/"))
-			t->result->retry_after = -1;
-		else if (StartsWithNoCase(line, "retry-after:"))
-			t->result->retry_after = ParseRetryAfter(line.substr(12));
+			t->retry_after_seen = t->retry_after_delay = false;
+		else if (StartsWithNoCase(line, "retry-after:")) {
+			t->retry_after_seen = true;
+			t->retry_after_delay = IsDelaySeconds(line.substr(12));
+		}
 	} catch (...) {
 		t->out_of_memory = true;
 		return 0;
@@ -576,6 +426,8 @@ struct HttpConnection::InFlight {
 	HttpOutcome early = HttpOutcome::Ok; /* failed before the transfer began, with early_error */
 	const char *early_error = nullptr;
 };
+
+HttpConnection::HttpConnection() noexcept = default;
 
 HttpConnection::~HttpConnection()
 {
@@ -983,6 +835,7 @@ HttpConnection::Classify(InFlight *f)
 	curl_off_t elapsed_us = 0;
 	if (curl_easy_getinfo(curl, CURLINFO_TOTAL_TIME_T, &elapsed_us) == CURLE_OK)
 		result->elapsed_ms = static_cast<long>(elapsed_us / 1000);
+	result->retry_after = RetryAfterOf(curl, transfer);
 
 	/* Our callbacks' reasons first: libcurl reports them all as generic write/abort errors. */
 	if (transfer.aborted || rc == CURLE_ABORTED_BY_CALLBACK) {
@@ -1034,11 +887,7 @@ HttpConnection::Classify(InFlight *f)
 		return;
 	}
 	result->outcome = HttpOutcome::HttpError;
-	if (!result->body.empty() && result->body.size() <= kMaxSummaryBody) {
-		std::string summary;
-		if (SummaryReader(result->body).Find(&summary))
-			result->summary = SanitizeText(summary);
-	}
+	result->summary = SummaryOf(result->body);
 	result->error = "the server returned HTTP status " + std::to_string(status);
 	if (status >= 300 && status <= 399) {
 		char *location = nullptr;
@@ -1052,11 +901,12 @@ HttpConnection::Classify(InFlight *f)
 		result->error += ": " + result->summary;
 }
 
-/* ---- V1Client ---- */
+/* ---- the clients ---- */
 
-std::unique_ptr<V1Client>
-V1Client::Create(std::string_view endpoint, std::string_view token, const HttpSettings &settings,
-				 std::string *error) noexcept
+template <class Client>
+std::unique_ptr<Client>
+HttpConsumerClient::Make(std::string_view endpoint, std::string_view token, const HttpSettings &settings,
+						 std::string *error) noexcept
 {
 	try {
 		std::string normalized;
@@ -1065,7 +915,7 @@ V1Client::Create(std::string_view endpoint, std::string_view token, const HttpSe
 			*error = "invalid consumer endpoint: " + why;
 			return nullptr;
 		}
-		std::unique_ptr<V1Client> client(new (std::nothrow) V1Client());
+		std::unique_ptr<Client> client(new (std::nothrow) Client());
 		if (!client) {
 			*error = "out of memory";
 			return nullptr;
@@ -1084,55 +934,49 @@ V1Client::Create(std::string_view endpoint, std::string_view token, const HttpSe
 	}
 }
 
-std::string
-V1Client::NextBody(int batch_size, int wait_for_ms)
-{
-	batch_size = std::max(batch_size, 1);
-	wait_for_ms = std::max(wait_for_ms, 0);
-	return "{\"batch_size\":" + std::to_string(batch_size) + ",\"wait_for\":" + std::to_string(wait_for_ms) + "}";
-}
-
 HttpResult
-V1Client::Receive(int batch_size, int wait_for_ms) noexcept
+HttpConsumerClient::Receive(int batch_size, int wait_for_ms) noexcept
 {
 	try {
-		return connection_.Post(endpoint_ + "/next", NextBody(batch_size, wait_for_ms), std::max(wait_for_ms, 0));
+		return connection_.Post(endpoint_ + ReceivePath(), ReceiveBody(batch_size, wait_for_ms),
+								std::max(wait_for_ms, 0));
 	} catch (...) {
 		return ErrorResult(HttpOutcome::NetworkError, "out of memory");
 	}
 }
 
 void
-V1Client::StartReceive(int batch_size, int wait_for_ms, HttpResult *out) noexcept
+HttpConsumerClient::StartReceive(int batch_size, int wait_for_ms, HttpResult *out) noexcept
 {
 	try {
-		connection_.Start(endpoint_ + "/next", NextBody(batch_size, wait_for_ms), std::max(wait_for_ms, 0), out);
+		connection_.Start(endpoint_ + ReceivePath(), ReceiveBody(batch_size, wait_for_ms), std::max(wait_for_ms, 0),
+						  out);
 	} catch (...) {
 		*out = ErrorResult(HttpOutcome::NetworkError, "out of memory");
 	}
 }
 
 void
-V1Client::FinishReceive() noexcept
+HttpConsumerClient::FinishReceive() noexcept
 {
 	connection_.Finish();
 }
 
 HttpResult
-V1Client::Ack(const std::vector<std::string_view> &tokens) noexcept
+HttpConsumerClient::Ack(const std::vector<std::string_view> &tokens) noexcept
 {
 	return SendTokens("/ack", tokens);
 }
 
 HttpResult
-V1Client::Nack(const std::vector<std::string_view> &tokens) noexcept
+HttpConsumerClient::Nack(const std::vector<std::string_view> &tokens) noexcept
 {
 	return SendTokens("/nack", tokens);
 }
 
 /* StartTokens, then wait for the answer. */
 HttpResult
-V1Client::SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept
+HttpConsumerClient::SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept
 {
 	HttpResult r;
 	StartTokens(path, tokens, &r);
@@ -1141,33 +985,34 @@ V1Client::SendTokens(const char *path, const std::vector<std::string_view> &toke
 }
 
 void
-V1Client::StartAck(const std::vector<std::string_view> &tokens, HttpResult *out) noexcept
+HttpConsumerClient::StartAck(const std::vector<std::string_view> &tokens, HttpResult *out) noexcept
 {
 	StartTokens("/ack", tokens, out);
 }
 
 void
-V1Client::FinishAck() noexcept
+HttpConsumerClient::FinishAck() noexcept
 {
 	ack_connection_.Finish();
 }
 
 void
-V1Client::FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept
+HttpConsumerClient::FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept
 {
 	ack_connection_.FinishWithin(grace_check, arg);
 	connection_.FinishWithin(grace_check, arg);
 }
 
 /*
- * {"ack_tokens": [...]} to /ack or /nack on the second connection, so acknowledgements never
- * wait behind a receive in flight.  The API wants a non-empty array, so none = no call.  The
- * body is built (and the tokens read) before this returns, by next_reply's AckBody, the one
- * the unit tests and fuzzers check.  A request still in flight on that connection is finished
- * first.
+ * The token list to /ack or /nack on the second connection, so acknowledgements never wait
+ * behind a receive in flight.  Both APIs want a non-empty array, so none = no call.  The body
+ * is built (and the tokens read) before this returns, by the protocol's TokenBody (next_reply's
+ * AckBody, stream_reply's StreamAckBody: the ones the unit tests and fuzzers check).  A request
+ * still in flight on that connection is finished first.
  */
 void
-V1Client::StartTokens(const char *path, const std::vector<std::string_view> &tokens, HttpResult *out) noexcept
+HttpConsumerClient::StartTokens(const char *path, const std::vector<std::string_view> &tokens,
+								HttpResult *out) noexcept
 {
 	ack_connection_.Finish();
 	try {
@@ -1177,7 +1022,7 @@ V1Client::StartTokens(const char *path, const std::vector<std::string_view> &tok
 			return;
 		}
 		std::string body;
-		if (!AckBody(tokens, &body)) {
+		if (!TokenBody(tokens, &body)) {
 			*out = ErrorResult(HttpOutcome::NetworkError, "out of memory");
 			return;
 		}
@@ -1188,22 +1033,98 @@ V1Client::StartTokens(const char *path, const std::vector<std::string_view> &tok
 }
 
 void
-V1Client::SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept
+HttpConsumerClient::SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept
 {
 	connection_.SetAbortCheck(should_abort, arg);
 	ack_connection_.SetAbortCheck(should_abort, arg);
 }
 
 void
-V1Client::SetAckAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept
+HttpConsumerClient::SetAckAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept
 {
 	ack_connection_.SetAbortCheck(should_abort, arg);
 }
 
 bool
-V1Client::UpdateSettings(const HttpSettings &settings, std::string *error) noexcept
+HttpConsumerClient::UpdateSettings(const HttpSettings &settings, std::string *error) noexcept
 {
 	return connection_.UpdateSettings(settings, error) && ack_connection_.UpdateSettings(settings, error);
+}
+
+/* ---- V1Client ---- */
+
+std::unique_ptr<V1Client>
+V1Client::Create(std::string_view endpoint, std::string_view token, const HttpSettings &settings,
+				 std::string *error) noexcept
+{
+	return Make<V1Client>(endpoint, token, settings, error);
+}
+
+const char *
+V1Client::ProtocolName() const noexcept
+{
+	return sequin_sync::ProtocolName(Protocol::V1);
+}
+
+/* {"batch_size": N, "wait_for": ms}: out-of-range values are clamped, not sent. */
+std::string
+V1Client::ReceiveBody(int batch_size, int wait_for_ms) const
+{
+	batch_size = std::max(batch_size, 1);
+	wait_for_ms = std::max(wait_for_ms, 0);
+	return "{\"batch_size\":" + std::to_string(batch_size) + ",\"wait_for\":" + std::to_string(wait_for_ms) + "}";
+}
+
+bool
+V1Client::TokenBody(const std::vector<std::string_view> &tokens, std::string *out) const noexcept
+{
+	return AckBody(tokens, out);
+}
+
+/* ---- StreamClient ---- */
+
+std::unique_ptr<StreamClient>
+StreamClient::Create(std::string_view endpoint, std::string_view token, const HttpSettings &settings,
+					 std::string *error) noexcept
+{
+	return Make<StreamClient>(endpoint, token, settings, error);
+}
+
+const char *
+StreamClient::ProtocolName() const noexcept
+{
+	return sequin_sync::ProtocolName(Protocol::Stream);
+}
+
+/*
+ * {"max_batch_size": N} plus "wait_for": ms only when positive: Sequin answers 400 to a
+ * wait_for of 0 (and to a max_batch_size outside 1..1000), and without one it returns at once,
+ * which is what a wait of 0 means.
+ */
+std::string
+StreamClient::ReceiveBody(int batch_size, int wait_for_ms) const
+{
+	batch_size = std::clamp(batch_size, 1, kStreamMaxBatchSize);
+	std::string body = "{\"max_batch_size\":" + std::to_string(batch_size);
+	if (wait_for_ms > 0)
+		body += ",\"wait_for\":" + std::to_string(wait_for_ms);
+	body += "}";
+	return body;
+}
+
+bool
+StreamClient::TokenBody(const std::vector<std::string_view> &tokens, std::string *out) const noexcept
+{
+	return StreamAckBody(tokens, out);
+}
+
+std::unique_ptr<ConsumerClient>
+CreateConsumerClient(Protocol protocol, std::string_view endpoint, std::string_view token,
+					 const HttpSettings &settings, std::string *error) noexcept
+{
+	if (protocol == Protocol::Stream)
+		return StreamClient::Create(endpoint, token, settings, error);
+	return V1Client::Create(endpoint, token, settings, error);
 }
 
 } /* namespace sequin_sync */

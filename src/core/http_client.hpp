@@ -3,10 +3,11 @@
  * them, over libcurl.
  *
  * The worker's loop talks to a ConsumerClient: Receive a batch, apply it, Ack (or Nack) its
- * tokens.  Each protocol generation is one subclass: V1Client speaks the record consumers'
- * "/v1/http-consumers" API; Sequin Stream's "/api/http_pull_consumers" (different paths, body
- * and token names) becomes a second subclass without touching the loop.  Parsing the body of a
- * Receive is the caller's: Result::body holds the raw bytes, ready to be parsed in place.
+ * tokens.  Each protocol is one subclass of HttpConsumerClient, which owns the transport: V1Client
+ * speaks the record consumers' "/v1/http-consumers" API, StreamClient Sequin Stream's
+ * "/api/sequin_streams" (different paths, bodies and token names); CreateConsumerClient picks
+ * one from a Protocol.  Parsing the body of a Receive is the caller's (next_reply.hpp,
+ * stream_reply.hpp): Result::body holds the raw bytes, ready to be parsed in place.
  *
  * Rules this module keeps, because it runs inside a Postgres background worker:
  *  - no Postgres headers (it is unit-tested alone, test/unit/http_client_test.cpp);
@@ -19,7 +20,8 @@
  *  - the API token never appears in an error message.
  *
  * A client is not thread-safe; one client per worker.  It keeps two connections open (keep-alive):
- * one for /next, one for /ack and /nack, so an acknowledgement never waits behind a long poll.
+ * one for the receive request (/next, /receive), one for /ack and /nack, so an acknowledgement
+ * never waits behind a long poll.
  */
 #ifndef SEQUIN_SYNC_HTTP_CLIENT_HPP
 #define SEQUIN_SYNC_HTTP_CLIENT_HPP
@@ -33,6 +35,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "core/protocol.hpp"
 
 namespace sequin_sync {
 
@@ -79,7 +83,8 @@ struct HttpResult {
 	HttpOutcome outcome = HttpOutcome::NetworkError;
 	long http_status = 0;     /* 0 when no status line arrived */
 	std::string body;         /* the response bytes (at most max_response_size) */
-	long retry_after = -1;    /* Retry-After in seconds (delta or HTTP date, floored at 0); -1 absent */
+	long retry_after = -1;    /* Retry-After in seconds (delay or HTTP date, as libcurl reads it:
+	                           * floored at 0, capped at a day); -1 absent or unreadable */
 	std::string summary;      /* "summary" of a JSON error body {"summary": "..."}, sanitized */
 	std::string error;        /* short, lower case, no trailing period; empty when Ok */
 	long elapsed_ms = 0;      /* wall time of the request */
@@ -123,7 +128,7 @@ public:
 	virtual void SetAckAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept = 0;
 	/* New timeouts, limits, CA file (e.g. after SIGHUP).  Takes effect on the next request. */
 	virtual bool UpdateSettings(const HttpSettings &settings, std::string *error) noexcept = 0;
-	/* The protocol's name, for messages: "v1". */
+	/* The protocol's name, for messages: "v1" or "stream" (ProtocolName of protocol.hpp). */
 	virtual const char *ProtocolName() const noexcept = 0;
 };
 
@@ -133,7 +138,7 @@ public:
  */
 class HttpConnection {
 public:
-	HttpConnection() noexcept = default;
+	HttpConnection() noexcept; /* out of line: InFlight is complete only in http_client.cpp */
 	~HttpConnection();
 	HttpConnection(const HttpConnection &) = delete;
 	HttpConnection &operator=(const HttpConnection &) = delete;
@@ -178,39 +183,93 @@ private:
 };
 
 /*
+ * What both protocols' clients share: the endpoint, two connections (one for the receive
+ * request, one for /ack and /nack, so an acknowledgement never waits behind a long poll) and
+ * every ConsumerClient method.  A protocol supplies only its paths and bodies.
+ */
+class HttpConsumerClient : public ConsumerClient {
+public:
+	HttpResult Receive(int batch_size, int wait_for_ms) noexcept final;
+	HttpResult Ack(const std::vector<std::string_view> &tokens) noexcept final;
+	HttpResult Nack(const std::vector<std::string_view> &tokens) noexcept final;
+	void StartReceive(int batch_size, int wait_for_ms, HttpResult *out) noexcept final;
+	void FinishReceive() noexcept final;
+	void StartAck(const std::vector<std::string_view> &tokens, HttpResult *out) noexcept final;
+	void FinishAck() noexcept final;
+	void FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept final;
+	void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept final;
+	void SetAckAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept final;
+	bool UpdateSettings(const HttpSettings &settings, std::string *error) noexcept final;
+
+protected:
+	HttpConsumerClient() noexcept = default;
+	/* A new client of type Client for endpoint (checked by ValidateEndpoint); nullptr + *error
+	 * on failure. */
+	template <class Client>
+	static std::unique_ptr<Client> Make(std::string_view endpoint, std::string_view token,
+										const HttpSettings &settings, std::string *error) noexcept;
+
+	/* The receive request: its path after the endpoint ("/next") and its body. */
+	virtual const char *ReceivePath() const noexcept = 0;
+	virtual std::string ReceiveBody(int batch_size, int wait_for_ms) const = 0;
+	/* The /ack and /nack body for a non-empty list; false when memory runs out. */
+	virtual bool TokenBody(const std::vector<std::string_view> &tokens, std::string *out) const noexcept = 0;
+
+private:
+	void StartTokens(const char *path, const std::vector<std::string_view> &tokens, HttpResult *out) noexcept;
+	HttpResult SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept;
+
+	std::string endpoint_;          /* normalized, no trailing '/' */
+	HttpConnection connection_;     /* the receive request */
+	HttpConnection ack_connection_; /* /ack and /nack */
+};
+
+/*
  * Generation 1: the record consumers, "<endpoint>/next", "/ack", "/nack" with
  * {"batch_size": N, "wait_for": ms} and {"ack_tokens": [...]}.
  */
-class V1Client final : public ConsumerClient {
+class V1Client final : public HttpConsumerClient {
 public:
 	/* endpoint as accepted by ValidateEndpoint (checked again here); nullptr + *error on failure. */
 	static std::unique_ptr<V1Client> Create(std::string_view endpoint, std::string_view token,
 											const HttpSettings &settings,
 											std::string *error) noexcept;
-
-	HttpResult Receive(int batch_size, int wait_for_ms) noexcept override;
-	HttpResult Ack(const std::vector<std::string_view> &tokens) noexcept override;
-	HttpResult Nack(const std::vector<std::string_view> &tokens) noexcept override;
-	void StartReceive(int batch_size, int wait_for_ms, HttpResult *out) noexcept override;
-	void FinishReceive() noexcept override;
-	void StartAck(const std::vector<std::string_view> &tokens, HttpResult *out) noexcept override;
-	void FinishAck() noexcept override;
-	void FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept override;
-	void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept override;
-	void SetAckAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept override;
-	bool UpdateSettings(const HttpSettings &settings, std::string *error) noexcept override;
-	const char *ProtocolName() const noexcept override { return "v1"; }
+	const char *ProtocolName() const noexcept override;
 
 private:
+	friend class HttpConsumerClient;
 	V1Client() noexcept = default;
-	static std::string NextBody(int batch_size, int wait_for_ms);
-	void StartTokens(const char *path, const std::vector<std::string_view> &tokens, HttpResult *out) noexcept;
-	HttpResult SendTokens(const char *path, const std::vector<std::string_view> &tokens) noexcept;
-
-	std::string endpoint_;          /* normalized, no trailing '/' */
-	HttpConnection connection_;     /* /next */
-	HttpConnection ack_connection_; /* /ack and /nack */
+	const char *ReceivePath() const noexcept override { return "/next"; }
+	std::string ReceiveBody(int batch_size, int wait_for_ms) const override;
+	bool TokenBody(const std::vector<std::string_view> &tokens, std::string *out) const noexcept override;
 };
+
+/*
+ * Sequin Stream (today's Sequin's HTTP pull consumers): "<endpoint>/receive" with
+ * {"max_batch_size": N} plus "wait_for": ms only when it is above 0 (Sequin refuses 0; without
+ * it the call returns at once), and "/ack", "/nack" with {"ack_ids": [...]}.  batch_size is
+ * sent within 1..kStreamMaxBatchSize (stream_reply.hpp).
+ */
+class StreamClient final : public HttpConsumerClient {
+public:
+	/* endpoint as accepted by ValidateEndpoint (checked again here); nullptr + *error on failure. */
+	static std::unique_ptr<StreamClient> Create(std::string_view endpoint, std::string_view token,
+												const HttpSettings &settings,
+												std::string *error) noexcept;
+	const char *ProtocolName() const noexcept override;
+
+private:
+	friend class HttpConsumerClient;
+	StreamClient() noexcept = default;
+	const char *ReceivePath() const noexcept override { return "/receive"; }
+	std::string ReceiveBody(int batch_size, int wait_for_ms) const override;
+	bool TokenBody(const std::vector<std::string_view> &tokens, std::string *out) const noexcept override;
+};
+
+/* The client of that protocol (V1Client or StreamClient); nullptr + *error on failure. */
+std::unique_ptr<ConsumerClient> CreateConsumerClient(Protocol protocol, std::string_view endpoint,
+													 std::string_view token, const HttpSettings &settings,
+													 std::string *error) noexcept;
 
 } /* namespace sequin_sync */
 

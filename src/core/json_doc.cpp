@@ -715,5 +715,37 @@ AppendJsonString(std::string *out, std::string_view text) noexcept
 	}
 }
 
+bool
+StringListObject(std::string_view key, const std::vector<std::string_view> &items, std::string *out) noexcept
+{
+	if (out == nullptr)
+		return false;
+	out->clear();
+	if (items.empty())
+		return false;
+	try {
+		size_t size = key.size() + 8;
+		for (std::string_view item : items)
+			size += item.size() + 3;
+		out->reserve(size);
+		out->append("{\"");
+		out->append(key);
+		out->append("\":[");
+		for (size_t i = 0; i < items.size(); i++) {
+			if (i > 0)
+				out->push_back(',');
+			if (!AppendJsonString(out, items[i])) {
+				out->clear();
+				return false;
+			}
+		}
+		out->append("]}");
+		return true;
+	} catch (...) {
+		out->clear();
+		return false;
+	}
+}
+
 } /* namespace json */
 } /* namespace sequin_sync */

@@ -205,6 +205,14 @@ bool ParseInt64(const Node *n, int64_t *out) noexcept;
  */
 bool AppendJsonString(std::string *out, std::string_view text) noexcept;
 
+/*
+ * {"<key>":["a","b",...]} into *out (replaced), every string escaped by AppendJsonString: the
+ * one writer of both protocols' ack/nack bodies ("ack_tokens" for v1, "ack_ids" for Sequin
+ * Stream).  key is written as given (a literal of the caller's, not escaped).  False, with
+ * *out empty, for an empty list (both APIs want a non-empty array) or when memory runs out.
+ */
+bool StringListObject(std::string_view key, const std::vector<std::string_view> &items, std::string *out) noexcept;
+
 } /* namespace json */
 } /* namespace sequin_sync */
 

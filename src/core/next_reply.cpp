@@ -129,31 +129,7 @@ DecodeNextReply(const json::Document &doc, NextReply *out, std::string *error) n
 bool
 AckBody(const std::vector<std::string_view> &tokens, std::string *out) noexcept
 {
-	if (out == nullptr)
-		return false;
-	out->clear();
-	if (tokens.empty())
-		return false;
-	try {
-		size_t size = 20;
-		for (std::string_view token : tokens)
-			size += token.size() + 3;
-		out->reserve(size);
-		out->append("{\"ack_tokens\":[");
-		for (size_t i = 0; i < tokens.size(); i++) {
-			if (i > 0)
-				out->push_back(',');
-			if (!json::AppendJsonString(out, tokens[i])) {
-				out->clear();
-				return false;
-			}
-		}
-		out->append("]}");
-		return true;
-	} catch (...) {
-		out->clear();
-		return false;
-	}
+	return json::StringListObject("ack_tokens", tokens, out);
 }
 
 } /* namespace sequin_sync */

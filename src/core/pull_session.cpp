@@ -56,7 +56,8 @@ PullSession::Create(const SessionConfig &config, char *error, size_t errlen) noe
 		if (config.ca_file != nullptr)
 			settings.ca_file = config.ca_file;
 		std::string err;
-		s->client_ = V1Client::Create(config.endpoint, config.token, settings, &err);
+		s->protocol_ = config.protocol;
+		s->client_ = CreateConsumerClient(config.protocol, config.endpoint, config.token, settings, &err);
 		if (!s->client_) {
 			CopyError(err, error, errlen);
 			return nullptr;
@@ -119,6 +120,7 @@ PullSession::Clear(Batch *b) noexcept
 	b->reply.items.clear();
 	b->reply.has_pending = false;
 	b->reply.num_pending = 0;
+	b->stream_reply.items.clear();
 }
 
 /* Checks the received reply and decodes it, in place, into its batch. */
@@ -140,17 +142,19 @@ PullSession::Decode(Batch *b) noexcept
 						  ": " + b->doc.ErrorMessage();
 			return PullStatus::BadReply;
 		}
+		/* The protocol's decoder; the engine sees only (record or message, token) pairs. */
 		std::string err;
-		if (!DecodeNextReply(b->doc, &b->reply, &err)) {
+		bool stream = protocol_ == Protocol::Stream;
+		if (!(stream ? DecodeStreamReply(b->doc, &b->stream_reply, &err) : DecodeNextReply(b->doc, &b->reply, &err))) {
 			last_error_ = "bad reply: " + err;
-			b->reply.items.clear();
 			return PullStatus::BadReply;
 		}
-		b->records.reserve(b->reply.items.size());
-		b->tokens.reserve(b->reply.items.size());
-		for (const NextReplyItem &item : b->reply.items) {
-			b->records.push_back(item.record);
-			b->tokens.push_back(item.ack_token);
+		size_t n = stream ? b->stream_reply.items.size() : b->reply.items.size();
+		b->records.reserve(n);
+		b->tokens.reserve(n);
+		for (size_t i = 0; i < n; i++) {
+			b->records.push_back(stream ? b->stream_reply.items[i].message : b->reply.items[i].record);
+			b->tokens.push_back(stream ? b->stream_reply.items[i].ack_id : b->reply.items[i].ack_token);
 		}
 	} catch (...) {
 		b->records.clear();
@@ -181,6 +185,15 @@ PullSession::Pull(int batch_size, int wait_for_ms) noexcept
 	Clear(&b);
 	b.result = client_->Receive(batch_size, wait_for_ms);
 	return Decode(&b);
+}
+
+long
+PullSession::EmptyPauseMs() const noexcept
+{
+	if (protocol_ != Protocol::Stream || Count() > 0)
+		return 0;
+	long elapsed = cur().result.elapsed_ms < 0 ? 0 : cur().result.elapsed_ms;
+	return elapsed >= kStreamEmptyCycleMs ? 0 : kStreamEmptyCycleMs - elapsed;
 }
 
 bool

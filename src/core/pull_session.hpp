@@ -23,6 +23,7 @@
 #include "core/json_doc.hpp"
 #include "core/next_reply.hpp"
 #include "core/protocol.hpp"
+#include "core/stream_reply.hpp"
 
 namespace sequin_sync {
 
@@ -33,8 +34,18 @@ struct SessionConfig {
 	long poll_margin_ms;
 	size_t max_response_size;
 	const char *ca_file;
+	/* Which client and which reply decoder (set it: a worker built before Sequin Stream leaves
+	 * it at v1). */
 	Protocol protocol = Protocol::V1;
 };
+
+/*
+ * The shortest time a stream receive that came back empty should take, in ms.  Sequin's long
+ * poll returns at once while any message of the consumer is in flight (its count includes
+ * them), so an empty reply may come back in a millisecond however long wait_for is; the
+ * worker pauses for the rest of this before it polls again (see PullSession::EmptyPauseMs).
+ */
+constexpr long kStreamEmptyCycleMs = 500;
 
 enum class PullStatus {
 	Ok,			/* a batch (maybe empty) was received and decoded */
@@ -71,12 +82,28 @@ public:
 	/* Sends the next /next (without a long poll) now; Pull reads its reply. */
 	void Prefetch(int batch_size) noexcept;
 
-	/* The current batch: its records and its document (valid until the Pull after next). */
+	/*
+	 * The current batch: its records (v1: each item's "record"; stream: each item's "data",
+	 * the change message; nullptr where an item has none) and its document (valid until the
+	 * Pull after next).
+	 */
 	int Count() const noexcept { return (int) cur().records.size(); }
 	const json::Node **Records() noexcept { return cur().records.data(); }
 	json::Document *Doc() noexcept { return &cur().doc; }
+	/* The consumer's count of waiting messages; v1 only (a stream reply has none: false). */
 	bool HasPending() const noexcept { return cur().reply.has_pending; }
 	int64_t Pending() const noexcept { return cur().reply.num_pending; }
+
+	Protocol GetProtocol() const noexcept { return protocol_; }
+	/* Wall time of the current batch's receive request, in ms (a prefetch's: from its start). */
+	long ReceiveElapsedMs() const noexcept { return cur().result.elapsed_ms; }
+	/*
+	 * How long to wait before the next Pull, in ms: for a stream consumer whose last batch was
+	 * empty, what its receive took short of kStreamEmptyCycleMs (so a poll that returns empty
+	 * at once cannot become a hot loop); 0 otherwise, and always for v1, whose long poll holds
+	 * an empty reply for wait_for.
+	 */
+	long EmptyPauseMs() const noexcept;
 
 	/*
 	 * Acknowledges every message of the current batch without waiting for the answer.  An
@@ -110,7 +137,8 @@ private:
 	struct Batch {
 		HttpResult result;
 		json::Document doc;
-		NextReply reply;
+		NextReply reply;          /* v1 */
+		StreamReply stream_reply; /* stream */
 		std::vector<const json::Node *> records;
 		std::vector<std::string_view> tokens;
 	};
@@ -127,6 +155,7 @@ private:
 	PullStatus TakePrefetched() noexcept;
 
 	std::unique_ptr<ConsumerClient> client_;
+	Protocol protocol_ = Protocol::V1;
 	ShouldAbortFn abort_fn_ = nullptr;
 	void *abort_arg_ = nullptr;
 	ShouldAbortFn ack_abort_fn_ = nullptr;

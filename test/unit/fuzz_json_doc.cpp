@@ -1,9 +1,10 @@
 /*
- * fuzz_json_doc.cpp - libFuzzer target for json_doc.cpp and next_reply.cpp (and the array
- * literals of record.cpp, which walk whole trees).  Build and run:
+ * fuzz_json_doc.cpp - libFuzzer target for json_doc.cpp, next_reply.cpp and stream_reply.cpp (and
+ * the array literals of record.cpp, which walk whole trees).  Build and run:
  *
  *   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc src/core/json_doc.cpp \
- *       src/core/next_reply.cpp src/core/record.cpp test/unit/fuzz_json_doc.cpp -o /tmp/fuzz_json
+ *       src/core/next_reply.cpp src/core/stream_reply.cpp src/core/record.cpp test/unit/fuzz_json_doc.cpp \
+ *       -o /tmp/fuzz_json
  *   mkdir -p /tmp/fuzz_json_corpus
  *   /tmp/fuzz_json -max_total_time=60 /tmp/fuzz_json_corpus test/unit/corpus/json_doc test/fixtures
  *
@@ -11,8 +12,10 @@
  * Beyond "no crash": a document that parses must serialize to JSON that parses again and
  * serializes to the same bytes, and every accessor must be safe on whatever came out.  Every
  * string of a parsed document is valid UTF-8 (bad ones are listed and made valid), the source
- * text kept for a bad record parses again, the decoder never fails with an internal error, and
- * the ack body is built by the same AckBody that the HTTP client sends.
+ * text kept for a bad record parses again, neither protocol's decoder fails with an internal
+ * error or lets through what it must refuse (a bad string outside the records; for Sequin
+ * Stream an ack id that is not a UUID), and the ack bodies are built by the same AckBody and
+ * StreamAckBody that the HTTP clients send.
  */
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +30,7 @@
 #include "core/json_doc.hpp"
 #include "core/next_reply.hpp"
 #include "core/record.hpp"
+#include "core/stream_reply.hpp"
 
 using namespace sequin_sync;
 
@@ -168,6 +172,34 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	} else if (error.empty()) {
 		Die("decode failed without a message");
+	}
+
+	/* the same document as a Sequin Stream reply */
+	StreamReply stream;
+	if (DecodeStreamReply(doc, &stream, &error)) {
+		std::vector<std::string_view> ids;
+		std::vector<const json::Node *> messages;
+		for (const StreamReplyItem &item : stream.items) {
+			if (!IsUuid(item.ack_id))
+				Die("an ack id that is not a UUID was accepted");
+			ids.push_back(item.ack_id);
+			messages.push_back(item.message);
+		}
+		if (doc.FindBadStringOutside(messages.data(), messages.size()) != nullptr)
+			Die("a bad string outside the messages was accepted");
+		std::string body;
+		if (StreamAckBody(ids, &body) != !ids.empty())
+			Die("stream ack body");
+		if (!body.empty()) {
+			json::Document ack;
+			if (!ack.Parse(body.data(), body.size()))
+				Die("stream ack body does not parse");
+			const json::Node *list = ack.Find(ack.Root(), "ack_ids");
+			if (list == nullptr || list->len != ids.size())
+				Die("stream ack body lost ids");
+		}
+	} else if (error.empty() || !stream.items.empty()) {
+		Die("stream decode failed without a message, or kept items");
 	}
 
 	/* serialize, re-parse, serialize again: the same bytes */

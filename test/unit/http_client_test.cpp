@@ -1,20 +1,23 @@
 /*
  * http_client_test.cpp - unit test of the endpoint validation (src/core/endpoint.cpp) and the
- * Sequin consumer HTTP client (src/core/http_client.cpp, which sends next_reply.cpp's ack body),
- * against the fake consumer (test/fake_sequin.py) misbehaving as
- * test/fixtures/http_client_consumers.json scripts it: one consumer per scenario, named for it.
- * No Postgres needed.
+ * Sequin consumer HTTP clients (src/core/http_client.cpp, which sends next_reply.cpp's and
+ * stream_reply.cpp's ack bodies), against the fake consumer (test/fake_sequin.py) misbehaving as
+ * test/fixtures/http_client_consumers.json scripts it (one consumer per scenario, named for it),
+ * and, for Sequin Stream, against test/unit/stream_stub.py (one sink name per scenario); then
+ * the pull session (src/core/pull_session.cpp) of each protocol.  No Postgres needed.
  *
  *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/core/endpoint.cpp src/core/http_client.cpp \
- *       src/core/next_reply.cpp src/core/json_doc.cpp test/unit/http_client_test.cpp -lcurl \
- *       -o /tmp/http_client_test
+ *       src/core/next_reply.cpp src/core/stream_reply.cpp src/core/protocol.cpp src/core/json_doc.cpp \
+ *       src/core/pull_session.cpp test/unit/http_client_test.cpp -lcurl -o /tmp/http_client_test
  *   bash test/unit/run_http_client_test.sh /tmp/http_client_test
  *
- * The wrapper starts the fake, runs the test with "--port N" (the fake's port on 127.0.0.1) and
- * stops the fake.  Prints "N passed, M failed"; exits 1 on failure.
+ * The wrapper starts the fake and the stub, runs the test with "--port N --stream-port M" (their
+ * ports on 127.0.0.1) and stops both.  Prints "N passed, M failed"; exits 1 on failure.
  */
 #include "core/endpoint.hpp"
 #include "core/http_client.hpp"
+#include "core/pull_session.hpp"
+#include "core/stream_reply.hpp"
 
 #include <curl/curl.h>
 
@@ -66,6 +69,7 @@ int failed = 0;
 const char *const kToken = "sekret-T0KEN-4242";
 
 int port = 0;
+int stream_port = 0; /* test/unit/stream_stub.py */
 /* Every error and summary the client produced, checked for the token at the end. */
 std::vector<std::string> messages;
 
@@ -113,12 +117,13 @@ AppendToString(char *data, size_t size, size_t nmemb, void *arg)
 	return size * nmemb;
 }
 
+/* An admin request to the fake, or to the server on port `at`. */
 std::string
-Side(const char *path, bool post = false)
+Side(const char *path, bool post = false, int at = 0)
 {
 	std::string out;
 	CURL *curl = curl_easy_init();
-	std::string url = "http://127.0.0.1:" + std::to_string(port) + path;
+	std::string url = "http://127.0.0.1:" + std::to_string(at != 0 ? at : port) + path;
 	curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
@@ -145,10 +150,10 @@ struct LastRequest {
 };
 
 LastRequest
-Last()
+Last(int at = 0)
 {
 	LastRequest last;
-	std::string text = Side("/admin/requests.txt");
+	std::string text = Side("/admin/requests.txt", false, at);
 	size_t split = text.find("\n\n");
 	if (split == std::string::npos)
 		return last;
@@ -189,9 +194,9 @@ GetStats()
 }
 
 void
-Reset()
+Reset(int at = 0)
 {
-	Side("/admin/requests/reset", true);
+	Side("/admin/requests/reset", true, at);
 }
 
 std::unique_ptr<V1Client>
@@ -738,6 +743,301 @@ TestOutcomeNames()
 	CHECK_STR(HttpOutcomeName(HttpOutcome::Aborted), "aborted");
 }
 
+/* ---- Sequin Stream, against test/unit/stream_stub.py ---- */
+
+const char *const kId1 = "0f0c9a1e-2b7b-4c1e-9a5e-6a7f1f0d9b11";
+const char *const kId2 = "6F9619FF-8B86-D011-B42D-00C04FC964FF";
+
+std::string
+StreamBase()
+{
+	return "http://127.0.0.1:" + std::to_string(stream_port) + "/api/sequin_streams/";
+}
+
+std::unique_ptr<StreamClient>
+Stream(const std::string &sink, const std::string &token = kToken)
+{
+	std::string error;
+	auto client = StreamClient::Create(StreamBase() + sink, token, HttpSettings(), &error);
+	if (!client)
+		fprintf(stderr, "    cannot create stream client for %s: %s\n", sink.c_str(), error.c_str());
+	return client;
+}
+
+void
+TestStreamCreate()
+{
+	std::string error;
+	CHECK(!StreamClient::Create("ftp://127.0.0.1/x", kToken, HttpSettings(), &error));
+	CHECK_STR(error, "invalid consumer endpoint: scheme \"ftp\" is not allowed");
+	CHECK(!StreamClient::Create(StreamBase() + "orders", "", HttpSettings(), &error));
+	CHECK_STR(error, "the API token is empty");
+	auto client = Stream("orders");
+	CHECK(client != nullptr);
+	if (client)
+		CHECK_STR(client->ProtocolName(), "stream");
+
+	/* The factory: the client of the protocol asked for, whatever the endpoint's path says. */
+	auto s = CreateConsumerClient(Protocol::Stream, Base() + "ok", kToken, HttpSettings(), &error);
+	CHECK(s != nullptr && std::string(s->ProtocolName()) == "stream");
+	auto v = CreateConsumerClient(Protocol::V1, StreamBase() + "orders", kToken, HttpSettings(), &error);
+	CHECK(v != nullptr && std::string(v->ProtocolName()) == "v1");
+	CHECK(!CreateConsumerClient(Protocol::Stream, "nope", kToken, HttpSettings(), &error));
+	CHECK_STR(error, "invalid consumer endpoint: the URL must start with http:// or https://");
+}
+
+void
+TestStreamReceiveRequest()
+{
+	Reset(stream_port);
+	auto client = Stream("orders/");
+	if (!client)
+		return;
+	HttpResult r = Track(client->Receive(7, 600));
+	CHECK(r.Ok());
+	CHECK(r.http_status == 200);
+	CHECK(r.retry_after == -1);
+	LastRequest last = Last(stream_port);
+	CHECK_STR(last.method, "POST");
+	CHECK_STR(last.path, "/api/sequin_streams/orders/receive");
+	CHECK_STR(last.Header("authorization"), std::string("Bearer ") + kToken);
+	CHECK_STR(last.Header("content-type"), "application/json");
+	CHECK_STR(last.Header("accept"), "application/json");
+	CHECK(!last.Has("expect"));
+	CHECK_STR(last.body, "{\"max_batch_size\":7,\"wait_for\":600}");
+
+	/* The reply decodes: two items, the second without a message. */
+	std::string body = r.body;
+	json::Document doc;
+	StreamReply reply;
+	std::string error;
+	CHECK(doc.Parse(&body[0], body.size()));
+	CHECK(DecodeStreamReply(doc, &reply, &error));
+	CHECK(reply.items.size() == 2);
+	if (reply.items.size() == 2) {
+		CHECK_STR(std::string(reply.items[0].ack_id), kId1);
+		CHECK_STR(std::string(reply.items[1].ack_id), kId2);
+		const json::Node *action = doc.Find(reply.items[0].message, "action");
+		CHECK(action != nullptr && action->Str() == "insert");
+		CHECK(reply.items[1].message == nullptr);
+	}
+
+	/* No wait: no "wait_for" at all (Sequin refuses 0, and the stub does too). */
+	CHECK(Track(client->Receive(7, 0)).Ok());
+	CHECK_STR(Last(stream_port).body, "{\"max_batch_size\":7}");
+	/* Out-of-range arguments are clamped to what Sequin takes, not sent. */
+	CHECK(Track(client->Receive(0, -5)).Ok());
+	CHECK_STR(Last(stream_port).body, "{\"max_batch_size\":1}");
+	CHECK(Track(client->Receive(5000, 0)).Ok());
+	CHECK_STR(Last(stream_port).body, "{\"max_batch_size\":1000}");
+	/* A wait_for under Sequin's 500 ms is sent as given: the stub answers as Sequin would. */
+	r = Track(client->Receive(1, 200));
+	CHECK(r.http_status == 400);
+	CHECK(r.summary.find("Invalid `wait_for`") == 0);
+
+	/* The legacy alias of the path works the same. */
+	std::string legacy = "http://127.0.0.1:" + std::to_string(stream_port) +
+						 "/api/http_pull_consumers/orders";
+	auto alias = StreamClient::Create(legacy, kToken, HttpSettings(), &error);
+	if (alias) {
+		CHECK(Track(alias->Receive(2, 0)).Ok());
+		CHECK_STR(Last(stream_port).path, "/api/http_pull_consumers/orders/receive");
+	}
+
+	/* Overlapped: an ack travels while a receive is in flight. */
+	HttpResult next, ack;
+	client->StartReceive(3, 0, &next);
+	client->StartAck({kId1}, &ack);
+	client->FinishAck();
+	client->FinishReceive();
+	CHECK(Track(next).Ok());
+	CHECK(Track(ack).Ok());
+	CHECK(next.body.find(kId2) != std::string::npos);
+}
+
+void
+TestStreamAckNack()
+{
+	Reset(stream_port);
+	auto client = Stream("orders");
+	if (!client)
+		return;
+	HttpResult r = Track(client->Ack({kId1, kId2}));
+	CHECK(r.Ok());
+	CHECK(r.http_status == 200);
+	LastRequest last = Last(stream_port);
+	CHECK_STR(last.path, "/api/sequin_streams/orders/ack");
+	CHECK_STR(last.body, std::string("{\"ack_ids\":[\"") + kId1 + "\",\"" + kId2 + "\"]}");
+	CHECK_STR(last.Header("content-type"), "application/json");
+	CHECK_STR(last.Header("accept"), "application/json");
+
+	r = Track(client->Nack({kId2}));
+	CHECK(r.Ok());
+	last = Last(stream_port);
+	CHECK_STR(last.path, "/api/sequin_streams/orders/nack");
+	CHECK_STR(last.body, std::string("{\"ack_ids\":[\"") + kId2 + "\"]}");
+
+	/* An id that is not a UUID makes Sequin refuse the whole list (the decoder never lets one
+	 * through; this shows why). */
+	r = Track(client->Ack({kId1, "MTYyeJ7abUjl1pO"}));
+	CHECK(r.http_status == 400);
+	CHECK(r.summary.find("Invalid ack_ids.") == 0);
+
+	/* No ids: success without a request. */
+	Reset(stream_port);
+	CHECK(Track(client->Ack({})).Ok());
+	CHECK(Track(client->Nack({})).Ok());
+	CHECK_STR(Last(stream_port).path, "");
+}
+
+void
+TestStreamErrors()
+{
+	auto missing = Stream("nosuchsink");
+	auto badtoken = Stream("orders", "not-the-token");
+	if (!missing || !badtoken)
+		return;
+	HttpResult r = Track(missing->Receive(1, 0));
+	CHECK(r.outcome == HttpOutcome::HttpError);
+	CHECK(r.http_status == 404);
+	CHECK_STR(r.summary, "Not found: no sink named nosuchsink");
+	CHECK_STR(r.error, "the server returned HTTP status 404: Not found: no sink named nosuchsink");
+	r = Track(badtoken->Receive(1, 0));
+	CHECK(r.http_status == 401);
+	CHECK_STR(r.summary, "The API token is invalid or has expired.");
+	r = Track(badtoken->Ack({kId1}));
+	CHECK(r.http_status == 401);
+
+	/* Retry-After as libcurl reads it (CURLINFO_RETRY_AFTER): seconds, a date ahead, a date
+	 * past (0), 0, and neither form (-1: the caller backs off as usual). */
+	struct Case {
+		const char *sink;
+		long low, high;
+	} cases[] = {
+		{"ratelimited", 3, 3},   {"ratelimiteddate", 110, 121}, {"ratelimitedpast", 0, 0},
+		{"ratelimitedzero", 0, 0}, {"ratelimitedjunk", -1, -1},
+	};
+	for (const Case &c : cases) {
+		auto client = Stream(c.sink);
+		if (!client)
+			continue;
+		r = Track(client->Receive(1, 0));
+		CHECK(r.http_status == 429);
+		CHECK_STR(r.summary, "Too many requests");
+		CHECK(r.retry_after >= c.low && r.retry_after <= c.high);
+		if (!(r.retry_after >= c.low && r.retry_after <= c.high))
+			Show(c.sink, r);
+	}
+
+	/* One handle, a 429 with Retry-After, then a reply without: libcurl's remembered value is
+	 * not reported again. */
+	HttpConnection connection;
+	std::string error;
+	CHECK(connection.Init(kToken, HttpSettings(), &error));
+	r = Track(connection.Post(StreamBase() + "ratelimited/receive", "{}", 0));
+	CHECK(r.http_status == 429 && r.retry_after == 3);
+	r = Track(connection.Post(StreamBase() + "orders/receive", "{}", 0));
+	CHECK(r.Ok());
+	CHECK(r.retry_after == -1);
+}
+
+SessionConfig
+Config(const std::string &endpoint, Protocol protocol)
+{
+	SessionConfig sc;
+	sc.endpoint = endpoint.c_str();
+	sc.token = kToken;
+	sc.connect_timeout_ms = 5000;
+	sc.poll_margin_ms = 5000;
+	sc.max_response_size = 1024 * 1024;
+	sc.ca_file = nullptr;
+	sc.protocol = protocol;
+	return sc;
+}
+
+void
+TestStreamSession()
+{
+	char error[256];
+	std::string endpoint = StreamBase() + "orders";
+	std::unique_ptr<PullSession> s(PullSession::Create(Config(endpoint, Protocol::Stream), error, sizeof(error)));
+	CHECK(s != nullptr);
+	if (!s) {
+		fprintf(stderr, "    %s\n", error);
+		return;
+	}
+	CHECK(s->GetProtocol() == Protocol::Stream);
+	Reset(stream_port);
+	CHECK(s->Pull(10, 600) == PullStatus::Ok);
+	CHECK_STR(Last(stream_port).body, "{\"max_batch_size\":10,\"wait_for\":600}");
+	CHECK(s->Count() == 2);
+	CHECK(!s->HasPending());
+	CHECK(s->EmptyPauseMs() == 0);
+	CHECK(s->ReceiveElapsedMs() >= 0 && s->ReceiveElapsedMs() < 5000);
+	if (s->Count() == 2) {
+		/* Records are the messages: the item's "data", nullptr where it has none. */
+		const json::Node *action = s->Doc()->Find(s->Records()[0], "action");
+		CHECK(action != nullptr && action->Str() == "insert");
+		CHECK(s->Records()[1] == nullptr);
+	}
+	s->StartAck();
+	s->AwaitAck();
+	CHECK(s->TakeConfirmedAcks() == 2);
+	CHECK(s->TakeAckError() == nullptr);
+	LastRequest last = Last(stream_port);
+	CHECK_STR(last.path, "/api/sequin_streams/orders/ack");
+	CHECK_STR(last.body, std::string("{\"ack_ids\":[\"") + kId1 + "\",\"" + kId2 + "\"]}");
+
+	/* A prefetch asks without waiting (no "wait_for"), and Pull takes its reply. */
+	CHECK(!s->MoreWaiting(10));
+	CHECK(s->MoreWaiting(2));
+	s->Prefetch(2);
+	CHECK(s->Pull(2, 600) == PullStatus::Ok);
+	CHECK(s->Count() == 2);
+	CHECK_STR(Last(stream_port).body, "{\"max_batch_size\":2}");
+	/* Given back: a nack with the ack ids. */
+	CHECK(s->NackAll());
+	last = Last(stream_port);
+	CHECK_STR(last.path, "/api/sequin_streams/orders/nack");
+	CHECK_STR(last.body, std::string("{\"ack_ids\":[\"") + kId1 + "\",\"" + kId2 + "\"]}");
+
+	/* An empty reply that came back at once: the worker is told to pause, not to poll again. */
+	std::string empty_endpoint = StreamBase() + "empty";
+	std::unique_ptr<PullSession> e(PullSession::Create(Config(empty_endpoint, Protocol::Stream), error, sizeof(error)));
+	if (e) {
+		CHECK(e->Pull(10, 0) == PullStatus::Ok);
+		CHECK(e->Count() == 0);
+		long pause = e->EmptyPauseMs();
+		CHECK(pause > 0 && pause <= kStreamEmptyCycleMs);
+		CHECK(pause + e->ReceiveElapsedMs() == kStreamEmptyCycleMs);
+	}
+
+	/* A stream session asks for /receive whatever the endpoint's path says (the fake's v1
+	 * consumer has none: 404). */
+	std::string v1_as_stream = "http://127.0.0.1:" + std::to_string(port) + "/v1/http-consumers/ok";
+	std::unique_ptr<PullSession> w(PullSession::Create(Config(v1_as_stream, Protocol::Stream), error, sizeof(error)));
+	if (w) {
+		CHECK(w->Pull(1, 0) == PullStatus::HttpError);
+		CHECK(w->HttpStatus() == 404);
+	}
+
+	/* v1 is unchanged: the fake's "ok" consumer, its counters, no pause. */
+	std::string v1 = Base() + "ok";
+	SessionConfig v1_config = Config(v1, Protocol::V1);
+	std::unique_ptr<PullSession> o(PullSession::Create(v1_config, error, sizeof(error)));
+	CHECK(o != nullptr);
+	if (o) {
+		CHECK(o->GetProtocol() == Protocol::V1);
+		CHECK(o->Pull(1, 0) == PullStatus::Ok);
+		CHECK(o->Count() == 1);
+		CHECK(o->HasPending() && o->Pending() == 0);
+		CHECK(o->EmptyPauseMs() == 0);
+	}
+	/* A SessionConfig that never sets protocol is v1 (a worker built before Sequin Stream). */
+	SessionConfig defaulted;
+	CHECK(defaulted.protocol == Protocol::V1);
+}
+
 } /* namespace */
 
 int
@@ -759,11 +1059,15 @@ main(int argc, char **argv)
 	TestEndpointHostAllowed();
 	TestOutcomeNames();
 
-	if (argc == 3 && strcmp(argv[1], "--port") == 0)
-		port = atoi(argv[2]);
-	if (port <= 0) {
-		fprintf(stderr, "usage: %s --port N (the fake consumer's port; "
-						"test/unit/run_http_client_test.sh starts it)\n",
+	for (int i = 1; i + 1 < argc; i += 2) {
+		if (strcmp(argv[i], "--port") == 0)
+			port = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--stream-port") == 0)
+			stream_port = atoi(argv[i + 1]);
+	}
+	if (port <= 0 || stream_port <= 0) {
+		fprintf(stderr, "usage: %s --port N --stream-port M (the fake consumer's and the stream "
+						"stub's ports; test/unit/run_http_client_test.sh starts both)\n",
 				argv[0]);
 		return 2;
 	}
@@ -779,6 +1083,11 @@ main(int argc, char **argv)
 	TestNetworkErrors();
 	TestEmptyBody();
 	TestAbort();
+	TestStreamCreate();
+	TestStreamReceiveRequest();
+	TestStreamAckNack();
+	TestStreamErrors();
+	TestStreamSession();
 	TestTokenNeverInErrors();
 
 	curl_global_cleanup();

@@ -3,7 +3,7 @@
  * and print failures, Parsed parses a document from an exact-size heap copy of its text (so
  * AddressSanitizer catches any read past the end), ReadFixture reads test/fixtures/, and
  * Summary prints "N passed, M failed" and gives the exit code.  One test file per program
- * includes it.
+ * includes it; a program need not use every helper.
  */
 #ifndef SEQUIN_SYNC_UNIT_CHECK_HPP
 #define SEQUIN_SYNC_UNIT_CHECK_HPP
@@ -95,7 +95,7 @@ std::string fixture_dir = [] {
 	return (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) + "/../fixtures";
 }();
 
-std::string
+[[maybe_unused]] std::string
 ReadFixture(const char *name)
 {
 	std::string path = fixture_dir + "/" + name;
@@ -112,13 +112,13 @@ ReadFixture(const char *name)
 
 /* Deep documents for the tests that nothing recurses: n levels of arrays, of objects
  * ({"a":...{}...}), and of both with siblings at every level. */
-std::string
+[[maybe_unused]] std::string
 DeepArrays(size_t n)
 {
 	return std::string(n, '[') + std::string(n, ']');
 }
 
-std::string
+[[maybe_unused]] std::string
 DeepObjects(size_t n)
 {
 	std::string text;
@@ -130,7 +130,7 @@ DeepObjects(size_t n)
 	return text;
 }
 
-std::string
+[[maybe_unused]] std::string
 DeepMixed(size_t n)
 {
 	std::string text;
