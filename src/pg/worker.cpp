@@ -65,9 +65,6 @@ namespace sequin_sync {
 
 namespace {
 
-/* The pause after an empty Sequin Stream reply that came back sooner than this (see GoIdle). */
-constexpr long kStreamEmptyPauseMs = 500;
-
 /* Who this worker is: set once at start. */
 int my_slot = -1;
 char consumer_name[NAMEDATALEN];
@@ -665,14 +662,15 @@ HandlePullFailure(Worker *w, PullStatus status)
  * back quickly is followed by a pause instead of the next poll (sequin-stream-api.md 1.4).
  */
 void
-GoIdle(Worker *w, long pull_ms)
+GoIdle(Worker *w)
 {
 	w->failures = 0;
 	w->acks.AwaitAndCount(w->session);
 	w->acks.CommitNow();
 	ReportState(WorkerState::Idle, nullptr);
-	if (w->config.protocol == Protocol::Stream && pull_ms < kStreamEmptyPauseMs)
-		Sleep(w, kStreamEmptyPauseMs);
+	long pause_ms = w->session->EmptyPauseMs();
+	if (pause_ms > 0)
+		Sleep(w, pause_ms);
 }
 
 /*
@@ -743,14 +741,13 @@ sequin_sync_worker_main(Datum arg)
 		WaitOnLatch(0);			/* no wait: serve interrupts, leave if the postmaster died */
 		if (!EnsureSession(w))
 			continue;			/* paused, refused or failing; it has waited */
-		TimestampTz pull_start = GetCurrentTimestamp();
 		PullStatus status = Pull(w);
 		if (status == PullStatus::Aborted)
 			continue;			/* SIGTERM, a change, an interrupt, the postmaster's death */
 		if (status != PullStatus::Ok)
 			HandlePullFailure(w, status);
 		else if (w->session->Count() == 0)
-			GoIdle(w, (long) ((GetCurrentTimestamp() - pull_start) / 1000));
+			GoIdle(w);
 		else
 			ApplyThenAcknowledge(w);
 	}
