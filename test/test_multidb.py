@@ -12,7 +12,8 @@ server with sequin_sync.database left at its default (empty).
   * While workers are long-polling: DROP EXTENSION in one database stops its workers at once;
     DROP DATABASE (without FORCE) of another returns at once instead of waiting 5 s for them and
     failing; ALTER DATABASE ... RENAME of a third succeeds and its consumers sync again under the
-    new name; ALLOW_CONNECTIONS false stops a database's workers and keeps them away.  The other
+    new name; ALLOW_CONNECTIONS false stops a database's workers and keeps them away; CREATE
+    DATABASE ... TEMPLATE of a database with workers succeeds at once, and the copy runs too.  The other
     databases' workers never stop, and no orphaned sequin_sync process remains.
   * sequin_sync.max_workers caps the workers of all databases; status says who waits and why.
   * sequin_sync.database set to one name (a reload is enough) restricts the workers, and
@@ -287,8 +288,22 @@ def test_allow_connections_false_stops_and_keeps_them_away(three, fake):
     time.sleep(6)   # more than the launcher's look at pg_database
     assert not worker_pids(cluster, "db_c_renamed")
     cluster.psql("ALTER DATABASE db_c_renamed ALLOW_CONNECTIONS true;")
-    pgcluster.wait_until("db_c_renamed back", lambda: len([
-        k for k in worker_pids(cluster, "db_c_renamed") if k[1].startswith("sequin_sync ") and "/" in k[1]]) == 2, 15)
+    pgcluster.wait_until("db_c_renamed back", lambda: len(db_c_workers(cluster)) == 2, 15)
+
+    # CREATE DATABASE ... TEMPLATE needs its source without sessions: ours leave, and come back
+    t0 = time.monotonic()
+    cluster.psql("CREATE DATABASE db_copy TEMPLATE db_c_renamed;")
+    took = time.monotonic() - t0
+    assert took < 2.0, f"CREATE DATABASE ... TEMPLATE took {took:.2f} s"
+    pgcluster.wait_until("db_c_renamed back after the copy", lambda: len(db_c_workers(cluster)) == 2, 15)
+    # the copy has the extension: the launcher finds it without a wake (it reads pg_database)
+    pgcluster.wait_until("the copy's manager", lambda: ("db_copy", "sequin_sync manager") in worker_pids(cluster), 15)
+    cluster.psql("DROP DATABASE db_copy;")
+    pgcluster.wait_until("the copy gone", lambda: not worker_pids(cluster, "db_copy"), 5)
+
+
+def db_c_workers(cluster):
+    return [k for k in worker_pids(cluster, "db_c_renamed") if k[1].startswith("sequin_sync ") and "/" in k[1]]
 
 
 def test_max_workers_caps_all_databases(three, fake):

@@ -3,16 +3,17 @@
  * that need a database empty find none of our processes in it, and a configuration restored
  * into a database wakes its manager.
  *
- * DROP DATABASE, ALTER DATABASE ... RENAME and ALTER DATABASE ... ALLOW_CONNECTIONS false
- * (the last one does not need it empty, but its workers must stop) wait up to 5 s for other
+ * DROP DATABASE, ALTER DATABASE ... RENAME, CREATE DATABASE ... TEMPLATE (of its source) and
+ * ALTER DATABASE ... ALLOW_CONNECTIONS false (which does not need it empty, but its workers must
+ * stop) wait up to 5 s for other
  * sessions of the database and then fail with "database is being accessed by other users"; only
  * autovacuum workers are told to leave.  So before such a statement runs, a ProcessUtility hook
  * marks the database as being emptied in shared memory (no manager or worker starts there until
  * the statement's transaction ends), tells its manager and workers to stop (SIGTERM, which ends
  * even a long poll within 100 ms; after a second a cancel too, for a batch still being applied),
  * and waits until they are gone.  At the transaction's end, committed or not, the mark goes and
- * the launcher looks at pg_database again: a dropped database is forgotten, a renamed one gets
- * its manager back (everything connects by oid), a closed one stays without.
+ * the launcher looks at pg_database again: a dropped database is forgotten, a renamed or copied
+ * one gets its manager back (everything connects by oid), a closed one stays without.
  */
 extern "C" {
 #include "postgres.h"
@@ -84,6 +85,17 @@ DatabaseToEmpty(Node *stmt)
 			RenameStmt *rename = (RenameStmt *) stmt;
 			if (rename->renameType == OBJECT_DATABASE)
 				return get_database_oid(rename->subname, true);
+			break;
+		}
+		case T_CreatedbStmt: {
+			/* Copying a database needs its source without other sessions. */
+			CreatedbStmt *create = (CreatedbStmt *) stmt;
+			ListCell *lc;
+			foreach (lc, create->options) {
+				DefElem *option = (DefElem *) lfirst(lc);
+				if (strcmp(option->defname, "template") == 0 && option->arg != nullptr)
+					return get_database_oid(defGetString(option), true);
+			}
 			break;
 		}
 		case T_AlterDatabaseStmt: {
