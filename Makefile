@@ -19,8 +19,8 @@ DATA         = $(EXTENSION)--$(EXTVERSION).sql $(wildcard sql/$(EXTENSION)--*--*
 EXTRA_CLEAN  = $(EXTENSION)--$(EXTVERSION).sql
 
 # `make installcheck`, against a running server that preloads sequin_sync with
-# sequin_sync.database = 'contrib_regression' (test/installcheck_prep.sh checks, then drops that
-# database WITH (FORCE): the launcher stays attached to it, so pg_regress could not).  Every test
+# sequin_sync.database at its default, empty (test/installcheck_prep.sh checks, then drops the
+# regression database WITH (FORCE), in case a session of an earlier run is left).  Every test
 # creates the extension itself.  pg_regress: sql/*.sql with expected/*.out, all but the live
 # worker test, which needs the fake consumer `make test` starts; then the isolation tests,
 # test/isolation/specs/*.spec with test/isolation/expected/*.out, in the same database.

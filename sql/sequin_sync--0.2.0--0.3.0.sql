@@ -172,3 +172,32 @@ LEFT JOIN (
 ) s ON s.consumer = c.name;
 
 GRANT SELECT ON sequin_sync.status TO sequin_sync_admin;
+
+-- Any change to the consumers wakes the database's manager when it commits: the SQL API wakes it
+-- anyway; this is for the rows pg_restore loads after the extension was created.
+CREATE FUNCTION sequin_sync._wake_on_change()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'sequin_sync_wake_trigger' LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION sequin_sync._wake_on_change() FROM PUBLIC;
+
+CREATE TRIGGER wake_manager AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON sequin_sync.consumers
+	FOR EACH STATEMENT EXECUTE FUNCTION sequin_sync._wake_on_change();
+
+/*
+ * Every database's sequin_sync processes, for superusers only: the launcher, the manager of each
+ * database with the extension, and every consumer worker (state waiting: it has no process
+ * because sequin_sync.max_workers are running).
+ */
+CREATE FUNCTION sequin_sync._all_workers(
+	OUT database text, OUT kind text, OUT consumer text, OUT worker integer, OUT pid integer, OUT state text,
+	OUT last_poll_at timestamptz, OUT last_applied_at timestamptz, OUT last_error text, OUT last_error_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'sequin_sync_all_workers' LANGUAGE C VOLATILE;
+
+CREATE VIEW sequin_sync.all_workers WITH (security_invoker = true) AS
+SELECT w.database, w.kind, w.consumer, w.worker, w.pid, w.state, w.last_poll_at, w.last_applied_at,
+	   w.last_error, w.last_error_at
+FROM sequin_sync._all_workers() w;
+
+REVOKE ALL ON FUNCTION sequin_sync._all_workers() FROM PUBLIC;

@@ -9,9 +9,10 @@
 
 \echo Use "CREATE EXTENSION sequin_sync" to load this file. \quit
 
--- The workers run in one database: refuse any other, and say why.  sequin_sync.database is a
--- real setting (in pg_settings) only when the library was preloaded; a line in postgresql.conf
--- without the preload is a mere placeholder, which pg_settings does not list.
+-- Consumers run in every database that has the extension, or only in the one named by
+-- sequin_sync.database when that is set: then refuse any other, and say why.  sequin_sync.database
+-- is a real setting (in pg_settings) only when the library was preloaded; a line in
+-- postgresql.conf without the preload is a mere placeholder, which pg_settings does not list.
 DO $$
 DECLARE
 	worker_db text := (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'sequin_sync.database');
@@ -20,13 +21,13 @@ BEGIN
 		RAISE WARNING 'sequin_sync is not loaded through shared_preload_libraries'
 			USING DETAIL = 'Consumers will not run until it is; sequin_sync.apply() works regardless.',
 				  HINT = 'Add sequin_sync to shared_preload_libraries in postgresql.conf and restart the server.';
-	ELSIF pg_catalog.current_database() OPERATOR(pg_catalog.<>) worker_db THEN
+	ELSIF worker_db OPERATOR(pg_catalog.<>) '' AND pg_catalog.current_database() OPERATOR(pg_catalog.<>) worker_db THEN
 		RAISE EXCEPTION 'sequin_sync must be created in database "%"', worker_db
 			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = pg_catalog.format('Its workers run in the database named by sequin_sync.database, not in "%s".',
-											 pg_catalog.current_database()),
-				  HINT = pg_catalog.format('Create the extension in "%s", or set sequin_sync.database = ''%s'' in postgresql.conf and restart the server.',
-										   worker_db, pg_catalog.current_database());
+				  DETAIL = pg_catalog.format('sequin_sync.database restricts the workers to "%s"; this database is "%s".',
+											 worker_db, pg_catalog.current_database()),
+				  HINT = pg_catalog.format('Create the extension in "%s", or set sequin_sync.database = '''' (every database) in postgresql.conf and reload.',
+										   worker_db);
 	END IF;
 END
 $$;
@@ -122,6 +123,15 @@ CREATE TABLE sequin_sync.consumer_stats (
 	batches       bigint NOT NULL DEFAULT 0,
 	PRIMARY KEY (consumer, worker)
 );
+
+-- Any change to the consumers wakes the database's manager when it commits: the SQL API wakes it
+-- anyway; this is for the rows pg_restore loads after the extension was created.
+CREATE FUNCTION sequin_sync._wake_on_change()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'sequin_sync_wake_trigger' LANGUAGE C VOLATILE;
+
+CREATE TRIGGER wake_manager AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON sequin_sync.consumers
+	FOR EACH STATEMENT EXECUTE FUNCTION sequin_sync._wake_on_change();
 
 -- pg_dump keeps the configuration, the parked records and the tombstones.
 SELECT pg_catalog.pg_extension_config_dump('sequin_sync.consumers', '');
@@ -304,6 +314,22 @@ FROM sequin_sync._launcher_status() l
 WHERE l.preloaded;
 
 GRANT SELECT ON sequin_sync.tombstone_pruning TO sequin_sync_admin;
+
+/*
+ * Every database's sequin_sync processes, for superusers only: the launcher, the manager of each
+ * database with the extension, and every consumer worker (state waiting: it has no process
+ * because sequin_sync.max_workers are running).
+ */
+CREATE FUNCTION sequin_sync._all_workers(
+	OUT database text, OUT kind text, OUT consumer text, OUT worker integer, OUT pid integer, OUT state text,
+	OUT last_poll_at timestamptz, OUT last_applied_at timestamptz, OUT last_error text, OUT last_error_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'sequin_sync_all_workers' LANGUAGE C VOLATILE;
+
+CREATE VIEW sequin_sync.all_workers WITH (security_invoker = true) AS
+SELECT w.database, w.kind, w.consumer, w.worker, w.pid, w.state, w.last_poll_at, w.last_applied_at,
+	   w.last_error, w.last_error_at
+FROM sequin_sync._all_workers() w;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sequin_sync FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION

@@ -67,7 +67,7 @@ SELECT wait_until($$(SELECT acked = 305 FROM sequin_sync.status)$$);
 SELECT consumer, state IN ('running', 'idle') AS healthy, workers, received, inserted, updated, deleted, skipped,
 	dead_lettered, acked, pending, last_error FROM sequin_sync.status;
 
--- the worker shows in pg_stat_activity under its consumer's name
+-- the launcher, the database's manager, and the worker under its consumer's name show in pg_stat_activity
 SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type LIKE 'sequin_sync%' ORDER BY 1, 2;
 
 -- pause: the worker stops; nothing is pulled until resume

@@ -1,22 +1,31 @@
 /*
- * launcher.cpp - the launcher: one static background worker that keeps, for every consumer
- * that is not paused, `workers` dynamic workers running, and none for anything else.
+ * launcher.cpp - the launcher: one static background worker per server, connected to no
+ * database, that keeps a manager (manager.cpp) running in every database that has the
+ * extension, and no process in any other.
  *
- * It is woken when a configuration change commits (shmem.cpp) and when one of its workers
- * exits (bgw_notify_pid), never by polling the tables; a timeout only serves restarts that are
- * due after a backoff.  A worker that ends abnormally is started again after a delay that doubles
- * with each consecutive failure (1 s up to 60 s); a worker stopped with pg_terminate_backend comes
- * back at once.  If the launcher itself dies, the postmaster restarts it and it takes over.
- * Between its rounds it prunes old tombstones (pruner.cpp).
+ * Every few seconds, and whenever it is woken, it reads pg_database: the databases that accept
+ * connections and are not templates (only the one named by sequin_sync.database, when that is
+ * set).  It starts a manager in each it has not looked into yet; a manager that finds no
+ * extension leaves at once and the launcher remembers the database as without one, until a
+ * configuration change commits there (CREATE EXTENSION calls sequin_sync._wake_workers(), a
+ * restored configuration fires the consumers table's trigger: shmem.cpp), which wakes it.  A
+ * database that goes away, refuses connections, becomes a template or is excluded by a reload
+ * loses its manager and its workers; a statement that needs the database empty (DROP, RENAME,
+ * ALTER DATABASE ... ALLOW_CONNECTIONS false) clears it first (databases.cpp).  A manager that
+ * ends abnormally is started again after a delay that doubles (1 s up to 60 s), one stopped
+ * with pg_terminate_backend at once.  If the launcher itself dies, the postmaster restarts it
+ * and it takes over: it stops the managers and workers it has no handles for, and starts afresh.
  */
 extern "C" {
 #include "postgres.h"
 
 #include "port/atomics.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/tableam.h"
 #include "access/xact.h"
-#include "catalog/pg_extension.h"
-#include "executor/spi.h"
+#include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -27,9 +36,9 @@ extern "C" {
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -37,8 +46,6 @@ PGDLLEXPORT void sequin_sync_launcher_main(Datum arg);
 }
 
 #include "pg/bgworkers.hpp"
-#include "pg/extension.hpp"
-#include "pg/spi.hpp"
 #include "pg/settings.hpp"
 #include "pg/shmem.hpp"
 
@@ -67,189 +74,238 @@ WaitOnLatch(long ms)
 
 namespace {
 
-/* What should run: one entry per (consumer, worker number). */
-struct Desired {
-	char		consumer[NAMEDATALEN];
-	int			index;
+/* How often pg_database is read without a wake: new databases made from a template, a reload. */
+constexpr long kScanIntervalMs = 5000;
+/* Managers looking into a database at once (at start there may be many databases). */
+constexpr int kMaxProbes = 4;
+
+/* A database a manager may run in. */
+struct Candidate {
+	Oid			dboid;
+	char		name[NAMEDATALEN];
 };
 
-BackgroundWorkerHandle *handles[kMaxSlots];
+MemoryContext round_cxt;
+Candidate  *candidates;
+int			ncandidates;
+
+/* Databases whose manager found no extension (launcher-local: they need no entry). */
+Oid		   *absent;
+int			nabsent;
+int			absent_cap;
+
+BackgroundWorkerHandle *manager_handles[kMaxDatabases];
 
 /*
- * Reads the consumers that should run.  Returns -1 when the extension is not installed in this
- * database (then nothing should run).
+ * Reads pg_database (a shared catalog: the launcher is connected to no database): the
+ * databases that accept connections, are not templates, are valid (not half dropped), and are
+ * the one named by sequin_sync.database when it is set.
  */
-int
-ReadDesired(Desired *out, int max)
+void
+ScanDatabases()
 {
-	int n = 0;
+	MemoryContextReset(round_cxt);
+	int cap = 16;
+	candidates = (Candidate *) MemoryContextAlloc(round_cxt, sizeof(Candidate) * cap);
+	ncandidates = 0;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!LockExtension()) {
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		return -1;
-	}
-	SpiConnect();
-	SpiExec("SELECT name, workers FROM sequin_sync.consumers WHERE NOT paused ORDER BY name", 0, nullptr, nullptr,
-			nullptr, true, 0);
-	for (uint64 i = 0; i < SPI_processed; i++) {
-		bool isnull;
-		char *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		int workers = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-		for (int k = 0; k < workers && n < max; k++) {
-			strlcpy(out[n].consumer, name, NAMEDATALEN);
-			out[n].index = k;
-			n++;
+	(void) GetTransactionSnapshot();
+	Relation rel = table_open(DatabaseRelationId, AccessShareLock);
+	TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
+	HeapTuple tup;
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
+		Form_pg_database form = (Form_pg_database) GETSTRUCT(tup);
+		if (!form->datallowconn || form->datistemplate || database_is_invalid_form(form))
+			continue;
+		if (database_name != nullptr && database_name[0] != '\0' && strcmp(NameStr(form->datname), database_name) != 0)
+			continue;
+		if (ncandidates == cap) {
+			cap *= 2;
+			candidates = (Candidate *) repalloc(candidates, sizeof(Candidate) * cap);
 		}
+		candidates[ncandidates].dboid = form->oid;
+		strlcpy(candidates[ncandidates].name, NameStr(form->datname), NAMEDATALEN);
+		ncandidates++;
 	}
-	SpiFinish();
-	PopActiveSnapshot();
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
-	return n;
+}
+
+const Candidate *
+FindCandidate(Oid dboid)
+{
+	for (int i = 0; i < ncandidates; i++)
+		if (candidates[i].dboid == dboid)
+			return &candidates[i];
+	return nullptr;
 }
 
 bool
-IsDesired(const WorkerSlot *s, const Desired *desired, int ndesired)
+KnownAbsent(Oid dboid)
 {
-	for (int i = 0; i < ndesired; i++)
-		if (desired[i].index == s->index && strcmp(desired[i].consumer, s->consumer) == 0)
+	for (int i = 0; i < nabsent; i++)
+		if (absent[i] == dboid)
 			return true;
 	return false;
 }
 
-bool
-StartWorker(int slot)
+void
+RememberAbsent(Oid dboid)
 {
-	BackgroundWorker worker;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(worker.bgw_library_name, "sequin_sync", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "sequin_sync_worker_main", BGW_MAXLEN);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "sequin_sync worker for consumer %s", shared->slots[slot].consumer);
-	strlcpy(worker.bgw_type, "sequin_sync worker", BGW_MAXLEN);
-	worker.bgw_main_arg = Int32GetDatum(slot);
-	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handles[slot])) {
-		handles[slot] = nullptr;
-		return false;
+	if (KnownAbsent(dboid))
+		return;
+	if (nabsent == absent_cap) {
+		absent_cap = Max(16, absent_cap * 2);
+		absent = absent == nullptr ? (Oid *) MemoryContextAlloc(TopMemoryContext, sizeof(Oid) * absent_cap)
+								   : (Oid *) repalloc(absent, sizeof(Oid) * absent_cap);
 	}
-	return true;
+	absent[nabsent++] = dboid;
 }
 
-/* Is the slot's worker process alive (or about to be)? */
-bool
-Running(int slot)
+/* Forgets the databases without the extension that are no candidates any more (dropped ...). */
+void
+ForgetGoneAbsent()
 {
-	if (handles[slot] == nullptr)
-		return false;
-	pid_t pid;
-	if (GetBackgroundWorkerPid(handles[slot], &pid) == BGWH_STOPPED) {
-		pfree(handles[slot]);
-		handles[slot] = nullptr;
-		return false;
+	int kept = 0;
+	for (int i = 0; i < nabsent; i++)
+		if (FindCandidate(absent[i]) != nullptr)
+			absent[kept++] = absent[i];
+	nabsent = kept;
+}
+
+/* Is the entry's manager alive (or about to be)?  The caller holds the lock. */
+bool
+ManagerRunning(int e)
+{
+	DatabaseEntry *db = &shared->databases[e];
+	if (manager_handles[e] != nullptr) {
+		pid_t pid;
+		if (GetBackgroundWorkerPid(manager_handles[e], &pid) != BGWH_STOPPED)
+			return true;
+		pfree(manager_handles[e]);
+		manager_handles[e] = nullptr;
+		if (db->manager_pid != 0) {
+			/* It died without running its exit callback. */
+			db->manager_pid = 0;
+			db->manager_latch = nullptr;
+			db->failures++;
+			db->restart_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+		}
 	}
-	return true;
+	return db->manager_pid != 0;
 }
 
 /*
- * Brings the running workers in line with the configuration.  Returns how long to sleep
- * before a delayed restart is due (or a long default).
+ * Stops the database's workers, which its manager has stopped or is about to leave; returns
+ * whether any is still there.  Frees the slots of those gone.  The caller holds the lock.
  */
-long
-Reconcile(const Desired *desired, int ndesired)
+bool
+StopWorkers(Oid dboid)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	long sleep_ms = 10000;
-
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	/* Existing slots: stop what is no longer wanted, restart what died. */
+	bool any = false;
 	for (int i = 0; i < kMaxSlots; i++) {
 		WorkerSlot *s = &shared->slots[i];
-		if (!s->in_use)
+		if (!s->in_use || s->dboid != dboid)
 			continue;
-		bool running = Running(i);
-		if (!running && s->pid != 0) {
-			/* It died without running its exit callback. */
-			s->pid = 0;
-			s->latch = nullptr;
-			s->clean_exit = false;
-		}
-		bool wanted = ndesired >= 0 && IsDesired(s, desired, ndesired);
-		if (!wanted) {
-			if (running)
-				TerminateBackgroundWorker(handles[i]);
-			else
-				memset(s, 0, sizeof(*s));
-			continue;
-		}
-		if (running)
-			continue;
-		if (s->state != WorkerState::Stopped) {
-			/* It has just exited (its exit callback clears only pid and latch): schedule its restart. */
-			if (s->clean_exit)
-				s->failures = 0;
-			else
-				s->failures++;
-			long delay_ms = s->failures == 0 ? 0 : Min(60000L, 1000L << Min(s->failures - 1, 6));
-			s->restart_after = TimestampTzPlusMilliseconds(now, delay_ms);
-			s->state = WorkerState::Stopped;
-			if (!s->clean_exit)
-				ereport(LOG,
-						(errmsg("sequin_sync worker %d for consumer \"%s\" exited unexpectedly; restarting in %ld ms",
-								s->index, s->consumer, delay_ms)));
-		}
-		if (s->restart_after <= now) {
-			s->clean_exit = false;
-			s->state = WorkerState::Starting;
-			if (!StartWorker(i)) {
-				s->state = WorkerState::Stopped;
-				s->failures++;
-				s->restart_after = TimestampTzPlusMilliseconds(now, 1000);
-				strlcpy(s->last_error, "could not start a background worker: raise max_worker_processes",
-						sizeof(s->last_error));
-				s->last_error_at = now;
-			}
-		}
-		if (s->state == WorkerState::Stopped) {
-			long ms = (long) ((s->restart_after - now) / 1000);
-			sleep_ms = Max(1L, Min(sleep_ms, ms));
-		}
-	}
-	/* Wanted workers without a slot: take a free one and start. */
-	for (int d = 0; d < ndesired; d++) {
-		bool found = false;
-		for (int i = 0; i < kMaxSlots && !found; i++)
-			found = shared->slots[i].in_use && shared->slots[i].index == desired[d].index &&
-					strcmp(shared->slots[i].consumer, desired[d].consumer) == 0;
-		if (found)
-			continue;
-		for (int i = 0; i < kMaxSlots; i++) {
-			WorkerSlot *s = &shared->slots[i];
-			if (s->in_use)
-				continue;
+		if (s->pid != 0) {
+			kill(s->pid, SIGTERM);
+			any = true;
+		} else
 			memset(s, 0, sizeof(*s));
-			s->in_use = true;
-			strlcpy(s->consumer, desired[d].consumer, NAMEDATALEN);
-			s->index = desired[d].index;
-			s->state = WorkerState::Starting;
-			if (!StartWorker(i)) {
-				s->state = WorkerState::Stopped;
-				s->failures = 1;
-				s->restart_after = TimestampTzPlusMilliseconds(now, 1000);
-				strlcpy(s->last_error, "could not start a background worker: raise max_worker_processes",
-						sizeof(s->last_error));
-				s->last_error_at = now;
-				sleep_ms = Min(sleep_ms, 1000L);
-			}
-			break;
+	}
+	return any;
+}
+
+void
+Launch(int e, const char *name, TimestampTz now)
+{
+	DatabaseEntry *db = &shared->databases[e];
+	db->absent = false;
+	char bgw_name[BGW_MAXLEN];
+	snprintf(bgw_name, sizeof(bgw_name), "sequin_sync manager for database %s", name);
+	StartDynamicWorker("sequin_sync_manager_main", "sequin_sync manager", bgw_name, ObjectIdGetDatum(db->dboid),
+					   &manager_handles[e]);
+	if (manager_handles[e] == nullptr) {
+		db->failures++;
+		db->restart_after = TimestampTzPlusMilliseconds(now, 1000);
+		ereport(LOG, (errmsg("sequin_sync could not start a manager for database \"%s\"", name),
+					  errhint("Raise max_worker_processes.")));
+	}
+}
+
+/*
+ * One round: brings the managers in line with pg_database and with what the databases said
+ * (extension or not, a wake).  Returns how long to sleep.
+ */
+long
+Round()
+{
+	ScanDatabases();
+	TimestampTz now = GetCurrentTimestamp();
+	long sleep_ms = kScanIntervalMs;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (shared->rescan) {
+		/* A wake found no free entry: every database may have changed. */
+		shared->rescan = false;
+		nabsent = 0;
+	}
+	int probes = 0;
+	for (int e = 0; e < kMaxDatabases; e++) {
+		DatabaseEntry *db = &shared->databases[e];
+		if (db->dboid == InvalidOid)
+			continue;
+		bool running = ManagerRunning(e);
+		const Candidate *c = FindCandidate(db->dboid);
+		if (c == nullptr || db->leaving > 0) {
+			/* Gone, closed, a template, excluded, or being emptied: nothing of ours stays. */
+			if (running && manager_handles[e] != nullptr)
+				TerminateBackgroundWorker(manager_handles[e]);
+			else if (running)
+				kill(db->manager_pid, SIGTERM);
+			bool busy = StopWorkers(db->dboid) || running;
+			if (busy)
+				sleep_ms = Min(sleep_ms, 100L);
+			else if (db->leaving == 0)
+				memset(db, 0, sizeof(*db));
+			continue;
 		}
+		strlcpy(db->name, c->name, NAMEDATALEN);
+		if (running) {
+			if (!db->absent && db->prune.retention_s < 0 && db->failures == 0)
+				probes++;
+			continue;
+		}
+		if (db->absent && !db->wake) {
+			RememberAbsent(db->dboid);
+			(void) StopWorkers(db->dboid);
+			memset(db, 0, sizeof(*db));
+			continue;
+		}
+		if (db->restart_after > now) {
+			sleep_ms = Max(1L, Min(sleep_ms, (long) ((db->restart_after - now) / 1000)));
+			continue;
+		}
+		Launch(e, c->name, now);
+	}
+	/* Databases not looked into yet (new ones, or all of them at start). */
+	for (int i = 0; i < ncandidates && probes < kMaxProbes; i++) {
+		const Candidate *c = &candidates[i];
+		if (KnownAbsent(c->dboid) || FindDatabase(c->dboid) != nullptr)
+			continue;
+		DatabaseEntry *db = FindOrAddDatabase(c->dboid);
+		if (db == nullptr)
+			break;
+		strlcpy(db->name, c->name, NAMEDATALEN);
+		Launch((int) (db - shared->databases), c->name, now);
+		probes++;
+		sleep_ms = Min(sleep_ms, 100L);
 	}
 	LWLockRelease(shared->lock);
+	ForgetGoneAbsent();
 	return sleep_ms;
 }
 
@@ -263,31 +319,20 @@ LauncherExit(int code, Datum arg)
 }
 
 /*
- * A launcher that starts after another one died has no handles for the workers it left: stop
- * them (they exit within a second) and start afresh.
+ * A launcher that starts after another one died has no handles for the managers and workers it
+ * left: stop them (they exit within a second) and start afresh.  The entries of databases being
+ * emptied stay: their statements still count on them.
  */
 void
 TakeOver()
 {
-	for (int attempt = 0; attempt < 100; attempt++) {
-		bool any = false;
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		for (int i = 0; i < kMaxSlots; i++) {
-			WorkerSlot *s = &shared->slots[i];
-			if (s->in_use && s->pid != 0) {
-				any = true;
-				kill(s->pid, SIGTERM);
-			}
-		}
-		LWLockRelease(shared->lock);
-		if (!any)
-			break;
-		WaitOnLatch(100);
-	}
+	StopAndWait(InvalidOid, true);
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < kMaxSlots; i++)
-		if (shared->slots[i].pid == 0)
-			memset(&shared->slots[i], 0, sizeof(WorkerSlot));
+	for (int e = 0; e < kMaxDatabases; e++) {
+		DatabaseEntry *db = &shared->databases[e];
+		if (db->dboid != InvalidOid && db->manager_pid == 0 && db->leaving == 0)
+			memset(db, 0, sizeof(*db));
+	}
 	LWLockRelease(shared->lock);
 }
 
@@ -319,7 +364,8 @@ sequin_sync_launcher_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(database_name, nullptr, 0);
+	/* No database: only the shared catalogs, so no DROP DATABASE ever waits for the launcher. */
+	BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
 	/* The PGPROC's latch: in shared memory, so backends can set it. */
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	shared->launcher_pid = MyProcPid;
@@ -327,19 +373,16 @@ sequin_sync_launcher_main(Datum arg)
 	LWLockRelease(shared->lock);
 	before_shmem_exit(LauncherExit, (Datum) 0);
 	pgstat_report_appname("sequin_sync launcher");
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "sequin_sync launcher round", ALLOCSET_SMALL_SIZES);
 	TakeOver();
 
-	Desired *desired = (Desired *) MemoryContextAlloc(TopMemoryContext, sizeof(Desired) * kMaxSlots);
 	while (!got_sigterm) {
 		if (ConfigReloadPending) {
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		int ndesired = ReadDesired(desired, kMaxSlots);
-		long sleep_ms = Reconcile(desired, ndesired);
-		sleep_ms = Min(sleep_ms, PruneTombstonesIfDue(ndesired >= 0));
-		WaitOnLatch(sleep_ms);
+		WaitOnLatch(Round());
 	}
-	/* Workers stop with the launcher only at shutdown; a restarted launcher takes them over. */
+	/* Managers and workers stop with the launcher only at shutdown; a restarted launcher takes them over. */
 	proc_exit(1);
 }

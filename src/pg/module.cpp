@@ -37,7 +37,7 @@ namespace {
 
 object_access_hook_type prev_object_access_hook = nullptr;
 
-/* DROP EXTENSION sequin_sync wakes the launcher at commit, so the workers stop at once. */
+/* DROP EXTENSION sequin_sync wakes the database's manager at commit, so the workers stop at once. */
 void
 ObjectAccess(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id, void *arg)
 {
@@ -58,6 +58,7 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	InstallShmemHooks();
+	InstallDatabaseHooks();
 	RegisterLauncher();
 	prev_object_access_hook = object_access_hook;
 	object_access_hook = ObjectAccess;

@@ -1,13 +1,13 @@
 /*
- * pruner.cpp - the launcher's automatic tombstone pruning (see bgworkers.hpp).
+ * pruner.cpp - the automatic tombstone pruning of each database's manager (see bgworkers.hpp).
  *
  * A hard delete leaves a tombstone so that a late, older redelivery cannot bring the row back;
- * after sequin_sync.tombstone_retention it has done its job.  The launcher removes such
+ * after sequin_sync.tombstone_retention it has done its job.  The manager removes such
  * tombstones on a schedule, in batches of kPruneBatch rows, each in a transaction of its own
  * that lasts milliseconds.  A batch locks only the rows it deletes and skips rows a sync holds
  * (FOR UPDATE SKIP LOCKED), so it never waits for a sync; a sync that raises a tombstone being
  * pruned waits at most for that short transaction.  What the last run did is kept in shared
- * memory for sequin_sync.tombstone_pruning.  sequin_sync.prune_tombstones() stays for manual use.
+ * memory (its database's entry) for sequin_sync.tombstone_pruning.  sequin_sync.prune_tombstones() stays for manual use.
  */
 extern "C" {
 #include "postgres.h"
@@ -52,7 +52,7 @@ PruneIntervalMs(int retention_s)
 /*
  * Deletes one batch of expired tombstones in its own transaction.  Returns how many, or -1
  * with the error in error: a failure (a lock timeout, a cancel) is logged and tried again at
- * the next run, never the launcher's end.
+ * the next run, never the manager's end.
  */
 int64
 PruneBatch(char *error, size_t errlen)
@@ -109,7 +109,12 @@ Publish(bool run_ended, int64 pruned, const char *error)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	PruneState *p = &shared->prune;
+	DatabaseEntry *db = FindDatabase(MyDatabaseId);
+	if (db == nullptr) {
+		LWLockRelease(shared->lock);
+		return;
+	}
+	PruneState *p = &db->prune;
 	p->retention_s = seen_retention_s;
 	p->next_prune_at = next_prune_at;
 	if (run_ended && error == nullptr) {
@@ -130,7 +135,7 @@ PruneTombstonesIfDue(bool installed)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	if (tombstone_retention_s != seen_retention_s) {
-		/* The launcher started, or a reload changed the retention: prune by it now. */
+		/* The manager started, or a reload changed the retention: prune by it now. */
 		seen_retention_s = tombstone_retention_s;
 		next_prune_at = seen_retention_s > 0 ? now : 0;
 		run_pruned = 0;
@@ -138,7 +143,7 @@ PruneTombstonesIfDue(bool installed)
 	}
 	long interval_ms = PruneIntervalMs(seen_retention_s);
 	if (next_prune_at == 0 || !installed)
-		return 3600L * 1000L; /* a reload or CREATE EXTENSION wakes the launcher */
+		return 3600L * 1000L; /* a reload or a configuration change wakes the manager */
 	if (now < next_prune_at)
 		return (long) ((next_prune_at - now) / 1000) + 1;
 

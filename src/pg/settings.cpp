@@ -16,6 +16,7 @@ namespace sequin_sync {
 
 int tombstone_retention_s = 7 * 24 * 3600;
 char *database_name = nullptr;
+int max_workers = 16;
 int connect_timeout_ms = 10000;
 int poll_margin_ms = 15000;
 int max_response_size_kb = 64 * 1024;
@@ -78,16 +79,23 @@ DefineSettings(bool preloaded)
 	/*
 	 * A postmaster-level setting can only be defined while shared_preload_libraries is processed:
 	 * defined later (CREATE EXTENSION without the preload) it is a FATAL error for the session.
-	 * Without the preload there are no workers to place anyway.  As in worker_spi, the prefix is
-	 * reserved only then too, so a sequin_sync.database line in postgresql.conf stays a quiet
-	 * placeholder instead of being removed with a warning.
+	 * Without the preload there are no workers to place anyway, and the install script tells a
+	 * preloaded server by sequin_sync.database being defined: the workers' settings are defined
+	 * only then.  As in worker_spi, the prefix is reserved only then too, so a
+	 * sequin_sync.database line in postgresql.conf stays a quiet placeholder instead of being
+	 * removed with a warning.
 	 */
 	if (!preloaded)
 		return;
 	DefineCustomStringVariable("sequin_sync.database",
-							   "The database whose consumers the background workers run.",
-							   "The extension must be created in this database.",
-							   &database_name, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+							   "The one database whose consumers run; empty: every database with the extension.",
+							   "When set, the extension can be created only in this database.",
+							   &database_name, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("sequin_sync.max_workers",
+							"The most consumer workers that run at once, in all databases together.",
+							"A consumer worker beyond it waits for a free one; sequin_sync.status says so.  The "
+							"launcher and one manager per database with the extension come on top.",
+							&max_workers, 16, 0, kMaxWorkersLimit, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 	MarkGUCPrefixReserved("sequin_sync");
 }
 

@@ -9,8 +9,11 @@ namespace sequin_sync {
 
 /* Seconds a hard-delete tombstone is kept; 0 keeps them forever. */
 extern int tombstone_retention_s;
-/* The database whose consumers run (postmaster; NULL unless preloaded). */
+/* The one database whose consumers run; empty: every database (NULL unless preloaded). */
 extern char *database_name;
+/* The most consumer workers at once, in all databases together (only when preloaded). */
+extern int max_workers;
+constexpr int kMaxWorkersLimit = 128;	/* = kMaxSlots */
 /* HTTP: connect timeout and the margin over wait_for a request may take (milliseconds). */
 extern int connect_timeout_ms;
 extern int poll_margin_ms;

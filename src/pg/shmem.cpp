@@ -74,18 +74,29 @@ WakesConsumer(const char *consumer)
 	return false;
 }
 
-/* At commit: flag the changed consumers' slots and set their latches and the launcher's. */
+/*
+ * At commit: flag this database for its manager (an entry is taken when the database has none:
+ * CREATE EXTENSION, a restored configuration), flag the changed consumers' slots, and set the
+ * latches of those workers and of the manager, or of the launcher when no manager runs there.
+ */
 void
 WakeCommitted()
 {
 	if (shared == nullptr)
 		return;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (shared->launcher_latch != nullptr)
+	DatabaseEntry *db = FindOrAddDatabase(MyDatabaseId);
+	if (db == nullptr)
+		shared->rescan = true;
+	else
+		db->wake = true;
+	if (db != nullptr && db->manager_latch != nullptr)
+		SetLatch(db->manager_latch);
+	else if (shared->launcher_latch != nullptr)
 		SetLatch(shared->launcher_latch);
 	for (int i = 0; i < kMaxSlots; i++) {
 		WorkerSlot *s = &shared->slots[i];
-		if (!s->in_use || !WakesConsumer(s->consumer))
+		if (!s->in_use || s->dboid != MyDatabaseId || !WakesConsumer(s->consumer))
 			continue;
 		s->consumer_changed = true;
 		if (s->latch != nullptr)
@@ -142,6 +153,55 @@ WakeOnCommit(const char *consumer)
 		wake.all_consumers = true;
 }
 
+DatabaseEntry *
+FindDatabase(Oid dboid)
+{
+	for (int i = 0; i < kMaxDatabases; i++)
+		if (shared->databases[i].dboid == dboid)
+			return &shared->databases[i];
+	return nullptr;
+}
+
+DatabaseEntry *
+FindOrAddDatabase(Oid dboid)
+{
+	DatabaseEntry *db = FindDatabase(dboid);
+	if (db != nullptr)
+		return db;
+	for (int i = 0; i < kMaxDatabases; i++) {
+		db = &shared->databases[i];
+		if (db->dboid != InvalidOid)
+			continue;
+		memset(db, 0, sizeof(*db));
+		db->dboid = dboid;
+		db->prune.retention_s = -1; /* nothing published yet */
+		return db;
+	}
+	return nullptr;
+}
+
+bool
+DatabaseLeaving(Oid dboid)
+{
+	LWLockAcquire(shared->lock, LW_SHARED);
+	DatabaseEntry *db = FindDatabase(dboid);
+	bool leaving = db != nullptr && db->leaving > 0;
+	LWLockRelease(shared->lock);
+	return leaving;
+}
+
+void
+WakeDatabase(Oid dboid)
+{
+	LWLockAcquire(shared->lock, LW_SHARED);
+	DatabaseEntry *db = FindDatabase(dboid);
+	if (db != nullptr && db->manager_latch != nullptr)
+		SetLatch(db->manager_latch);
+	else if (shared->launcher_latch != nullptr)
+		SetLatch(shared->launcher_latch);
+	LWLockRelease(shared->lock);
+}
+
 const char *
 WorkerStateName(WorkerState state)
 {
@@ -158,6 +218,8 @@ WorkerStateName(WorkerState state)
 			return "backoff";
 		case WorkerState::Error:
 			return "error";
+		case WorkerState::Waiting:
+			return "waiting";
 	}
 	return "unknown";
 }

@@ -258,13 +258,14 @@ BackoffMs(int failures)
 void
 WorkerExit(int code, Datum arg)
 {
-	UpdateSlot([code](WorkerSlot *s) {
+	Oid dboid = InvalidOid;
+	UpdateSlot([code, &dboid](WorkerSlot *s) {
 		s->pid = 0;
 		s->latch = nullptr;
 		s->clean_exit = got_sigterm && code == 0;
-		if (shared->launcher_latch != nullptr)
-			SetLatch(shared->launcher_latch);
+		dboid = s->dboid;
 	});
+	WakeDatabase(dboid);
 }
 
 /*
@@ -524,7 +525,8 @@ InitWorker(int slot)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(database_name, nullptr, 0);
+	/* Its consumer's database, by oid: a database renamed meanwhile is still the same. */
+	BackgroundWorkerInitializeConnectionByOid(shared->slots[slot].dboid, InvalidOid, 0);
 	SetSessionSettings();
 	w->settings = WorkerSettings();
 	w->batch_cxt = AllocSetContextCreate(TopMemoryContext, "sequin_sync batch", ALLOCSET_DEFAULT_SIZES);
@@ -537,6 +539,9 @@ InitWorker(int slot)
 		s->state = WorkerState::Starting;
 	});
 	before_shmem_exit(WorkerExit, (Datum) 0);
+	/* A statement waits for the database to empty (DROP DATABASE ...): leave before starting. */
+	if (DatabaseLeaving(MyDatabaseId))
+		proc_exit(0);
 	char appname[NAMEDATALEN];
 	snprintf(appname, sizeof(appname), "sequin_sync %s/%d", consumer_name, index);
 	pgstat_report_appname(appname);
