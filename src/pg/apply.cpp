@@ -505,13 +505,12 @@ ResolveGroup(Engine *e, Group *g)
 void
 ConvertGroup(Engine *e, Group *g)
 {
-	ErrorData *err;
 	if (!ResolveGroup(e, g))
 		return;
 	ConvertArg ca = {e, g, 0, 0, nullptr};
 	ca.fields = (const json::Node **) palloc(sizeof(*ca.fields) * Max(g->map->nfields, 1));
 	while (ca.pos < g->nrecs) {
-		err = RunProtected(ConvertStep, &ca, e->batch->cxt);
+		ErrorData *err = RunProtected(ConvertStep, &ca, e->batch->cxt);
 		if (err == nullptr)
 			break;
 		Rec *r = g->recs[ca.pos];
