@@ -19,47 +19,6 @@ AS 'MODULE_PATHNAME', 'sequin_sync_launcher_status' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION sequin_sync._launcher_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sequin_sync._launcher_status() TO sequin_sync_admin;
 
--- status: without the preload, last_error says that consumers do not run.
-CREATE OR REPLACE VIEW sequin_sync.status WITH (security_invoker = true) AS
-SELECT c.name AS consumer,
-	   CASE WHEN c.paused THEN 'paused'
-			WHEN COALESCE(w.running, 0) = 0 THEN COALESCE(NULLIF(w.state, 'starting'), 'stopped')
-			ELSE w.state END AS state,
-	   COALESCE(w.running, 0)::integer AS workers,
-	   w.last_poll_at, w.last_applied_at,
-	   COALESCE(s.received, 0) AS received, COALESCE(s.inserted, 0) AS inserted,
-	   COALESCE(s.updated, 0) AS updated, COALESCE(s.deleted, 0) AS deleted,
-	   COALESCE(s.skipped, 0) AS skipped, COALESCE(s.dead_lettered, 0) AS dead_lettered,
-	   (COALESCE(s.acked, 0) + COALESCE(w.acked_unflushed, 0))::bigint AS acked,
-	   w.pending,
-	   COALESCE(w.last_error, CASE WHEN NOT l.preloaded
-			THEN 'sequin_sync is not loaded through shared_preload_libraries: consumers do not run' END) AS last_error,
-	   w.last_error_at
-FROM sequin_sync.consumers c
-CROSS JOIN sequin_sync._launcher_status() l
-LEFT JOIN (
-	SELECT ws.consumer,
-		   count(ws.pid) AS running,
-		   (pg_catalog.array_agg(ws.state ORDER BY CASE ws.state WHEN 'error' THEN 0 WHEN 'backoff' THEN 1
-						WHEN 'running' THEN 2 WHEN 'idle' THEN 3 ELSE 4 END))[1] AS state,
-		   max(ws.last_poll_at) AS last_poll_at,
-		   max(ws.last_applied_at) AS last_applied_at,
-		   (pg_catalog.array_agg(ws.pending ORDER BY ws.last_poll_at DESC NULLS LAST))[1] AS pending,
-		   (pg_catalog.array_agg(ws.last_error ORDER BY ws.last_error_at DESC NULLS LAST))[1] AS last_error,
-		   max(ws.last_error_at) AS last_error_at,
-		   sum(ws.acked_unflushed) AS acked_unflushed
-	FROM sequin_sync._worker_status() ws
-	GROUP BY ws.consumer
-) w ON w.consumer = c.name
-LEFT JOIN (
-	SELECT st.consumer, sum(st.received)::bigint AS received, sum(st.inserted)::bigint AS inserted,
-		   sum(st.updated)::bigint AS updated, sum(st.deleted)::bigint AS deleted,
-		   sum(st.skipped)::bigint AS skipped, sum(st.dead_lettered)::bigint AS dead_lettered,
-		   sum(st.acked)::bigint AS acked
-	FROM sequin_sync.consumer_stats st
-	GROUP BY st.consumer
-) s ON s.consumer = c.name;
-
 -- The launcher prunes tombstones automatically; this shows its last run.
 CREATE VIEW sequin_sync.tombstone_pruning WITH (security_invoker = true) AS
 SELECT pg_catalog.make_interval(secs => l.retention_s) AS retention,
@@ -115,7 +74,8 @@ REVOKE ALL ON FUNCTION sequin_sync.create_consumer(text, text, text, integer, in
 GRANT EXECUTE ON FUNCTION sequin_sync.create_consumer(text, text, text, integer, interval, integer, text),
 	sequin_sync.alter_consumer(text, text, text, integer, interval, integer, text) TO sequin_sync_admin;
 
--- status shows each consumer's protocol and, for Sequin Stream, how far behind the source it is.
+-- status: without the preload, last_error says that consumers do not run; it shows each consumer's
+-- protocol and, for Sequin Stream, how far behind the source it is (a new column of _worker_status).
 DROP VIEW sequin_sync.status;
 DROP FUNCTION sequin_sync._worker_status();
 CREATE FUNCTION sequin_sync._worker_status(

@@ -450,18 +450,9 @@ class Consumer:
         with self.cond:
             self.stats["next_requests"] += 1
             f = self.faults
-            forced = f.forced_status()
-            if forced is not None:
-                err = _forced_error(forced)
-                return ("reply", err.status, err.body(), err.headers)
-            if f.roll("status_500"):
-                return ("reply", 500, b'{"summary":"Internal server error (injected)"}', ())
-            if f.roll("status_429"):
-                hdrs = ()
-                ra = f.cfg["retry_after"]
-                if ra is not None:
-                    hdrs = (("Retry-After", str(int(ra)) if float(ra).is_integer() else str(ra)),)
-                return ("reply", 429, b'{"summary":"Too many requests (injected)"}', hdrs)
+            injected = _injected_error(f, _forced_error, b'{"summary":"Internal server error (injected)"}')
+            if injected is not None:
+                return injected
 
             now = time.monotonic()
             deadline = now + wait_for_ms / 1000.0
@@ -624,6 +615,25 @@ _SUMMARIES = {
     503: "Service unavailable",
     504: "Gateway timeout",
 }
+
+
+def _injected_error(faults, forced_error, body_500):
+    """The reply of an injected fault for a long poll, or None: a forced status (forced_error
+    builds its body as the protocol words it), else a random 500 (body_500) or 429 (with the
+    configured Retry-After)."""
+    forced = faults.forced_status()
+    if forced is not None:
+        err = forced_error(forced)
+        return ("reply", err.status, err.body(), err.headers)
+    if faults.roll("status_500"):
+        return ("reply", 500, body_500, ())
+    if faults.roll("status_429"):
+        hdrs = ()
+        ra = faults.cfg["retry_after"]
+        if ra is not None:
+            hdrs = (("Retry-After", str(int(ra)) if float(ra).is_integer() else str(ra)),)
+        return ("reply", 429, b'{"summary":"Too many requests (injected)"}', hdrs)
+    return None
 
 
 def _forced_error(status):
@@ -1123,18 +1133,10 @@ class StreamConsumer(Consumer):
         with self.cond:
             self.stats["receive_requests"] += 1
             f = self.faults
-            forced = f.forced_status()
-            if forced is not None:
-                err = _stream_forced_error(forced)
-                return ("reply", err.status, err.body(), err.headers)
-            if f.roll("status_500"):
-                return ("reply", 500, b'{"summary":"Call to SlotMessageStore failed with :noproc"}', ())
-            if f.roll("status_429"):
-                hdrs = ()
-                ra = f.cfg["retry_after"]
-                if ra is not None:
-                    hdrs = (("Retry-After", str(int(ra)) if float(ra).is_integer() else str(ra)),)
-                return ("reply", 429, b'{"summary":"Too many requests (injected)"}', hdrs)
+            injected = _injected_error(f, _stream_forced_error,
+                                       b'{"summary":"Call to SlotMessageStore failed with :noproc"}')
+            if injected is not None:
+                return injected
             now = time.monotonic()
             if wait_for_ms:
                 # maybe_wait: poll count_messages (every message in the store, in flight ones
