@@ -122,6 +122,16 @@ SELECT * FROM sequin_sync.apply('feed', jsonb_build_array(
 	pg_temp.msg('update', 'public.orders', 23006001, 0, '{"id": 13, "customer": "x"}', '{"id": 12}')));
 SELECT id, customer FROM orders ORDER BY id;
 
+-- several versions of a row in one array (apply() and retried dead letters take any): an update
+-- that keeps a TOAST value takes it from the version before it in the same array
+SELECT * FROM sequin_sync.apply('feed', jsonb_build_array(
+	pg_temp.msg('update', 'public.orders', 400, 2, '{"id": 40, "customer": "third", "note": "unchanged_toast"}', '{}'),
+	pg_temp.msg('insert', 'public.orders', 400, 0, '{"id": 40, "customer": "first", "note": "the long note"}'),
+	pg_temp.msg('update', 'public.orders', 400, 1, '{"id": 40, "customer": "second", "note": "unchanged_toast"}', '{}'),
+	pg_temp.msg('update', 'public.orders', 399, 0, '{"id": 41, "customer": "changed", "note": "unchanged_toast"}', '{}'),
+	pg_temp.msg('read', 'public.orders', NULL, NULL, '{"id": 41, "customer": "read", "note": "read note"}')));
+SELECT id, customer, note, sequin_version FROM orders WHERE id IN (40, 41) ORDER BY id;
+
 -- what is parked: no key value, no version in a change, a version in a read, a transform's
 -- payload, an unmapped table, and a value the column cannot take
 SELECT * FROM sequin_sync.apply('feed', jsonb_build_array(

@@ -6,7 +6,7 @@ or stops a cluster itself.  Start a cluster whose coordinator preloads citus,seq
 database it connects to (e.g. the development script ../shared/citus/citus-cluster.sh), then:
 
     /usr/bin/python3 test/citus_trial.py [--host /tmp/citus-dev/sock] [--port 56301] [--db app]
-        [--ids 2000] [--throughput-records 20000] [--phases refusals,apply,worker,throughput]
+        [--ids 2000] [--throughput-records 20000] [--phases refusals,apply,worker,throughput,stream]
 
 On the coordinator it creates the extension, first as Citus propagates it to the worker nodes,
 then with citus.enable_ddl_propagation off (the worker nodes need nothing of sequin_sync), at the
@@ -23,6 +23,11 @@ previous version, and updates it likewise; then:
   3. the worker: the same through test/fake_sequin.py, two consumers of two workers each, one
      into distributed tables and one into reference tables, until every message is
      acknowledged; the same checks, and the fake's books must balance;
+  5. stream: Sequin Stream histories of test/gen_stream.py (reads, unchanged TOAST values, key
+     changes, hard deletes, interleaved delivery), single key into a table distributed by id and
+     a reference table, composite key (tenant, id) into a table distributed by tenant, through
+     apply() and through the worker (two workers, the fake's Sequin Stream); each table must
+     equal the source's final state;
   4. throughput: the same narrow records (stripe:customer, two versions of each id) through one
      consumer with two workers, into a local table of the coordinator, then a distributed table
      with citus.max_cached_conns_per_worker at Citus' default (1) and at 16; records/s and the
@@ -49,6 +54,7 @@ sys.path.insert(0, HERE)
 import pgcluster  # noqa: E402
 import test_fault as tf  # noqa: E402
 from gen_records import generate, newest_by_id  # noqa: E402
+import gen_stream  # noqa: E402
 
 TOKEN = "citus-trial-token"
 FAILED = []
@@ -344,8 +350,8 @@ def main():
     ap.add_argument("--ids", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=20241110)
     ap.add_argument("--throughput-records", type=int, default=20000)
-    ap.add_argument("--phases", default="refusals,apply,worker,throughput",
-                    help="which of refusals, apply, worker, throughput to run (comma-separated)")
+    ap.add_argument("--phases", default="refusals,apply,worker,throughput,stream",
+                    help="which of refusals, apply, worker, throughput, stream to run (comma-separated)")
     args = ap.parse_args()
     co = Coordinator(args.host, args.port, args.db)
 
@@ -384,7 +390,7 @@ def main():
         refusals(co)
     if "apply" in phases:
         apply_phase(co, args.ids, args.seed)
-    if phases & {"worker", "throughput"}:
+    if phases & {"worker", "throughput", "stream"}:
         with tempfile.TemporaryDirectory(prefix="citus_trial_fake_") as d:
             fake = pgcluster.FakeSequin(os.path.join(HERE, "fake_sequin.py"), d)
             fake.start()
@@ -393,12 +399,85 @@ def main():
                     worker_phase(co, fake, args.ids, args.seed)
                 if "throughput" in phases:
                     throughput_phase(co, fake, args.throughput_records, worker_ports)
+                if "stream" in phases:
+                    stream_phase(co, fake, args.seed)
             finally:
                 co.psql("SELECT sequin_sync.pause(name) FROM sequin_sync.consumers", check=False)
                 fake.stop()
     log("")
     log("all checks passed" if not FAILED else f"FAILED: {FAILED}")
     return 1 if FAILED else 0
+
+
+STREAM_COLUMNS = ["customer", "total::text AS total", "qty", "placed_at", "active", "tags", "attrs",
+                  "md5(note) AS note", "sequin_version::text AS sequin_version"]
+
+
+def stream_rows(co, table, key):
+    return {tuple(str(r[k]) for k in key): r for r in rows(co, table, list(key) + STREAM_COLUMNS)}
+
+
+def stream_expected(co, g):
+    """gen_stream's expected rows as the target's columns print them (through Postgres)."""
+    vals = json.dumps(g["expected"])
+    cols = ", ".join(c for c in ["tenant text", "id bigint"] if c.split()[0] in g["key"])
+    co.psql("DROP TABLE IF EXISTS citus_trial_stream_expected;"
+            f"CREATE TABLE citus_trial_stream_expected AS SELECT * FROM jsonb_to_recordset($j${vals}$j$) AS x("
+            f"{cols}, customer text, total numeric(20,6), qty integer, placed_at timestamptz, active boolean, "
+            "tags text[], attrs jsonb, note text, sequin_version numeric);")
+    return stream_rows(co, "citus_trial_stream_expected", g["key"])
+
+
+def stream_phase(co, fake, seed):
+    log("5. Sequin Stream: histories with reads, unchanged TOAST, key changes and hard deletes")
+    cases = (("distributed", "sd", False, "create_distributed_table('{t}', 'id')"),
+             ("reference", "sr", False, "create_reference_table('{t}')"),
+             ("distributed by tenant, composite key", "sc", True, "create_distributed_table('{t}', 'tenant')"))
+    for way in ("apply", "worker"):
+        for kind, prefix, composite, how in cases:
+            g = gen_stream.generate(seed=seed % 1000 + len(prefix) + (way == "worker"), rows=60, txns=400,
+                                    composite=composite, interleave=True)
+            table = f"citus_trial_{prefix}_{way}"
+            consumer = f"trial_{prefix}_{way}"
+            co.psql(gen_stream.ddl(composite, table) + f"SELECT {how.format(t=table)};")
+            parked_by_model = len(gen_stream.replay(g["messages"], g["key"])[2])
+            t0 = time.monotonic()
+            if way == "apply":
+                co.psql(f"SELECT sequin_sync.create_consumer('{consumer}', 'http://127.0.0.1:9/api/sequin_streams/x', "
+                        f"'{TOKEN}'); SELECT sequin_sync.pause('{consumer}');"
+                        f"SELECT sequin_sync.map_collection('{consumer}', '{g['table']}', '{table}');")
+                totals = [0] * 5
+                for i in range(0, len(g["messages"]), 200):
+                    out = co.psql("SELECT inserted, updated, deleted, skipped, dead_lettered FROM sequin_sync.apply("
+                                  f"'{consumer}', $json${json.dumps(g['messages'][i:i + 200])}$json$);")[0]
+                    totals = [a + int(b) for a, b in zip(totals, out.strip().split("|"))]
+                detail = f"inserted/updated/deleted/skipped/dead_lettered {totals}"
+            else:
+                fake.stream_consumer(consumer, TOKEN, ack_wait_ms=30000)
+                fake.publish_stream(consumer, g["messages"])
+                co.psql(f"BEGIN; SELECT sequin_sync.create_consumer('{consumer}', '{fake.stream_endpoint(consumer)}', "
+                        f"'{TOKEN}', batch_size => 200, wait_for => '1 second', workers => 2);"
+                        f"SELECT sequin_sync.map_collection('{consumer}', '{g['table']}', '{table}'); COMMIT;")
+                deadline = time.monotonic() + 300
+                st = fake.stream_stats(consumer)
+                while time.monotonic() < deadline and not (st["pending"] == 0 and st["in_flight"] == 0):
+                    time.sleep(0.2)
+                    st = fake.stream_stats(consumer)
+                wait_settled(co, [consumer])
+                co.psql(f"SELECT sequin_sync.pause('{consumer}');")
+                detail = f"fake stats {json.dumps(st)}"
+                check(f"stream worker {kind}: every message acknowledged", st["pending"] == 0 and st["in_flight"] == 0,
+                      json.dumps(st))
+            elapsed = time.monotonic() - t0
+            log(f"  {way} {kind}: {len(g['messages'])} messages in {elapsed:.1f} s; {detail}")
+            actual = stream_rows(co, table, g["key"])
+            expected = stream_expected(co, g)
+            diff = [k for k in set(actual) | set(expected) if actual.get(k) != expected.get(k)]
+            check(f"stream {way} {kind}: {table} equals the source's final state ({len(expected)} rows)",
+                  not diff, f"{len(diff)} keys differ, e.g. {[(k, actual.get(k), expected.get(k)) for k in diff[:2]]}")
+            parked = int(co.scalar(f"SELECT count(*) FROM sequin_sync.dead_letters WHERE consumer = '{consumer}'"))
+            check(f"stream {way} {kind}: parked only what the model parks ({parked_by_model})",
+                  parked <= parked_by_model, f"{parked} dead letters")
 
 
 def refusals(co):

@@ -75,12 +75,21 @@ struct Rec {
 	const char *id;				/* what in-batch reduction groups by: v1's id, a stream */
 	uint32		id_len;			/* message's key fields' JSON texts */
 	bool		has_version;	/* false only for a stream read */
-	__int128	version;		/* v1: updated_idx; stream: commit_lsn * 2^32 + commit_idx */
+	/*
+	 * The version: v1's updated_idx in idx; a stream change's (commit_lsn, commit_idx), which is
+	 * commit_lsn * 2^32 + commit_idx.  Not one __int128: Rec arrays come from palloc, which
+	 * aligns to 8 bytes, and a 16-byte member would be accessed misaligned.
+	 */
+	int64		idx;
+	uint64		lsn;
+	uint32		lsn_idx;
 	bool		deleted;
 	bool		read;			/* stream: a backfill read */
 	bool		synthetic;		/* stream: the delete of an update's old key (shares index) */
 	bool		update;			/* stream: an update (may keep unchanged TOAST values) */
 	bool		dropped;		/* skipped, or parked: no longer sent */
+	bool		keeps_toast;	/* stream: an update with "unchanged_toast" values */
+	int			round;			/* stream: applied after the records of earlier rounds (Reduce) */
 	Datum	   *values;			/* per mapped column, after conversion */
 	bool	   *nulls;
 	bool	   *unchanged;		/* stream updates: the columns sent as "unchanged_toast", whose
@@ -224,7 +233,8 @@ ValidateMessage(Engine *e, Rec *r)
 		return;
 	}
 	r->has_version = msg.has_version;
-	r->version = (__int128) stream::Version(msg.commit_lsn, msg.commit_idx);
+	r->lsn = msg.commit_lsn;
+	r->lsn_idx = msg.commit_idx;
 	r->deleted = msg.action == stream::Action::Delete;
 	r->read = msg.action == stream::Action::Read;
 	r->update = msg.action == stream::Action::Update;
@@ -283,7 +293,7 @@ ValidateRecord(Engine *e, int i)
 	r->id = f.id;
 	r->id_len = f.id_len;
 	r->has_version = true;
-	r->version = f.updated_idx;
+	r->idx = f.updated_idx;
 	r->deleted = f.deleted;
 	r->data = f.data;
 
@@ -313,32 +323,65 @@ CompareRecs(const void *a, const void *b)
 	/* versioned first (a change beats a read), then the newest; of two reads, the later */
 	if (ra->has_version != rb->has_version)
 		return ra->has_version ? -1 : 1;
-	if (ra->version != rb->version)
-		return ra->version > rb->version ? -1 : 1;
+	if (ra->idx != rb->idx)
+		return ra->idx > rb->idx ? -1 : 1;
+	if (ra->lsn != rb->lsn)
+		return ra->lsn > rb->lsn ? -1 : 1;
+	if (ra->lsn_idx != rb->lsn_idx)
+		return ra->lsn_idx > rb->lsn_idx ? -1 : 1;
 	if (!ra->has_version)
 		return ra->index > rb->index ? -1 : (ra->index < rb->index ? 1 : 0);
 	return ra->index < rb->index ? -1 : (ra->index > rb->index ? 1 : 0);
 }
 
-void
+bool
+SameKey(const Rec *a, const Rec *b)
+{
+	return a->id_len == b->id_len && memcmp(a->id, b->id, a->id_len) == 0;
+}
+
+/*
+ * Keeps the newest version of each key and skips the older ones: an upsert never touches a row
+ * twice.  Except under a stream update that keeps unchanged TOAST values: those values are the
+ * ones of the version before it, which may be in the same batch (apply() and retried dead letters
+ * take any array; Sequin never sends two of a row in one batch).  Then the versions down to the
+ * newest one that carries every value are kept too, oldest first, each in a round of its own
+ * (round 0 holds everything else), and the rounds are applied one after the other: as if the
+ * messages had come one at a time.  Returns the number of rounds.
+ */
+/* Versions of one key applied one after the other in a batch, at most (see Reduce). */
+constexpr int kMaxChain = 64;
+
+int
 Reduce(Engine *e, Group *g)
 {
 	if (g->nrecs == 0)
-		return;
+		return 0;
 	qsort(g->recs, g->nrecs, sizeof(*g->recs), CompareRecs);
-	int kept = 0;
-	for (int i = 0; i < g->nrecs; i++) {
-		Rec *r = g->recs[i];
-		if (kept > 0) {
-			Rec *prev = g->recs[kept - 1];
-			if (prev->id_len == r->id_len && memcmp(prev->id, r->id, r->id_len) == 0) {
-				SkipRec(e, r);
-				continue;
-			}
+	int kept = 0, rounds = 1;
+	for (int i = 0; i < g->nrecs;) {
+		int end = i + 1;
+		while (end < g->nrecs && SameKey(g->recs[i], g->recs[end]))
+			end++;
+		/* newest first: g->recs[i] and, under updates that keep TOAST values, the ones before */
+		int chain = 1;
+		while (i + chain < end && g->recs[i + chain - 1]->keeps_toast)
+			chain++;
+		Rec *newest_first[kMaxChain];
+		chain = Min(chain, kMaxChain);
+		memcpy(newest_first, &g->recs[i], sizeof(Rec *) * chain);
+		for (int k = 0; k < chain; k++) {
+			Rec *r = newest_first[chain - 1 - k]; /* oldest first */
+			r->round = k;
+			g->recs[kept++] = r;
 		}
-		g->recs[kept++] = r;
+		rounds = Max(rounds, chain);
+		for (int k = i + chain; k < end; k++)
+			SkipRec(e, g->recs[k]);
+		i = end;
 	}
 	g->nrecs = kept;
+	return rounds;
 }
 
 /*
@@ -444,7 +487,7 @@ ConvertStep(void *p)
 			if (col->source == SourceKind::Version) {
 				char text[48];
 				if (r->has_version)
-					stream::DecimalText((unsigned __int128) r->version, text);
+					stream::DecimalText(stream::Version(r->lsn, r->lsn_idx), text);
 				r->values[a->col] = InputFunctionCall(const_cast<FmgrInfo *>(&col->input), r->has_version ? text : nullptr,
 													  col->ioparam, col->typmod);
 				r->nulls[a->col] = !r->has_version;
@@ -600,12 +643,18 @@ PrepareStream(Engine *e, Group *g)
 		if (missing)
 			continue;
 		SetReductionKey(r, m->nkeys);
+		if (r->update)
+			doc->ForEachChild(r->record, [r](const json::Node &v) {
+				if (stream::IsUnchangedToast(&v))
+					r->keeps_toast = true;
+			});
 		if (old_key != nullptr) {
 			Rec *d = &e->recs[e->nrecs++];
 			*d = *r;
 			d->synthetic = true;
 			d->deleted = true;
 			d->update = false;
+			d->keeps_toast = false;
 			d->data = nullptr;
 			for (int k = 0; k < m->nkeys; k++)
 				if (old_key[k] == nullptr)
@@ -868,10 +917,10 @@ VersionArray(const Engine *e, Rec **recs, int n, Oid *type)
 		if (nulls[i])
 			elems[i] = (Datum) 0;
 		else if (!e->stream)
-			elems[i] = Int64GetDatum((int64) recs[i]->version);
+			elems[i] = Int64GetDatum(recs[i]->idx);
 		else {
 			char text[48];
-			stream::DecimalText((unsigned __int128) recs[i]->version, text);
+			stream::DecimalText(stream::Version(recs[i]->lsn, recs[i]->lsn_idx), text);
 			elems[i] = DirectFunctionCall3(numeric_in, CStringGetDatum(text), ObjectIdGetDatum(InvalidOid),
 										   Int32GetDatum(-1));
 		}
@@ -1132,6 +1181,8 @@ SupersedeDeadLetters(Engine *e, Group *g, Rec **reads, int n)
 				  3, argtypes, values, nullptr, false, 0);
 }
 
+void ApplyRound(Engine *e, Group *g);
+
 void
 ApplyGroup(Engine *e, Group *g)
 {
@@ -1140,7 +1191,29 @@ ApplyGroup(Engine *e, Group *g)
 		if (g->nrecs == 0)
 			return;
 	}
-	Reduce(e, g);
+	int rounds = Reduce(e, g);
+	if (rounds <= 1) {
+		ApplyRound(e, g);
+		return;
+	}
+	/* one round after the other, each a group of its own records (see Reduce) */
+	Rec **all = g->recs;
+	int nall = g->nrecs;
+	for (int round = 0; round < rounds; round++) {
+		g->recs = (Rec **) palloc(sizeof(Rec *) * nall);
+		g->nrecs = 0;
+		for (int i = 0; i < nall; i++)
+			if (all[i]->round == round && !all[i]->dropped &&
+				e->batch->results[all[i]->index].status != RecordStatus::Failed)
+				g->recs[g->nrecs++] = all[i];
+		ApplyRound(e, g);
+	}
+}
+
+/* Converts and writes the group's records: at most one per key (Reduce). */
+void
+ApplyRound(Engine *e, Group *g)
+{
 	if (g->nrecs == 0)
 		return;
 	ConvertGroup(e, g);
