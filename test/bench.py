@@ -443,7 +443,8 @@ def parse_args(argv):
                     help="where to write the results (default: bench-results.json in the repository root); the "
                          "chart goes next to it, with .svg in place of .json")
     ap.add_argument("--perf", metavar="FILE", help="record `perf record -a -g` (cpu-clock) during the one-worker "
-                                                   "sequin_sync run of each workload into FILE.<workload>")
+                                                   "sequin_sync run of each workload into FILE.<workload>, and "
+                                                   "during its stream run into FILE.<workload>.stream")
     ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment variable for the server (repeatable), e.g. for experiments "
                          "GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456")
@@ -487,6 +488,7 @@ def workload_jobs(ctx, args, spec, records, expected, batch, perf_file, stream_l
                                                             perf_file=perf_file())),
             ("sequin_sync stream", lambda: systems.run_sequin_sync(ctx, spec, records, expected, batch, 1,
                                                                    name="sequin_sync stream",
+                                                                   perf_file=perf_file("stream"),
                                                                    stream_lines=stream_lines)),
             ("sequin_sync: workers 2", lambda: systems.run_sequin_sync(ctx, spec, records, expected, batch, 2))]
     if not args.skip_external:
@@ -634,9 +636,13 @@ def main(argv=None):
             res["workloads"][spec.name]["fake_probe_stream"] = systems.probe_fake(ctx, records, batch,
                                                                                   stream_lines=stream_lines)
 
-            def perf_file(name=spec.name, pending=[args.perf]):
-                path, pending[0] = pending[0], None
-                return path and "%s.%s" % (path, name)
+            def perf_file(kind="", name=spec.name, pending={}):
+                """FILE.<workload> (FILE.<workload>.stream for the stream run), for the first
+                repetition only."""
+                if not args.perf or pending.get(kind):
+                    return None
+                pending[kind] = True
+                return "%s.%s%s" % (args.perf, name, kind and "." + kind)
             for label, fn in workload_jobs(ctx, args, spec, records, expected, batch, perf_file, stream_lines):
                 jobs.append((spec.name, label, fn))
 
