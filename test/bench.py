@@ -20,6 +20,12 @@ root, since postgres refuses root) with sequin_sync preloaded, and the fake Sequ
   sequin_sync   records published to the fake consumer first, then the consumer created
                 (batch_size 1000, wait_for 1 s, 1 and 2 workers); time from create_consumer
                 until every message is acked (the fake's counters, polled every 50 ms);
+  stream        the same, one worker, as a Sequin Stream consumer: the same records as change
+                messages (insert, then update; commit_lsn/commit_idx growing along the stream;
+                record = the row's values under the target's column names; test/bench/
+                sequin_stream.py) into the same table plus sequin_version numeric; reported as
+                a ratio to the one-worker v1 run of the same workload ("stream / v1", issue 11's
+                target: at least 0.90);
   external      a Python worker as users write it from Sequin's upsert guide (psycopg2): pull
                 1000, upsert in one transaction, commit, ack - batched with
                 psycopg2.extras.execute_values, and (narrow only) per record;
@@ -249,14 +255,18 @@ def cpu_per_record_us(run):
     return 1e6 * (sum(c["postgres"].values()) + c["bench_python"]) / max(run["records"], 1)
 
 
-def fake_line(w, runs):
-    f = w.get("fake_probe")
+def fake_line(w, runs, stream=False):
+    """How long the fake takes to serve and ack a batch, against the time sequin_sync (v1, or with
+    stream the Sequin Stream run) spends per batch."""
+    f = w.get("fake_probe_stream" if stream else "fake_probe")
     if not f:
         return None
-    main = next((r for r in runs if r["label"] == "sequin_sync"), None)
-    line = ("  fake:    serves a %d-record batch (%.2f MB) in %.1f ms p50 (max %.1f) and acks it in %.1f ms: "
-            "~%s records/s for one client" % (f["batch_size"], f["batch_bytes"] / 1e6, f["next_ms_p50"],
-                                              f["next_ms_max"], f["ack_ms_p50"], fmt_int(f["max_records_per_s"])))
+    main = next((r for r in runs if r["label"] == ("sequin_sync stream" if stream else "sequin_sync")), None)
+    line = ("  %s serves a %d-%s batch (%.2f MB) in %.1f ms p50 (max %.1f) and acks it in %.1f ms: "
+            "~%s records/s for one client" % ("stream:  " if stream else "fake:    ", f["batch_size"],
+                                              "message" if stream else "record", f["batch_bytes"] / 1e6,
+                                              f["next_ms_p50"], f["next_ms_max"], f["ack_ms_p50"],
+                                              fmt_int(f["max_records_per_s"])))
     if main:
         per_batch = 1000.0 * main["seconds"] / max(1, main["records"] / main["batch_size"])
         fake_pct = 100 * main["cpu"]["fake_consumer"] / main["cpu"]["wall"]
@@ -293,6 +303,9 @@ def render_runs(runs):
             (r["label"], r["workers"], r["batch_size"], fmt_int(r["records"]), r["seconds"],
              fmt_int(r["records_per_s"]), x_limit, x_ceil, cpu_per_record_us(r)) + cpu_cols(r) +
             (fmt_int(r.get("wal_bytes", 0) / max(r["records"], 1)), "%.1f" % (r.get("temp_bytes", 0) / 1e6), chk)))
+        if r.get("protocol") == "stream" and r["check"].get("versioned_rows") is not None:
+            out[-1] += ", every row versioned" if r["check"]["versioned_rows"] == r["check"]["rows"] else \
+                ", %d rows without sequin_version" % (r["check"]["rows"] - r["check"]["versioned_rows"])
         if len(reps) > 1:
             out.append("%-32s %s" % ("", "repetitions: " + ", ".join(
                 "%.2f s (%s/s, %.0f us/r)" % (x["seconds"], fmt_int(x["records_per_s"]), x["cpu_us_per_record"])
@@ -332,6 +345,9 @@ def render(res):
         line = fake_line(w, runs)
         if line:
             out.append(line)
+        line = fake_line(w, runs, stream=True)
+        if line:
+            out.append(line)
         st = w.get("stage")
         if st:
             out.append("  limit:   staging table %s: %s rows in %d batches, %.1f MB, loaded in %.1f s before timing" % (
@@ -341,6 +357,12 @@ def render(res):
         rt = w.get("ratios") or {}
         if rt:
             out.append("  ratios (throughput): " + ", ".join("%s = %.2f" % (k, v) for k, v in rt.items()))
+        sv = w.get("stream_vs_v1")
+        if sv:
+            out.append("  Sequin Stream vs v1 (one worker, same records, same run): throughput %.2fx, CPU per record "
+                       "%.2fx -> %s" % (sv["throughput"], sv["cpu_per_record"],
+                                        "within 10% of v1" if sv["throughput"] >= 0.9 else
+                                        "MORE THAN 10% SLOWER than v1 (issue 11's target: at least 0.90)"))
         cr = w.get("cpu_cost_relative_to_sequin_sync") or {}
         if cr:
             out.append("  CPU per record relative to sequin_sync (>1: costs more than sequin_sync): " +
@@ -421,7 +443,8 @@ def parse_args(argv):
                     help="where to write the results (default: bench-results.json in the repository root); the "
                          "chart goes next to it, with .svg in place of .json")
     ap.add_argument("--perf", metavar="FILE", help="record `perf record -a -g` (cpu-clock) during the one-worker "
-                                                   "sequin_sync run of each workload into FILE.<workload>")
+                                                   "sequin_sync run of each workload into FILE.<workload>, and "
+                                                   "during its stream run into FILE.<workload>.stream")
     ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment variable for the server (repeatable), e.g. for experiments "
                          "GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456")
@@ -455,13 +478,18 @@ def parse_args(argv):
     return args
 
 
-def workload_jobs(ctx, args, spec, records, expected, batch, perf_file):
-    """The measured runs of one workload, in order: (label, function)."""
+def workload_jobs(ctx, args, spec, records, expected, batch, perf_file, stream_lines):
+    """The measured runs of one workload, in order: (label, function).  The stream run follows
+    the one-worker v1 run it is compared with."""
     import systems
     jobs = [("ceiling (INSERT..SELECT jsonb)", lambda: systems.run_ceiling(ctx, spec, records, expected, batch)),
             ("limit (staged rows, same stmt)", lambda: systems.run_limit(ctx, spec, records, expected, batch)),
             ("sequin_sync", lambda: systems.run_sequin_sync(ctx, spec, records, expected, batch, 1, name="sequin_sync",
                                                             perf_file=perf_file())),
+            ("sequin_sync stream", lambda: systems.run_sequin_sync(ctx, spec, records, expected, batch, 1,
+                                                                   name="sequin_sync stream",
+                                                                   perf_file=perf_file("stream"),
+                                                                   stream_lines=stream_lines)),
             ("sequin_sync: workers 2", lambda: systems.run_sequin_sync(ctx, spec, records, expected, batch, 2))]
     if not args.skip_external:
         jobs.append(("external: batched execute_values",
@@ -497,6 +525,11 @@ def summarize(w, runs, batch):
     if ext_r:
         ratios["sequin_sync / external per-record"] = rate(main_run) / rate(ext_r)
     w["ratios"] = {k: round(v, 2) for k, v in ratios.items()}
+    stream = by_label.get("sequin_sync stream")
+    if stream:
+        w["stream_vs_v1"] = {"throughput": round(rate(stream) / rate(main_run), 3),
+                             "cpu_per_record": round(stream["cpu_us_per_record"] / main_run["cpu_us_per_record"], 3),
+                             "stream_records_per_s": rate(stream), "v1_records_per_s": rate(main_run)}
     # CPU per record relative to sequin_sync: robust when other processes share the machine.
     cpu = lambda r: r["cpu_us_per_record"] / main_run["cpu_us_per_record"]
     cpu_ratios = {"limit": cpu(limit), "ceiling": cpu(ceiling)}
@@ -509,9 +542,10 @@ def summarize(w, runs, batch):
     if any(r["label"] == "sequin_sync: workers 4" for r in runs):
         w["scaling"] = {
             "workers": {str(r["workers"]): r["records_per_s"] for r in runs
-                        if r["system"] == "sequin_sync" and r["batch_size"] == batch},
+                        if r["system"] == "sequin_sync" and r.get("protocol") != "stream"
+                        and r["batch_size"] == batch},
             "batch_size": {str(r["batch_size"]): r["records_per_s"] for r in runs
-                           if r["system"] == "sequin_sync" and r["workers"] == 1},
+                           if r["system"] == "sequin_sync" and r.get("protocol") != "stream" and r["workers"] == 1},
         }
 
 
@@ -525,6 +559,7 @@ def main(argv=None):
         set_autogroup_nice(os.getpid(), args.nice)
 
     import pgcluster
+    import sequin_stream
     import systems
     import workload
     import chart
@@ -546,10 +581,12 @@ def main(argv=None):
         log("generating %s %s records" % (fmt_int(n), spec.name))
         records = spec.generate(n, seed=args.seed)
         expected = workload.expected_state(records)
-        data[spec.name] = (records, expected)
+        stream_lines = sequin_stream.messages(spec, records)
+        data[spec.name] = (records, expected, stream_lines)
         res["workloads"][spec.name] = {
             "records": len(records), "ids": expected[0], "collection": spec.collection,
             "bytes_per_record": round(sum(len(r.line) for r in records) / len(records)), "batch_size": batch,
+            "stream_bytes_per_message": round(sum(len(m) for m in stream_lines) / len(stream_lines)),
             "table": spec.table, "table_columns": len(spec.columns), "table_note": spec.table_note, "seed": args.seed}
 
     import procstat
@@ -593,14 +630,20 @@ def main(argv=None):
         # each row reports the fastest repetition, with all of them in the JSON.
         jobs = []
         for spec in specs:
-            records, expected = data[spec.name]
+            records, expected, stream_lines = data[spec.name]
             log("probing the fake consumer (%s)" % spec.name)
             res["workloads"][spec.name]["fake_probe"] = systems.probe_fake(ctx, records, batch)
+            res["workloads"][spec.name]["fake_probe_stream"] = systems.probe_fake(ctx, records, batch,
+                                                                                  stream_lines=stream_lines)
 
-            def perf_file(name=spec.name, pending=[args.perf]):
-                path, pending[0] = pending[0], None
-                return path and "%s.%s" % (path, name)
-            for label, fn in workload_jobs(ctx, args, spec, records, expected, batch, perf_file):
+            def perf_file(kind="", name=spec.name, pending={}):
+                """FILE.<workload> (FILE.<workload>.stream for the stream run), for the first
+                repetition only."""
+                if not args.perf or pending.get(kind):
+                    return None
+                pending[kind] = True
+                return "%s.%s%s" % (args.perf, name, kind and "." + kind)
+            for label, fn in workload_jobs(ctx, args, spec, records, expected, batch, perf_file, stream_lines):
                 jobs.append((spec.name, label, fn))
 
             # Untimed warm-up: creates the WAL segments that later runs recycle (a new segment is
@@ -610,6 +653,7 @@ def main(argv=None):
             log("warm-up, %s (%s records, not measured)" % (spec.name, fmt_int(len(warm))))
             systems.run_ceiling(ctx, spec, warm, warm_expected, batch)
             systems.run_sequin_sync(ctx, spec, warm, warm_expected, batch, 1)
+            systems.run_sequin_sync(ctx, spec, warm, warm_expected, batch, 1, stream_lines=stream_lines[:len(warm)])
             log("loading the limit's staging table (%s, not measured)" % spec.name)
             systems.build_stage(ctx, spec, records, batch)
 

@@ -9,6 +9,11 @@
 # customers and subscriptions, Salesforce contacts, HubSpot deals, with updates and deletes, out of
 # order); creates four tables, a consumer and its mappings through the SQL API, shows the sync's
 # progress, then a few synced rows and sequin_sync.status.
+# Next to it, a Sequin Stream consumer (today's Sequin: change messages from a source database's
+# WAL) mirrors a source table public.orders, keyed by (tenant, id), into orders_mirror: the fake
+# serves a short history of that table - a backfill of the rows it held, then inserts, updates
+# (one with an "unchanged_toast" column), a delete and a primary-key change - and the demo shows
+# the mirror's rows, their sequin_version and the consumer's status (protocol, source_lag).
 # As root, the servers run as the ordinary user "sequin_test" (created if missing).  They run in a
 # new directory under ${TMPDIR:-/tmp} that the servers' user owns, not in the clone: a clone may sit
 # where that user cannot even look (/root, a mode-700 directory).  The clone's .demo-dir file
@@ -22,6 +27,9 @@ bindir=$("${PG_CONFIG:-pg_config}" --bindir)
 user=sequin_test
 consumer=demo
 token="demo-token"
+stream_consumer=orders
+stream_sink=orders_feed          # the Sequin Stream sink's name in (fake) Sequin
+stream_token="demo-stream-token"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -146,6 +154,51 @@ for _ in $(seq 200); do [ -s fake.port ] && break; sleep 0.1; done
 [ -s fake.port ] || { cat fake.log >&2; die "the fake consumer did not start (see $demo/fake.log)"; }
 fake_port=$(cat fake.port)
 
+say "  * creating a Sequin Stream sink $stream_sink for public.orders on the fake, with its history..."
+# The source table's history as Sequin serves it: a backfill read of each row the table held when
+# the sink was created (commit_lsn/commit_idx null), then changes in commit order (commit_lsn,
+# commit_idx).  Default replica identity: an update sends a TOASTed column it did not change as
+# the string "unchanged_toast", a delete only the key, a key change the old key in "changes".
+python3 - "http://127.0.0.1:$fake_port" "$stream_sink" "$stream_token" <<'PYEOF' || die "could not publish the stream's messages (see $demo/fake.log)"
+import json, sys, urllib.request
+base, sink, token = sys.argv[1:]
+
+def call(path, doc):
+    req = urllib.request.Request(base + path, data=json.dumps(doc).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+def msg(action, lsn, idx, record, changes=None):
+    pks = [record["tenant"], record["id"]]
+    return {"record": record, "changes": changes, "action": action,
+            "metadata": {"table_schema": "public", "table_name": "orders", "commit_lsn": lsn,
+                         "commit_idx": idx, "record_pks": pks, "database_name": "shop"}}
+
+def order(tenant, oid, customer, total, status, note):
+    return {"tenant": tenant, "id": oid, "customer": customer, "total": total, "status": status, "note": note}
+
+gift = "Gift wrap, please. " * 150            # ~2.8 kB: stored TOASTed at the source
+lsn = 0x16B3748
+messages = [
+    # the backfill: three rows that existed before the sink
+    msg("read", None, None, order("acme", 1, "Ada Lovelace", "120.00", "new", gift)),
+    msg("read", None, None, order("acme", 2, "Bob Babbage", "75.50", "new", None)),
+    msg("read", None, None, order("globex", 1, "Cy Hopper", "300.00", "paid", "leave at the door")),
+    # changes, in commit order
+    msg("insert", lsn + 0x100, 0, order("globex", 2, "Dee Knuth", "42.00", "new", None)),
+    msg("update", lsn + 0x200, 0, order("acme", 1, "Ada Lovelace", "120.00", "paid", "unchanged_toast"), {}),
+    msg("update", lsn + 0x200, 3, order("globex", 2, "Dee Knuth", "42.00", "paid", None), {}),
+    msg("delete", lsn + 0x300, 0, order("acme", 2, None, None, None, None)),
+    msg("update", lsn + 0x400, 0, order("globex", 10, "Cy Hopper", "300.00", "shipped", "leave at the door"),
+        {"id": 1}),
+    msg("insert", lsn + 0x500, 1, order("acme", 3, "Eve Liskov", "9.99", "new", None)),
+]
+call("/admin/consumers", {"id": sink, "token": token, "protocol": "stream", "purge": True})
+got = call("/admin/consumers/%s/publish" % sink, messages)
+assert got["published"] == len(messages), got
+PYEOF
+
 say "  * creating a Postgres cluster in $demo/data (port $port)..."
 as_user "$bindir/initdb" -D "$demo/data" -U postgres -A trust --no-locale -E UTF8 --no-sync >initdb.log 2>&1 ||
 	{ cat initdb.log >&2; die "initdb failed"; }
@@ -235,20 +288,41 @@ SELECT sequin_sync.map_collection('$consumer', 'hubspot:deal', 'hubspot_deals',
                                   columns => '{"dealname": "data.properties.dealname", "amount": "data.properties.amount",
                                                "dealstage": "data.properties.dealstage", "closedate": "data.properties.closedate"}');
 COMMIT;
+
+-- Sequin Stream: the mirror of the source table public.orders.  Its primary key is the source's,
+-- every other column takes the record's field of the same name, and sequin_version holds the
+-- version of the change that wrote the row (commit_lsn * 2^32 + commit_idx).
+CREATE TABLE orders_mirror (
+    tenant         text,
+    id             integer,
+    customer       text,
+    total          numeric(12,2),       -- a JSON string in the message: "120.00"
+    status         text,
+    note           text,                -- TOASTed at the source when long
+    sequin_version numeric,
+    PRIMARY KEY (tenant, id)
+);
+
+BEGIN;
+-- The endpoint's path (/api/sequin_streams/<sink>) makes it a Sequin Stream consumer.
+SELECT sequin_sync.create_consumer('$stream_consumer', 'http://127.0.0.1:$fake_port/api/sequin_streams/$stream_sink',
+                                   '$stream_token', wait_for => '2 seconds');
+SELECT sequin_sync.map_collection('$stream_consumer', 'public.orders', 'orders_mirror');   -- hard deletes
+COMMIT;
 EOF
 
 # --- progress: one line a second until the fake has every message acknowledged ---------------
 say "  * syncing ($total records, 2 workers):"
-fake_outstanding() {
+fake_outstanding() {   # the fake's messages not yet acknowledged, of consumer $1
 	python3 -c 'import json, sys, urllib.request
 print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))["outstanding"])' \
-		"http://127.0.0.1:$fake_port/admin/consumers/$consumer/stats" 2>/dev/null || echo "?"
+		"http://127.0.0.1:$fake_port/admin/consumers/$1/stats" 2>/dev/null || echo "?"
 }
 synced=no
 for i in $(seq 120); do
 	line=$(psql_demo -A -t -F ' ' -c "SELECT state, received, inserted + updated + deleted, skipped, dead_lettered,
 		acked, COALESCE(pending::text, '-') FROM sequin_sync.status WHERE consumer = '$consumer'")
-	outstanding=$(fake_outstanding)
+	outstanding=$(fake_outstanding "$consumer")
 	read -r state received applied skipped parked acked pending <<<"$line"
 	printf '    %3ss  %-8s received %5s  applied %5s  skipped %5s  parked %s  acked %5s  pending %s\n' \
 		"$i" "$state" "$received" "$applied" "$skipped" "$parked" "$acked" "$pending"
@@ -291,13 +365,52 @@ SELECT consumer, state, workers, received, inserted, updated, deleted, skipped, 
   FROM sequin_sync.status;
 EOF
 
+# --- the Sequin Stream consumer ------------------------------------------------------------------
+say
+say "Sequin Stream: consumer $stream_consumer mirrors public.orders (a backfill of 3 rows, then 6 changes) into orders_mirror"
+stream_synced=no
+for _ in $(seq 60); do
+	state=$(psql_demo -A -t -c "SELECT state FROM sequin_sync.status WHERE consumer = '$stream_consumer'")
+	if [ "$(fake_outstanding "$stream_sink")" = 0 ] && [ "$state" = idle ]; then
+		stream_synced=yes
+		break
+	fi
+	sleep 1
+done
+if [ $stream_synced = yes ]; then
+	say "  * stream synced: every message is applied and acknowledged."
+else
+	say "  * the stream is not synced after a minute; see sequin_sync.status.last_error and $demo/server.log"
+fi
+psql_demo <<'EOF'
+\pset footer off
+\echo orders_mirror
+SELECT tenant, id, customer, total, status,
+       CASE WHEN length(note) > 30 THEN left(note, 18) || '... (' || length(note) || ' chars)' ELSE note END AS note,
+       sequin_version
+  FROM orders_mirror ORDER BY tenant, id;
+\echo sequin_sync.status (stream consumer)
+SELECT consumer, protocol, state, received, inserted, updated, deleted, skipped, dead_lettered, acked,
+       source_commit_at, date_trunc('milliseconds', source_lag) AS source_lag
+  FROM sequin_sync.status WHERE protocol = 'stream';
+EOF
+say "What you see: orders_mirror holds the source table's current rows.  acme/1 was backfilled (a read,"
+say "  no version), then paid: its update sent the long note as \"unchanged_toast\", and the mirror kept the"
+say "  stored note.  acme/2 was deleted (hard delete; a tombstone keeps its version), globex/1 became globex/10"
+say "  (a key change moves the row), and every row a change wrote carries that change's sequin_version."
+say "  source_lag is how long ago the newest applied change was committed at the source."
+say
+
 psql_cmd=psql
 command -v psql >/dev/null 2>&1 || psql_cmd="$bindir/psql"
 say "The demo is running."
 say "  connect:  $psql_cmd -h $socket_dir -p $port -U postgres postgres"
 say "            (or: $psql_cmd -h 127.0.0.1 -p $port -U postgres postgres)"
 say "  try:      SELECT * FROM sequin_sync.status;  SELECT * FROM sequin_sync.dead_letters;"
+say "            SELECT * FROM orders_mirror;"
 say "  more:     publish records to the fake consumer (JSON array) with"
 say "            curl -X POST --data-binary @FILE http://127.0.0.1:$fake_port/admin/consumers/$consumer/publish"
+say "            and change messages ({record, changes, action, metadata}) to the stream the same way, at"
+say "            http://127.0.0.1:$fake_port/admin/consumers/$stream_sink/publish"
 say "  logs:     $demo/server.log"
 say "  stop:     bash test/demo.sh stop"

@@ -2,8 +2,8 @@
 chart.py - the benchmark's results as an SVG chart (hand-written SVG, standard library only).
 
 One panel per workload: every measured system as a horizontal bar of records/s, labelled with
-its records/s and its ratio to the limit, and the limit (what Postgres itself needs to write the
-same rows) as a dashed vertical line.  Each panel has its own scale: wide records are several
+its records/s and its ratio to the limit (the Sequin Stream consumer's bar in its own colour), and
+the limit (what Postgres itself needs to write the same rows) as a dashed vertical line.  Each panel has its own scale: wide records are several
 times slower per record than narrow ones, and the comparison that matters is within a workload.
 """
 
@@ -18,7 +18,8 @@ ROW_H = 26
 BAR_H = 17
 FONT = "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif"
 
-COLORS = {"sequin_sync": "#1f77b4", "ceiling": "#8c8c8c", "external": "#e3a23b", "limit": "#c0392b"}
+COLORS = {"sequin_sync": "#1f77b4", "stream": "#17becf", "ceiling": "#8c8c8c", "external": "#e3a23b",
+          "limit": "#c0392b"}
 
 
 def _fmt(n):
@@ -64,7 +65,7 @@ def _panel(name, w, runs, y):
     for i, r in enumerate(bars):
         ry = y0 + i * ROW_H
         length = max(r["records_per_s"] * scale, 1)
-        color = COLORS.get(r["system"], "#999")
+        color = COLORS["stream"] if r.get("protocol") == "stream" else COLORS.get(r["system"], "#999")
         out.append(_text(LABEL_W, ry + BAR_H - 4, r["label"], anchor="end",
                          weight="bold" if r["label"] == "sequin_sync" else "normal"))
         out.append('<rect x="%d" y="%.1f" width="%.1f" height="%d" fill="%s" rx="2"><title>%s</title></rect>' % (
@@ -112,7 +113,8 @@ def render_svg(res):
         body.append(_text(20, y + 4 + 16 * i, line, size=11, fill="#555"))
     y += 4 + 16 * len(notes)
     legend_x = 20
-    for key, label in (("sequin_sync", "sequin_sync"), ("ceiling", "Postgres upsert from JSON"),
+    for key, label in (("sequin_sync", "sequin_sync"), ("stream", "sequin_sync, Sequin Stream consumer"),
+                       ("ceiling", "Postgres upsert from JSON"),
                        ("external", "external Python worker")):
         body.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (legend_x, y + 2, COLORS[key]))
         body.append(_text(legend_x + 18, y + 12, label, size=12))

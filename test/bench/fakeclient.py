@@ -1,6 +1,7 @@
 """
 fakeclient.py - a keep-alive HTTP client for test/fake_sequin.py: its admin API (consumers,
-publish, stats) and the consumer API (/next, /ack) that the external Python worker uses.
+publish, stats), the consumer API (/next, /ack) that the external Python worker uses, and Sequin
+Stream's (/receive, /ack) for the fake's cost per stream batch.
 """
 
 import http.client
@@ -106,6 +107,35 @@ class ConsumerClient:
         status, data = self.http.request("POST", self.base + "/ack", json.dumps({"ack_tokens": tokens}).encode(),
                                          self.auth, retry=False)
         if status not in (200, 204):
+            raise RuntimeError("/ack: HTTP %d %s" % (status, data[:300]))
+
+    def close(self):
+        self.http.close()
+
+
+class StreamClient:
+    """Sequin Stream's pull API as a client calls it: POST .../receive, POST .../ack."""
+
+    def __init__(self, port, cid, token):
+        self.http = Http(port)
+        self.base = "/api/sequin_streams/%s" % cid
+        self.auth = {"Authorization": "Bearer " + token, "Accept": "application/json"}
+
+    def next_raw(self, batch_size, wait_for_ms):
+        """One receive; wait_for 0 is left out (Sequin refuses 0: omitted means no wait)."""
+        doc = {"max_batch_size": batch_size}
+        if wait_for_ms:
+            doc["wait_for"] = wait_for_ms
+        status, data = self.http.request("POST", self.base + "/receive", json.dumps(doc).encode(), self.auth,
+                                         retry=False)
+        if status != 200:
+            raise RuntimeError("/receive: HTTP %d %s" % (status, data[:300]))
+        return data
+
+    def ack(self, ack_ids):
+        status, data = self.http.request("POST", self.base + "/ack", json.dumps({"ack_ids": ack_ids}).encode(),
+                                         self.auth, retry=False)
+        if status != 200:
             raise RuntimeError("/ack: HTTP %d %s" % (status, data[:300]))
 
     def close(self):

@@ -9,6 +9,8 @@ systems.py - the measured systems and phases of the benchmark:
                  the server, typed and reduced (an unlogged staging table loaded before the clock
                  starts), one statement (= one transaction) per batch;
   sequin_sync    the extension's worker pulling from the fake consumer;
+  stream         the same worker as a Sequin Stream consumer: the same records as change
+                 messages (sequin_stream.py) into the same table plus sequin_version;
   external       a Python worker as users write it from Sequin's upsert guide (psycopg2), per
                  record or batched with execute_values;
   fake probe     how long the fake consumer takes to serve and ack a batch;
@@ -31,10 +33,12 @@ import subprocess
 import time
 
 import procstat
+import sequin_stream
 import workload
-from fakeclient import ConsumerClient
+from fakeclient import ConsumerClient, StreamClient
 
 TOKEN = "bench-secret-token"
+STREAM_TOKEN = "bench-stream-token"
 LATENCY_TABLE = "bench_latency"
 # The worker raises work_mem to 64MB (src/pg/worker.cpp); the ceiling and the limit run with it.
 WORKER_WORK_MEM = "SET work_mem = '64MB'"
@@ -67,7 +71,9 @@ class Context:
                 return cur.fetchall()
         return None
 
-    def endpoint(self, cid):
+    def endpoint(self, cid, protocol="v1"):
+        if protocol == "stream":
+            return "http://127.0.0.1:%d/api/sequin_streams/%s" % (self.fake.port, cid)
         return "http://127.0.0.1:%d/v1/http-consumers/%s" % (self.fake.port, cid)
 
     def snapshot(self):
@@ -86,6 +92,7 @@ def setup_database(ctx, specs):
     ctx.sql("CREATE EXTENSION sequin_sync")
     for spec in specs:
         ctx.sql(spec.ddl.format(name=spec.table))
+        ctx.sql(sequin_stream.target_ddl(spec))
     ctx.sql(workload.TABLE_DDL.format(name=LATENCY_TABLE))
     ctx.sql("""
         CREATE FUNCTION public.bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -102,14 +109,16 @@ def reset_table(ctx, table):
     ctx.sql("CHECKPOINT")
 
 
-def check_table(ctx, spec, expected):
+def check_table(ctx, spec, expected, table=None):
     """Row count and sum(updated_idx) against the expected state, every column filled in at
     least one row (a column the mapping misses would stay NULL everywhere), plus a fingerprint
-    of the whole content (order-independent), which must be the same for every system."""
+    of the whole content of the workload's columns (order-independent; the stream target's
+    sequin_version is not one of them), which must be the same for every system."""
+    cols = ", ".join(spec.columns)
     row = ctx.sql(
         "SELECT count(*), COALESCE(sum(updated_idx), 0), "
-        "COALESCE(sum(pg_catalog.hashtextextended(t::text, 0)::numeric), 0)::text, %s FROM %s t"
-        % (", ".join("count(%s)" % c for c in spec.columns), spec.table))[0]
+        "COALESCE(sum(pg_catalog.hashtextextended(ROW(%s)::text, 0)::numeric), 0)::text, %s FROM %s t"
+        % (cols, ", ".join("count(%s)" % c for c in spec.columns), table or spec.table))[0]
     rows, total, fp = row[:3]
     empty = [c for c, n in zip(spec.columns, row[3:]) if n == 0]
     ok = rows == expected[0] and int(total) == expected[1] and not empty
@@ -302,14 +311,14 @@ def status_row(ctx, consumer):
     return dict(zip(keys, rows[0]))
 
 
-def create_consumer(ctx, consumer, batch_size, workers, table, collection):
+def create_consumer(ctx, consumer, batch_size, workers, table, collection, protocol="v1"):
     """create_consumer and map_collection in one transaction: the worker starts at commit and
-    never sees the consumer unmapped."""
+    never sees the consumer unmapped.  The endpoint's path gives the protocol."""
     ctx.sql("BEGIN; "
             "SELECT sequin_sync.create_consumer(%s, %s, %s, batch_size => %s, wait_for => %s, workers => %s); "
             "SELECT sequin_sync.map_collection(%s, %s, %s::regclass); COMMIT",
-            (consumer, ctx.endpoint(consumer), TOKEN, batch_size, WAIT_FOR, workers,
-             consumer, collection, table))
+            (consumer, ctx.endpoint(consumer, protocol), STREAM_TOKEN if protocol == "stream" else TOKEN,
+             batch_size, WAIT_FOR, workers, consumer, collection, table))
 
 
 def drop_consumer(ctx, consumer):
@@ -323,10 +332,14 @@ def drop_consumer(ctx, consumer):
         pass
 
 
-def fake_consumer(ctx, cid, max_in_flight):
+def fake_consumer(ctx, cid, max_in_flight, protocol="v1"):
     # The visibility timeout is long and max_ack_pending high enough for every worker to have
-    # a batch in flight: neither may throttle the systems under test.
-    ctx.admin.create_consumer(cid, TOKEN, ack_wait_ms=120000, max_ack_pending=max(100000, max_in_flight))
+    # a batch in flight: neither may throttle the systems under test.  (A Sequin Stream sink has
+    # no max_ack_pending.)
+    if protocol == "stream":
+        ctx.admin.create_consumer(cid, STREAM_TOKEN, protocol="stream", ack_wait_ms=120000)
+    else:
+        ctx.admin.create_consumer(cid, TOKEN, ack_wait_ms=120000, max_ack_pending=max(100000, max_in_flight))
 
 
 def wait_all_acked(ctx, cid, n, what, consumer=None, on_poll=None):
@@ -373,13 +386,20 @@ class Perf:
         return False
 
 
-def run_sequin_sync(ctx, spec, records, expected, batch_size=1000, workers=1, name=None, perf_file=None):
-    name = name or "sequin_sync w%d b%d" % (workers, batch_size)
-    reset_table(ctx, spec.table)
+def run_sequin_sync(ctx, spec, records, expected, batch_size=1000, workers=1, name=None, perf_file=None,
+                    stream_lines=None):
+    """The worker from create_consumer until every message is acked.  With stream_lines (the
+    records as change messages, sequin_stream.messages) it is a Sequin Stream consumer writing
+    the stream target (the workload's table plus sequin_version)."""
+    protocol = "stream" if stream_lines is not None else "v1"
+    name = name or "sequin_sync%s w%d b%d" % (" stream" if stream_lines is not None else "", workers, batch_size)
+    table = sequin_stream.target(spec) if stream_lines is not None else spec.table
+    collection = sequin_stream.collection(spec) if stream_lines is not None else spec.collection
+    reset_table(ctx, table)
     consumer = ctx.unique("ss")
-    fake_consumer(ctx, consumer, workers * batch_size)
+    fake_consumer(ctx, consumer, workers * batch_size, protocol)
     t = time.perf_counter()
-    n = ctx.admin.publish_lines(consumer, [r.line for r in records])
+    n = ctx.admin.publish_lines(consumer, stream_lines if stream_lines is not None else [r.line for r in records])
     publish_s = time.perf_counter() - t
     if n != len(records):
         raise BenchError("published %d of %d records" % (n, len(records)))
@@ -389,7 +409,7 @@ def run_sequin_sync(ctx, spec, records, expected, batch_size=1000, workers=1, na
         with Perf(perf_file):
             cpu0 = ctx.snapshot()
             t0 = time.perf_counter()
-            create_consumer(ctx, consumer, batch_size, workers, spec.table, spec.collection)
+            create_consumer(ctx, consumer, batch_size, workers, table, collection, protocol)
             t1, st = wait_all_acked(ctx, consumer, n, name, consumer)
             seconds = t1 - t0
             cpu = ctx.snapshot().diff(cpu0, seconds, ctx.ncpu)
@@ -399,13 +419,19 @@ def run_sequin_sync(ctx, spec, records, expected, batch_size=1000, workers=1, na
         status = status_row(ctx, consumer)
     finally:
         drop_consumer(ctx, consumer)
-    check = check_table(ctx, spec, expected)
+    check = check_table(ctx, spec, expected, table)
     if status is not None and status["dead_lettered"]:
         check["ok"] = False
-    return _result(name, "sequin_sync", n, seconds, batch_size, workers, cpu, check,
+    if stream_lines is not None:
+        # Every row was written by a change: it carries that change's version.
+        versioned = ctx.sql("SELECT count(sequin_version) FROM %s" % table)[0][0]
+        check["versioned_rows"] = versioned
+        check["ok"] = check["ok"] and versioned == check["rows"]
+    return _result(name, "sequin_sync", n, seconds, batch_size, workers, cpu, check, protocol=protocol,
                    status={k: v for k, v in status.items()} if status else None,
-                   fake_stats={k: st[k] for k in ("delivered", "redelivered", "acked", "next_requests",
-                                                  "ack_requests", "expired")},
+                   fake_stats={k: st.get(k) for k in ("delivered", "redelivered", "acked", "next_requests",
+                                                      "receive_requests", "empty_replies", "ack_requests",
+                                                      "expired") if k in st},
                    worker_rss_kb=list(rss.values()), publish_seconds=round(publish_s, 2), wal_bytes=wal,
                    **_io(ctx, lsn, temp0))
 
@@ -487,21 +513,30 @@ def run_external(ctx, spec, records, expected, mode, batch_size=1000):
 # ------------------------------------------------------------------------------------------
 
 _TOKEN_RX = re.compile(rb'"ack_token":"([A-Za-z0-9]+)"')
+_ACK_ID_RX = re.compile(rb'"ack_id":"([0-9a-fA-F-]+)"')
 
 
-def probe_fake(ctx, records, batch_size=1000, batches=20):
+def probe_fake(ctx, records, batch_size=1000, batches=20, stream_lines=None):
+    """Serve and ack `batches` full batches straight from this script: the fake's own cost per
+    batch (v1 records, or with stream_lines the same records as Sequin Stream messages)."""
     cid = ctx.unique("probe")
-    fake_consumer(ctx, cid, batch_size)
-    lines = [r.line for r in records[:batch_size * batches]]
-    ctx.admin.publish_lines(cid, lines)
-    client = ConsumerClient(ctx.fake.port, cid, TOKEN)
+    if stream_lines is not None:
+        fake_consumer(ctx, cid, batch_size, "stream")
+        ctx.admin.publish_lines(cid, stream_lines[:batch_size * batches])
+        client = StreamClient(ctx.fake.port, cid, STREAM_TOKEN)
+        token_rx = _ACK_ID_RX
+    else:
+        fake_consumer(ctx, cid, batch_size)
+        ctx.admin.publish_lines(cid, [r.line for r in records[:batch_size * batches]])
+        client = ConsumerClient(ctx.fake.port, cid, TOKEN)
+        token_rx = _TOKEN_RX
     next_ms, ack_ms, sizes = [], [], []
     try:
         while True:
             t0 = time.perf_counter()
             body = client.next_raw(batch_size, 0)
             t1 = time.perf_counter()
-            tokens = [m.decode() for m in _TOKEN_RX.findall(body)]
+            tokens = [m.decode() for m in token_rx.findall(body)]
             if not tokens:
                 break
             t2 = time.perf_counter()
