@@ -584,7 +584,8 @@ def build_stream_cases():
                  lambda i: smsg(record=b'{"id":null,"email":"nokey"}'), "park",
                  KEY_ERR, parked_as=None))
     add(src_case("stream-key-object", "a record whose key is an object",
-                 lambda i: smsg(record=b'{"id":{"v":1},"email":"nokey"}'), "park", KEY_ERR, parked_as=None))
+                 lambda i: smsg(record=b'{"id":{"v":1},"email":"nokey"}'), "park", KEY_ERR,
+                 parked_as='{"v": 1}'))
     add(src_case("stream-utf8-ff", "invalid UTF-8 in a record value",
                  lambda i: smsg(i, record=b'{"id":' + j(i) + b',"email":"a\xffb"}'), "park",
                  "message cannot be decoded: invalid UTF-8 in string", parked_as="{"))

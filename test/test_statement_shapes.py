@@ -230,6 +230,7 @@ def test_stream_batches_applied(cluster, stream_run):
                               "ORDER BY tenant, id") == [
         {"tenant": "acme", "id": 1, "sku": "A-1", "note": "n", "deleted": True, "v": v(60, 4)},
         {"tenant": "acme", "id": 2, "sku": "A-2b", "note": "n", "deleted": False, "v": v(60, 1)},
+        {"tenant": "acme", "id": 9, "sku": None, "note": None, "deleted": True, "v": v(60, 5)},
         {"tenant": "zeta", "id": 1, "sku": "Z-1", "note": "n", "deleted": False, "v": v(50, 2)}]
     assert cluster.query_json("SELECT id, name, note, sequin_version::text AS v FROM s_items ORDER BY id") == [
         {"id": 1, "name": "one v2", "note": "long one", "v": v(60, 0)},
