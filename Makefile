@@ -143,7 +143,8 @@ bench: deps
 	python3 test/bench.py $(BENCH_ARGS)
 
 # libFuzzer (clang from Debian's packages) on the reply decoders (fuzz_json_doc, seeded with
-# test/fixtures too) and on the record-to-row layer (fuzz_record), FUZZ_SECONDS each; new inputs
+# test/fixtures too) and on the record-to-row layer and the Sequin Stream message checks (fuzz_record,
+# seeded with test/unit/corpus/stream_message too), FUZZ_SECONDS each; new inputs
 # go to test/unit/bin/corpus/, crashing ones to test/unit/bin/crash-*.  Fix the crash, then add
 # its input to test/unit/corpus/json_doc/ or test/unit/corpus/record/: `make test` replays both.
 FUZZ_SECONDS ?= 60
@@ -153,9 +154,9 @@ fuzz:
 	mkdir -p test/unit/bin/corpus/json_doc test/unit/bin/corpus/record
 	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/stream_reply.cpp src/core/record.cpp \
 		test/unit/fuzz_json_doc.cpp -o test/unit/bin/fuzz_json_doc
-	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/record.cpp test/unit/fuzz_record.cpp \
-		-o test/unit/bin/fuzz_record
+	$(FUZZ_CXX) src/core/json_doc.cpp src/core/next_reply.cpp src/core/record.cpp src/core/stream_reply.cpp \
+		src/core/stream_message.cpp test/unit/fuzz_record.cpp -o test/unit/bin/fuzz_record
 	test/unit/bin/fuzz_json_doc -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=test/unit/bin/ \
 		test/unit/bin/corpus/json_doc test/unit/corpus/json_doc test/fixtures
 	test/unit/bin/fuzz_record -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=test/unit/bin/ \
-		test/unit/bin/corpus/record test/unit/corpus/record test/unit/corpus/json_doc
+		test/unit/bin/corpus/record test/unit/corpus/record test/unit/corpus/json_doc test/unit/corpus/stream_message

@@ -118,11 +118,16 @@ unit_tests() {
 		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/record.cpp" \
 			"$repo/test/unit/record_test.cpp" -o "$out/record_test" &&
 		"$out/record_test" &&
+		echo "Sequin Stream messages:" &&
+		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/stream_message.cpp" \
+			"$repo/test/unit/stream_message_test.cpp" -o "$out/stream_message_test" &&
+		"$out/stream_message_test" &&
 		echo "replaying the record fuzz corpus:" &&
 		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/next_reply.cpp" \
-			"$repo/src/core/record.cpp" "$repo/test/unit/fuzz_record.cpp" "$repo/test/unit/fuzz_replay.cpp" \
-			-o "$out/fuzz_record_replay" &&
-		"$out/fuzz_record_replay" "$repo/test/unit/corpus/record" "$repo/test/unit/corpus/json_doc" &&
+			"$repo/src/core/record.cpp" "$repo/src/core/stream_reply.cpp" "$repo/src/core/stream_message.cpp" \
+			"$repo/test/unit/fuzz_record.cpp" "$repo/test/unit/fuzz_replay.cpp" -o "$out/fuzz_record_replay" &&
+		"$out/fuzz_record_replay" "$repo/test/unit/corpus/record" "$repo/test/unit/corpus/json_doc" \
+			"$repo/test/unit/corpus/stream_message" &&
 		echo "consumer protocols:" &&
 		build_unit -I"$repo/src" "$repo/src/core/protocol.cpp" "$repo/test/unit/protocol_test.cpp" \
 			-o "$out/protocol_test" &&

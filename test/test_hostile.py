@@ -11,6 +11,13 @@ sequin_sync, and feeds the worker one kind of hostile input:
   * scripted raw replies (script): bodies without `data`, HTML pages, redirects, replies over
     sequin_sync.max_response_size, a byte a second, connections closed mid-body ...
 
+and the same for a Sequin Stream consumer (the stream-* cases, Case.stream): /receive replies that
+must be refused whole (not JSON, cut off, no data array, an item without a UUID ack_id: nothing of
+them applied or acked), items and change messages that cost only themselves (no "data", unknown
+actions, metadata and versions of the wrong type or range, reads with versions, bad keys, text
+that is not Unicode, \u0000, deep nesting: parked with the exact error, acked with the rest),
+several messages of one key or one ack_id in one batch, and messages near and over the size limit.
+
 Every case writes down its expected outcome (the CASES table below): the rows in the target
 table, the dead letters (error text, exact or a stable prefix), what the fake saw acked / nacked
 / delivered again, and sequin_sync.status (state, last_error).  After every case the test also
@@ -78,6 +85,16 @@ CREATE TABLE {TABLE} (
     amount      numeric,
     data        jsonb
 );
+CREATE TABLE public.hostile_stream (
+    id             text PRIMARY KEY,
+    updated_idx    bigint,
+    deleted        boolean,
+    email          text,
+    note           text,
+    amount         numeric,
+    data           jsonb,
+    sequin_version numeric
+);
 """
 
 # A known failure: case name -> what is wrong (observed vs expected).  Filled from real runs.
@@ -140,8 +157,12 @@ class Case:
     def __init__(self, name, what, records=(), script=(), expect="applied", rows=None,
                  rows_absent=(), parked=(), state=None, error=None, check=None, batch_size=100,
                  probe=True, alone=False, during=None, faults=None, ack_wait_ms=ACK_WAIT_MS,
-                 timeout=CASE_TIMEOUT):
+                 timeout=CASE_TIMEOUT, stream=False):
         self.name = name
+        # a Sequin Stream consumer: records are raw data objects (messages), the rows go to
+        # STREAM_TABLE, a dead letter is named by its message's record id
+        self.stream = stream
+        self.table = STREAM_TABLE if stream else TABLE
         self.what = what
         self.records = list(records)
         self.script = list(script)
@@ -305,6 +326,308 @@ def tokens_check(expected_acked):
         ok = acked == sorted(expected_acked) and not nacked
         return ok, f"acked fabricated tokens {acked}, nacked {nacked}"
     return check
+
+
+# --------------------------------------------------------------------------------------------
+# Sequin Stream: change messages and /receive replies
+# --------------------------------------------------------------------------------------------
+
+STREAM_TABLE = "public.hostile_stream"
+STREAM_SOURCE = "public.src"
+STREAM_WAIT_FOR = "500 milliseconds"     # Sequin's smallest wait but 0
+EMBED_ID = "0f0c9a1e-2b7b-4c1e-9a5e-6a7f1f0d9b11"    # a good message inside a scripted reply
+EMBED_ID2 = "6f9619ff-8b86-4011-b42d-00c04fc964ff"
+KEY_ERR = 'message record has no value for key column "id" of table ...'
+BAD_VERSION = ('message metadata "commit_lsn" must be an integer between 0 and 18446744073709551615 and '
+               '"commit_idx" one between 0 and 4294967295')
+
+
+def smeta(lsn=b"100", idx=b"0", schema=b'"public"', table=b'"src"', extra=b""):
+    """A message's metadata object, every value raw JSON text (None leaves it out)."""
+    parts = []
+    for k, v in ((b"table_schema", schema), (b"table_name", table), (b"commit_lsn", lsn), (b"commit_idx", idx)):
+        if v is not None:
+            parts.append(b'"' + k + b'":' + v)
+    parts.append(b'"commit_timestamp":"2026-11-01T10:00:00.000000Z","idempotency_key":"k","record_pks":[]')
+    return b"{" + b",".join(parts) + extra + b"}"
+
+
+def smsg(rid=None, record=None, action=b'"insert"', changes=b"null", metadata=None, **md):
+    """A change message's exact bytes: record (raw) defaults to {"id": rid, "email": "x"}."""
+    if record is None:
+        record = b'{"id":' + j(rid) + b',"email":"x"}'
+    parts = [b'"record":' + record]
+    if changes is not None:
+        parts.append(b'"changes":' + changes)
+    if action is not None:
+        parts.append(b'"action":' + action)
+    if metadata is None:
+        metadata = smeta(**md)
+    if metadata is not False:
+        parts.append(b'"metadata":' + metadata)
+    return b"{" + b",".join(parts) + b"}"
+
+
+def sgood(case, n, lsn=None):
+    rid = f"{case}/g{n}"
+    return smsg(rid, j({"id": rid, "email": f"g{n}@example.com"}), lsn=str(lsn or 1000 + n).encode())
+
+
+def sitem(ack_id, data):
+    """One /receive item's bytes: data is raw JSON text, or None for an item without "data"."""
+    return b'{"ack_id":' + j(ack_id) + (b',"data":' + data if data is not None else b"") + b"}"
+
+
+def sreply(*items):
+    return b'{"data":[' + b",".join(items) + b"]}"
+
+
+def src_case(name, what, bad, outcome, value=None, **kw):
+    """A stream message case: [good 1, bad, good 2] published in one batch, as rc() does for
+    records.  outcome "park": the bad message is parked with error `value` (parked_as: the
+    dead letter's record id, or "{" for one kept as text), the good ones applied, all acked."""
+    bad_id = f"{name}/bad"
+    records = [sgood(name, 1), bad(bad_id) if callable(bad) else bad, sgood(name, 2)]
+    goods = {f"{name}/g1": {"email": "g1@example.com"}, f"{name}/g2": {"email": "g2@example.com"}}
+    if outcome == "park":
+        pid = kw.pop("parked_as", bad_id)
+        return Case(name, what, records, expect="applied", rows=goods, rows_absent=[bad_id],
+                    parked=[(pid, value)], state=kw.pop("state", {"running", "idle"}), stream=True, **kw)
+    if outcome == "store":
+        rows = dict(goods)
+        rows[kw.pop("stored_as", bad_id)] = value
+        return Case(name, what, records, expect="applied", rows=rows, state={"running", "idle"}, stream=True, **kw)
+    raise ValueError(outcome)
+
+
+def nothing_acked(ctx):
+    """No ack or nack carried the ids of a refused scripted reply."""
+    toks = ctx.fake.http("GET", f"/admin/consumers/{ctx.cid}/script")["tokens"]
+    bad = [e for e in toks if any(t.lower() in (EMBED_ID, EMBED_ID2) for t in e["tokens"])]
+    return not bad, f"acks/nacks of the refused reply's ids: {bad}"
+
+
+def sbad_reply(name, what, body, error, truncate=None, **kw):
+    """A /receive reply the worker must refuse whole, sent until the case ends; it holds a good
+    message (EMBED_ID, id <name>/embedded) that must be neither applied nor acked.  One good
+    message is published: it stays outstanding, and arrives (with the probe) once the script
+    stops."""
+    body = body.replace(b"@EMBED@", sitem(EMBED_ID, smsg(f"{name}/embedded", lsn=b"900")))
+    if truncate is not None:
+        body = body[:truncate]
+    return Case(name, what, [sgood(name, 1)], script=sticky(dict(fixed(body, **kw), op="receive")),
+                expect="refused", rows_absent=[f"{name}/g1", f"{name}/embedded"], state={"error"}, error=error,
+                check=nothing_acked, stream=True)
+
+
+def acked_ids_check(expected, once=False):
+    """The acks the fake received carry exactly these scripted ids (besides its own), no nack;
+    once: each at least once (an id sent twice may be acked twice: Sequin takes that)."""
+    def check(ctx):
+        toks = ctx.fake.http("GET", f"/admin/consumers/{ctx.cid}/script")["tokens"]
+        mine = {EMBED_ID, EMBED_ID2}
+        acked = sorted(t.lower() for e in toks if e["kind"] == "ack" for t in e["tokens"] if t.lower() in mine)
+        if once:
+            acked = sorted(set(acked))
+        nacked = [t for e in toks if e["kind"] == "nack" for t in e["tokens"]]
+        ok = acked == sorted(expected) and not nacked
+        return ok, f"acked scripted ids {acked}, nacked {nacked}"
+    return check
+
+
+def sitem_case(name, what, items, parked, rows, acked, once=False, **kw):
+    """A scripted reply (served once) whose items are usable one by one: the good ones applied,
+    the bad ones parked, every id acked; then one published good message still goes through."""
+    body = sreply(*items)
+    allrows = {f"{name}/g1": {"email": "g1@example.com"}}
+    allrows.update(rows)
+    return Case(name, what, [sgood(name, 1)], script=[{"op": "receive", "body": [b64(body)]}], expect="applied",
+                rows=allrows, parked=parked, state={"running", "idle"}, check=acked_ids_check(acked, once),
+                stream=True, **kw)
+
+
+def good_meanwhile(rid):
+    """A good message published now is applied and acked although the poison one stays."""
+    def check(ctx):
+        ctx.fake.http("POST", f"/admin/consumers/{ctx.cid}/publish_raw",
+                      {"messages": [b64(smsg(rid, j({"id": rid, "email": "meanwhile"}), lsn=b"1600"))]})
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            s = ctx.stats()
+            n = ctx.cluster.scalar(f"SELECT count(*) FROM {STREAM_TABLE} WHERE id = '{rid}'")
+            if n == "1" and s["acked"] == 1:
+                return True, "the good message went through; the oversized one was never acked"
+            time.sleep(0.2)
+        return False, f"the good message was not applied and acked: {describe(ctx.status(), ctx.stats())}"
+    return check
+
+
+def build_stream_cases():
+    C = []
+    add = C.append
+
+    # -- replies that cannot be trusted: refused whole, nothing acked or applied ---------------
+    add(sbad_reply("stream-reply-html", "a proxy's HTML page instead of a /receive reply", HTML_LOGIN,
+                   "bad reply: invalid JSON at byte ..."))
+    add(sbad_reply("stream-reply-truncated", "a reply cut off in the middle of its first message",
+                   sreply(b"@EMBED@"), "bad reply: invalid JSON at byte ...", truncate=120))
+    add(sbad_reply("stream-reply-array", "the reply is an array of items", b"[@EMBED@]",
+                   "bad reply: reply is not a JSON object"))
+    add(sbad_reply("stream-reply-string", "the reply is a JSON string", b'"@EMBED@"'.replace(b"@EMBED@", b"x"),
+                   "bad reply: reply is not a JSON object"))
+    add(sbad_reply("stream-reply-no-data", "no data array (messages under another name)", b'{"messages":[@EMBED@]}',
+                   'bad reply: reply has no "data" array'))
+    add(sbad_reply("stream-reply-data-object", "data is one item, not an array", b'{"data":@EMBED@}',
+                   'bad reply: reply has no "data" array'))
+    add(sbad_reply("stream-reply-data-null", "data is null", b'{"data":null}', 'bad reply: reply has no "data" array'))
+    add(sbad_reply("stream-item-no-ack-id", "an item without ack_id, after a good one",
+                   sreply(b"@EMBED@", b'{"data":' + smsg("stream-item-no-ack-id/x", lsn=b"901") + b"}"),
+                   'bad reply: item 1 has no "ack_id" string'))
+    add(sbad_reply("stream-item-ack-id-not-uuid", "a v1 ack token where a UUID belongs",
+                   sreply(b"@EMBED@", sitem("MTYyeJ7abUjl1pO", smsg("stream-item-ack-id-not-uuid/x", lsn=b"901"))),
+                   "bad reply: item 1 ..."))
+    add(sbad_reply("stream-item-ack-id-number", "ack_id is a number",
+                   sreply(b"@EMBED@", b'{"ack_id":12345,"data":' + smsg("stream-item-ack-id-number/x", lsn=b"901") + b"}"),
+                   'bad reply: item 1 has no "ack_id" string'))
+    add(sbad_reply("stream-item-ack-id-braces", "a UUID in braces",
+                   sreply(b"@EMBED@", sitem("{" + EMBED_ID2 + "}", smsg("stream-item-ack-id-braces/x", lsn=b"901"))),
+                   "bad reply: item 1 ..."))
+    add(sbad_reply("stream-item-ack-id-utf8", "invalid UTF-8 in an ack_id",
+                   sreply(b"@EMBED@", b'{"ack_id":"' + EMBED_ID2[:-1].encode() + b'\xff","data":{}}'),
+                   "bad reply: ..."))
+    add(sbad_reply("stream-item-number", "an item that is not an object", sreply(b"@EMBED@", b"7"),
+                   "bad reply: item 1 ..."))
+    add(sbad_reply("stream-reply-v1-shape", "a Generation 1 /next reply (ack_token, record)",
+                   b'{"data":[{"ack_token":"MTYy","record":{"id":"x"}}]}', 'bad reply: item 0 has no "ack_id" string'))
+    add(sbad_reply("stream-reply-deep", f"a reply nested {DEEP:,} levels deep", b'{"data":' + deep_array(DEEP) + b"}",
+                   "bad reply: ..."))
+
+    # -- items that cost only themselves: parked and acked with the rest -------------------
+    emb = "stream-item-no-data/embedded"
+    add(sitem_case("stream-item-no-data", "an item without \"data\", next to a good one",
+                   [sitem(EMBED_ID, smsg(emb, lsn=b"900")), sitem(EMBED_ID2, None)],
+                   parked=[(None, 'item has no "data"')], rows={emb: {"email": "x"}}, acked=[EMBED_ID, EMBED_ID2]))
+    emb = "stream-item-data-null/embedded"
+    add(sitem_case("stream-item-data-null", '"data": null',
+                   [sitem(EMBED_ID, smsg(emb, lsn=b"900")), sitem(EMBED_ID2, b"null")],
+                   parked=[(None, "message is not a JSON object")], rows={emb: {"email": "x"}},
+                   acked=[EMBED_ID, EMBED_ID2]))
+    emb = "stream-same-ack-id-twice/embedded"
+    add(sitem_case("stream-same-ack-id-twice", "one ack_id on two different messages in one reply",
+                   [sitem(EMBED_ID, smsg(emb, lsn=b"900")),
+                    sitem(EMBED_ID, smsg("stream-same-ack-id-twice/other", lsn=b"901"))],
+                   parked=[], rows={emb: {"email": "x"}, "stream-same-ack-id-twice/other": {"email": "x"}},
+                   acked=[EMBED_ID], once=True))
+    add(Case("stream-duplicate-delivery", "the same message twice in one batch under its one ack_id (fault "
+             "\"duplicate\"): applied once, acked", [sgood("stream-duplicate-delivery", n) for n in (1, 2, 3)],
+             faults={"duplicate": 1.0}, rows={f"stream-duplicate-delivery/g{n}": {"email": f"g{n}@example.com"}
+                                              for n in (1, 2, 3)},
+             state={"running", "idle"}, stream=True))
+
+    add(src_case("stream-data-string", 'the item\'s data is a string', b'"insert"', "park",
+                 "message is not a JSON object", parked_as=None))
+    add(src_case("stream-data-array", "the item's data is an array of messages",
+                 lambda i: b"[" + smsg(i) + b"]", "park", "message is not a JSON object", parked_as=None))
+    add(src_case("stream-transformed", "a transform's output: the record alone",
+                 lambda i: j({"id": i, "email": "t"}), "park",
+                 'message has no "action" and no "metadata": the Sequin Stream sink has a transform, and '
+                 'sequin_sync needs the messages as Sequin sends them without one'))
+    add(src_case("stream-action-unknown", '"action": "upsert"', lambda i: smsg(i, action=b'"upsert"'), "park",
+                 'message field "action" must be "insert", "update", "delete" or "read"'))
+    add(src_case("stream-action-upper", '"action": "INSERT"', lambda i: smsg(i, action=b'"INSERT"'), "park",
+                 'message field "action" must be "insert", "update", "delete" or "read"'))
+    add(src_case("stream-action-number", '"action": 1', lambda i: smsg(i, action=b"1"), "park",
+                 'message field "action" must be "insert", "update", "delete" or "read"'))
+    add(src_case("stream-action-missing", "no action", lambda i: smsg(i, action=None), "park",
+                 'message has no "action"'))
+    add(src_case("stream-metadata-missing", "no metadata", lambda i: smsg(i, metadata=False), "park",
+                 'message has no "metadata" object'))
+    add(src_case("stream-metadata-string", '"metadata": "public.src"', lambda i: smsg(i, metadata=b'"public.src"'),
+                 "park", 'message has no "metadata" object'))
+    add(src_case("stream-table-number", '"table_name": 5', lambda i: smsg(i, table=b"5"), "park",
+                 'message metadata must have "table_schema" and "table_name" strings'))
+    add(src_case("stream-schema-missing", "no table_schema", lambda i: smsg(i, schema=None), "park",
+                 'message metadata must have "table_schema" and "table_name" strings'))
+    add(src_case("stream-table-nul", '"table_name": "src\\u0000x" (the message is kept as text: jsonb has no \\u0000)',
+                 lambda i: smsg(i, table=b'"src\\u0000x"'), "park",
+                 'message metadata must have "table_schema" and "table_name" strings', parked_as="{"))
+    add(src_case("stream-table-unmapped", "a table of the source that is not mapped",
+                 lambda i: smsg(i, table=b'"other"'), "park",
+                 re.compile(r'^collection "public\.other" is not mapped for consumer "h\d+"$')))
+    add(src_case("stream-lsn-string", '"commit_lsn": "1000" (a number as a string)',
+                 lambda i: smsg(i, lsn=b'"1000"'), "park", BAD_VERSION))
+    add(src_case("stream-lsn-negative", '"commit_lsn": -1', lambda i: smsg(i, lsn=b"-1"), "park", BAD_VERSION))
+    add(src_case("stream-lsn-over-uint64", '"commit_lsn": 2^64', lambda i: smsg(i, lsn=b"18446744073709551616"),
+                 "park", BAD_VERSION))
+    add(src_case("stream-lsn-fraction", '"commit_lsn": 1000.5', lambda i: smsg(i, lsn=b"1000.5"), "park", BAD_VERSION))
+    add(src_case("stream-lsn-exponent", '"commit_lsn": 1e3', lambda i: smsg(i, lsn=b"1e3"), "park", BAD_VERSION))
+    add(src_case("stream-idx-over-uint32", '"commit_idx": 2^32', lambda i: smsg(i, idx=b"4294967296"), "park",
+                 BAD_VERSION))
+    add(src_case("stream-version-null", "a change with commit_lsn null", lambda i: smsg(i, lsn=b"null"), "park",
+                 'message has no version: metadata.commit_lsn and metadata.commit_idx are null in a change '
+                 '(Sequin 0.9 or later sends them)'))
+    add(src_case("stream-read-with-version", "a read with a commit_lsn",
+                 lambda i: smsg(i, action=b'"read"', lsn=b"5", idx=b"null"), "park",
+                 "read message has a commit_lsn or commit_idx: Sequin sends backfill reads without a version"))
+    add(src_case("stream-version-max", "commit_lsn 2^64-1 and commit_idx 2^32-1: stored exactly",
+                 lambda i: smsg(i, lsn=b"18446744073709551615", idx=b"4294967295"), "store",
+                 {"sequin_version": "79228162514264337593543950335"}))
+    add(src_case("stream-record-array", '"record": []', lambda i: smsg(record=b"[]"), "park",
+                 'message has no "record" object', parked_as=None))
+    add(src_case("stream-changes-string", '"changes": "x" in an update',
+                 lambda i: smsg(i, action=b'"update"', changes=b'"x"'), "park",
+                 'message field "changes" must be an object or null'))
+    add(src_case("stream-key-missing", "a record without its key field",
+                 lambda i: smsg(record=b'{"email":"nokey"}'), "park",
+                 KEY_ERR, parked_as=None))
+    add(src_case("stream-key-null", "a record whose key is null",
+                 lambda i: smsg(record=b'{"id":null,"email":"nokey"}'), "park",
+                 KEY_ERR, parked_as=None))
+    add(src_case("stream-key-object", "a record whose key is an object",
+                 lambda i: smsg(record=b'{"id":{"v":1},"email":"nokey"}'), "park", KEY_ERR,
+                 parked_as='{"v": 1}'))
+    add(src_case("stream-utf8-ff", "invalid UTF-8 in a record value",
+                 lambda i: smsg(i, record=b'{"id":' + j(i) + b',"email":"a\xffb"}'), "park",
+                 "message cannot be decoded: invalid UTF-8 in string", parked_as="{"))
+    add(src_case("stream-utf8-in-metadata", "invalid UTF-8 in the table name",
+                 lambda i: smsg(i, table=b'"sr\xffc"'), "park",
+                 "message cannot be decoded: invalid UTF-8 in string", parked_as="{"))
+    add(src_case("stream-nul-in-value", "\\u0000 in a text value", lambda i: smsg(i, record=b'{"id":' + j(i)
+                                                                           + b',"email":"a\\u0000b"}'),
+                 "park", NUL_ERR, parked_as="{"))
+    add(src_case("stream-nul-in-key", "\\u0000 in the key", lambda i: smsg(record=b'{"id":"a\\u0000b","email":"k"}'),
+                 "park", NUL_ERR.replace('"email"', '"id"'), parked_as="{"))
+    add(src_case("stream-deep-record", f"a record value nested {DEEP:,} levels deep",
+                 lambda i: smsg(i, record=b'{"id":' + j(i) + b',"data":' + deep_array(DEEP) + b"}"),
+                 "park", 'column "data": stack depth limit exceeded', parked_as="{"))
+    # -- several messages of one key in one batch ----------------------------------------------
+    add(Case("stream-dup-keys-batch", "three changes of one key in one batch, newest in the middle: the newest wins",
+             [smsg("stream-dup-keys-batch/k", j({"id": "stream-dup-keys-batch/k", "email": e}), lsn=lsn)
+              for e, lsn in (("old", b"10"), ("new", b"30"), ("mid", b"20"))],
+             rows={"stream-dup-keys-batch/k": {"email": "new", "sequin_version": str(30 << 32)}},
+             state={"running", "idle"}, stream=True))
+    add(Case("stream-dup-keys-same-version", "two messages of one key with one version in one batch: one is "
+             "applied, both acked",
+             [smsg("stream-dup-keys-same-version/k", j({"id": "stream-dup-keys-same-version/k", "email": e}), lsn=b"10")
+              for e in ("first", "second")],
+             rows={"stream-dup-keys-same-version/k": {"sequin_version": str(10 << 32)}},
+             state={"running", "idle"}, stream=True))
+    add(Case("stream-insert-then-delete", "an insert and a delete of one key in one batch: no row",
+             [smsg("stream-insert-then-delete/k", lsn=b"10"),
+              smsg("stream-insert-then-delete/k", action=b'"delete"', lsn=b"11")],
+             rows_absent=["stream-insert-then-delete/k"], state={"running", "idle"}, stream=True))
+    # -- size ----------------------------------------------------------------------------------
+    big = MAX_RESPONSE - 200_000
+    add(src_case("stream-huge-message", f"a message of {big:,} bytes, just under the reply limit, with two good ones",
+                 lambda i: smsg(i, record=b'{"id":' + j(i) + b',"note":"' + b"n" * big + b'"}'), "store",
+                 {"note_len": big}, batch_size=1))
+    add(Case("stream-over-limit", "a message over max_response_size: every reply holding it is cut off and "
+             "refused, nothing acked; a good message published meanwhile is applied while it is in flight",
+             [smsg("stream-over-limit/bad", record=b'{"id":"stream-over-limit/bad","note":"'
+                   + b"n" * (MAX_RESPONSE + 1000) + b'"}', lsn=b"1500")],
+             expect="refused", rows_absent=["stream-over-limit/bad"], state={"error", "backoff"}, error=OVER_MAX,
+             stream=True, batch_size=1, check=good_meanwhile("stream-over-limit/g1")))
+    return C
 
 
 def build_cases():
@@ -716,22 +1039,23 @@ class Runner:
         notes = []
         log_pos = len(self.cluster.server_log())
         fk = self.fake
-        fk.http("POST", "/admin/consumers", {"id": cid, "token": TOKEN, "ack_wait_ms": case.ack_wait_ms,
-                                             "purge": True})
+        self.fake_consumer(case, cid, case.ack_wait_ms)
         if case.records:
-            fk.http("POST", f"/admin/consumers/{cid}/publish_raw",
-                    {"records": [b64(r) for r in case.records]})
+            self.publish(case, cid, case.records)
         if case.faults:
             fk.http("POST", f"/admin/consumers/{cid}/faults", case.faults)
         if case.script:
             steps = json.loads(json.dumps(case.script).replace("{port}", str(fk.port)))
             fk.http("POST", f"/admin/consumers/{cid}/script", {"steps": steps})
-        endpoint = fk.url(f"/v1/http-consumers/{cid}")
+        if case.stream:
+            endpoint, wait_for, collection = fk.stream_endpoint(cid), STREAM_WAIT_FOR, STREAM_SOURCE
+        else:
+            endpoint, wait_for, collection = fk.url(f"/v1/http-consumers/{cid}"), WAIT_FOR, COLLECTION
         self.cluster.psql(f"""
 BEGIN;
 SELECT sequin_sync.create_consumer('{cid}', '{endpoint}', '{TOKEN}', batch_size => {case.batch_size},
-    wait_for => '{WAIT_FOR}');
-SELECT sequin_sync.map_collection('{cid}', '{COLLECTION}', '{TABLE}');
+    wait_for => '{wait_for}');
+SELECT sequin_sync.map_collection('{cid}', '{collection}', '{case.table}');
 COMMIT;""")
         published = len(case.records)
         states, pids, errors = set(), set(), set()
@@ -854,20 +1178,23 @@ COMMIT;""")
             fk.http("POST", f"/admin/consumers/{cid}/script", {"steps": []})
             poison = case.expect == "refused" and s["delivered"] > 0
             if poison:
-                fk.http("POST", "/admin/consumers", {"id": cid, "token": TOKEN, "ack_wait_ms": ACK_WAIT_MS,
-                                                     "purge": True})
+                self.fake_consumer(case, cid, ACK_WAIT_MS)
             probe = f"{case.name}/probe"
-            fk.http("POST", f"/admin/consumers/{cid}/publish_raw", {"records": [b64(rec(probe, j({"email": "probe"})))]})
+            if case.stream:
+                self.publish(case, cid, [smsg(probe, j({"id": probe, "email": "probe"}), lsn=b"5000")])
+            else:
+                self.publish(case, cid, [rec(probe, j({"email": "probe"}))])
             want_acked = 1 if poison else published + 1
             ok = self.wait(lambda: ctx.stats()["acked"] >= want_acked and ctx.stats()["outstanding"] == 0
-                           and self.cluster.scalar(f"SELECT count(*) FROM {TABLE} WHERE id = '{probe}'") == "1", 15)
+                           and self.cluster.scalar(f"SELECT count(*) FROM {case.table} WHERE id = '{probe}'") == "1", 15)
             if not ok:
                 fails.append(f"after the hostile input stopped, the probe record (and the {published} kept "
                              f"back) were not applied and acked within 15 s: {describe(ctx.status(), ctx.stats())}")
             else:
                 if not poison and case.expect == "refused":
                     # the records the refused replies kept back arrived now
-                    fails += self.check_rows(Case(case.name, "", rows={r: {} for r in case.rows_absent}))
+                    kept = [r for r in case.rows_absent if not r.endswith("/embedded")]
+                    fails += self.check_rows(Case(case.name, "", rows={r: {} for r in kept}, stream=case.stream))
                 observe()
                 if len(pids) != 1:
                     fails.append(f"worker processes seen: {sorted(pids)}")
@@ -879,6 +1206,18 @@ COMMIT;""")
         fk.http("DELETE", f"/admin/consumers/{cid}")
         return fails, notes, st, s
 
+    def fake_consumer(self, case, cid, ack_wait_ms):
+        """The case's consumer in the fake, created empty (or emptied)."""
+        doc = {"id": cid, "token": TOKEN, "ack_wait_ms": ack_wait_ms, "purge": True}
+        if case.stream:
+            doc["protocol"] = "stream"
+        self.fake.http("POST", "/admin/consumers", doc)
+
+    def publish(self, case, cid, raws):
+        """Records (v1) or data objects (Sequin Stream), byte for byte."""
+        key = "messages" if case.stream else "records"
+        self.fake.http("POST", f"/admin/consumers/{cid}/publish_raw", {key: [b64(r) for r in raws]})
+
     def check_rows(self, case):
         ids = list(case.rows) + list(case.rows_absent)
         if not ids:
@@ -886,8 +1225,9 @@ COMMIT;""")
         lit = ",".join("'" + i.replace("'", "''") + "'" for i in ids)
         rows = {r["id"]: r for r in self.cluster.query_json(
             "SELECT id, updated_idx, deleted, email, length(note) AS note_len, left(note, 20) AS note_head, "
-            "amount::text AS amount, length(data::text) AS data_len, left(data::text, 60) AS data_head "
-            f"FROM {TABLE} WHERE id IN ({lit})")}
+            "amount::text AS amount, length(data::text) AS data_len, left(data::text, 60) AS data_head"
+            + (", sequin_version::text AS sequin_version" if case.stream else "")
+            + f" FROM {case.table} WHERE id IN ({lit})")}
         fails = []
         for rid, want in case.rows.items():
             got = rows.get(rid)
@@ -906,8 +1246,12 @@ COMMIT;""")
         return fails
 
     def check_parked(self, case, cid):
+        # a stream dead letter holds the message: named by its record's id
+        name = ("COALESCE(CASE jsonb_typeof(record -> 'record') WHEN 'object' THEN record #>> '{record,id}' END, "
+                "CASE jsonb_typeof(record) WHEN 'object' THEN record ->> 'id' END, left(record_text, 60))"
+                if case.stream else "COALESCE(record ->> 'id', left(record_text, 60))")
         got = self.cluster.query_json(
-            "SELECT COALESCE(record ->> 'id', left(record_text, 60)) AS id, record IS NULL AS as_text, error, "
+            f"SELECT {name} AS id, record IS NULL AS as_text, error, "
             f"sqlstate, attempts FROM sequin_sync.dead_letters WHERE consumer = '{cid}' ORDER BY id")
         fails = []
         want = list(case.parked)
@@ -952,7 +1296,7 @@ def describe(st, s):
 # The cases as tests
 # --------------------------------------------------------------------------------------------
 
-CASES = build_cases()
+CASES = build_cases() + build_stream_cases()
 
 
 class Schedule:

@@ -25,6 +25,12 @@ its own (CmdType: 1 = SELECT, 2 = UPDATE, 3 = INSERT, 4 = DELETE), and SubLink i
 every subquery expression.  It also requires that the INSERT, UPDATE and DELETE paths were all seen, so it cannot
 pass by seeing nothing.
 
+The Sequin Stream statements are held to the same two properties (the stream_* tests): the upsert
+of a composite key under the (commit_lsn, commit_idx) version guard, the soft delete, the hard
+delete with its tombstone, the update that keeps the stored value of a column sent as
+"unchanged_toast" (UpdateKeeping), and the upsert of backfill reads (which never overwrite a
+change), applied to a paused stream consumer with sequin_sync.apply.
+
     /usr/bin/python3 -m pytest test/test_statement_shapes.py [--keep]
 """
 
@@ -84,6 +90,47 @@ def session(cluster, sql):
 MESSAGE = re.compile(r"^(?:psql:[^ ]*: )?(?:LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DEBUG\d):  ")
 
 
+def msg(action, table, lsn, idx, record, changes=None):
+    """A Sequin Stream change message (lsn None: a read, without a version)."""
+    schema, name = table.split(".")
+    return {"record": record, "changes": changes, "action": action,
+            "metadata": {"table_schema": schema, "table_name": name, "commit_lsn": lsn, "commit_idx": idx,
+                         "commit_timestamp": "2026-11-01T10:00:00.000000Z"}}
+
+
+STREAM_SETUP = """
+SELECT sequin_sync.create_consumer('s', 'http://127.0.0.1:9/api/sequin_streams/s', 't');
+SELECT sequin_sync.pause('s');
+CREATE TABLE s_lines (tenant text, id integer, sku text, note text, deleted boolean, sequin_version numeric,
+    PRIMARY KEY (tenant, id));
+CREATE TABLE s_items (id bigint PRIMARY KEY, name text, note text, sequin_version numeric);
+SELECT sequin_sync.map_collection('s', 'shop.lines', 's_lines', delete_mode => 'soft');
+SELECT sequin_sync.map_collection('s', 'public.items', 's_items');
+"""
+STREAM_BATCH_1 = [
+    msg("insert", "shop.lines", 50, 0, {"tenant": "acme", "id": 1, "sku": "A-1", "note": "n"}),
+    msg("insert", "shop.lines", 50, 1, {"tenant": "acme", "id": 2, "sku": "A-2", "note": "n"}),
+    msg("insert", "shop.lines", 50, 2, {"tenant": "zeta", "id": 1, "sku": "Z-1", "note": "n"}),
+    msg("insert", "public.items", 50, 3, {"id": 1, "name": "one", "note": "long one"}),
+    msg("insert", "public.items", 50, 4, {"id": 2, "name": "two", "note": "long two"}),
+    msg("insert", "public.items", 50, 5, {"id": 3, "name": "three", "note": "long three"}),
+    msg("read", "public.items", None, None, {"id": 4, "name": "read four", "note": "r"}),     # read upsert
+]
+STREAM_BATCH_2 = [
+    # updates keeping an unchanged TOAST value (UpdateKeeping), of both key shapes
+    msg("update", "public.items", 60, 0, {"id": 1, "name": "one v2", "note": "unchanged_toast"}, {}),
+    msg("update", "shop.lines", 60, 1, {"tenant": "acme", "id": 2, "sku": "A-2b", "note": "unchanged_toast"}, {}),
+    msg("update", "public.items", 60, 2, {"id": 2, "name": "two v2", "note": "n2"}, {}),   # composite-free upsert
+    msg("update", "shop.lines", 40, 0, {"tenant": "zeta", "id": 1, "sku": "old", "note": "old"}, {}),  # stale
+    msg("delete", "public.items", 60, 3, {"id": 3, "name": None, "note": None}),              # hard delete
+    msg("delete", "shop.lines", 60, 4, {"tenant": "acme", "id": 1, "sku": None, "note": None}),   # soft delete
+    msg("delete", "shop.lines", 60, 5, {"tenant": "acme", "id": 9, "sku": None, "note": None}),   # of no row
+    msg("read", "public.items", None, None, {"id": 1, "name": "stale read", "note": "r"}),   # never over a change
+    msg("read", "public.items", None, None, {"id": 5, "name": "read five", "note": "r"}),
+]
+STREAM_TABLES = ("s_lines", "s_items")
+
+
 def parse_trees(stderr):
     """The parse trees psql printed: the DETAIL of each "LOG:  parse tree:" message (a message
     starts with its level; its DETAIL and the tree's indented lines follow)."""
@@ -107,21 +154,33 @@ def command_types(tree):
     return [int(c) for c in re.findall(r":commandType (\d+)", tree)]
 
 
-@pytest.fixture(scope="module")
-def run(cluster):
-    cluster.psql(SETUP)
+def capture(cluster, consumer, batches, tables):
+    """Applies the batches to a paused consumer in one session with the parse trees printed:
+    the counts of each, every tree, and the trees of the engine's statements on the tables."""
     oids = dict(line.split("|") for line in cluster.psql(
-        "SELECT relname, oid FROM pg_class WHERE relname IN ('soft_t', 'hard_t')").split())
+        "SELECT relname, oid FROM pg_class WHERE relname IN (%s)" % ", ".join("'%s'" % t for t in tables)).split())
     counts = []
     out, err = session(cluster, "SET debug_print_parse = on;\nSET client_min_messages = log;\n" + "".join(
-        "SELECT inserted, updated, deleted, skipped, dead_lettered FROM sequin_sync.apply('c', '%s');\n"
-        % json.dumps(b).replace("'", "''") for b in (BATCH_1, BATCH_2)))
+        "SELECT inserted, updated, deleted, skipped, dead_lettered FROM sequin_sync.apply('%s', '%s');\n"
+        % (consumer, json.dumps(b).replace("'", "''")) for b in batches))
     for line in out.split():
         counts.append([int(v) for v in line.split("|")])
     targets = {int(o) for o in oids.values()}
     trees = parse_trees(err)
     engine = [t for t in trees if {int(o) for o in re.findall(r":relid (\d+)", t)} & targets]
     return {"counts": counts, "trees": trees, "engine": engine}
+
+
+@pytest.fixture(scope="module")
+def stream_run(cluster, run):
+    cluster.psql(STREAM_SETUP)
+    return capture(cluster, "s", (STREAM_BATCH_1, STREAM_BATCH_2), STREAM_TABLES)
+
+
+@pytest.fixture(scope="module")
+def run(cluster):
+    cluster.psql(SETUP)
+    return capture(cluster, "c", (BATCH_1, BATCH_2), ("soft_t", "hard_t"))
 
 
 def test_batches_applied(cluster, run):
@@ -161,3 +220,44 @@ def test_no_subquery_expression(run):
     """No EXISTS / IN / scalar subquery (Citus refuses correlated ones next to a CTE)."""
     for t in run["engine"]:
         assert "{SUBLINK" not in t, f"an engine statement has a subquery expression:\n{t[:3000]}"
+
+
+def test_stream_batches_applied(cluster, stream_run):
+    counts = stream_run["counts"]
+    assert len(counts) == 2 and all(c[4] == 0 for c in counts), counts    # nothing parked
+    v = lambda lsn, idx: str((lsn << 32) + idx)     # noqa: E731
+    assert cluster.query_json("SELECT tenant, id, sku, note, deleted, sequin_version::text AS v FROM s_lines "
+                              "ORDER BY tenant, id") == [
+        {"tenant": "acme", "id": 1, "sku": "A-1", "note": "n", "deleted": True, "v": v(60, 4)},
+        {"tenant": "acme", "id": 2, "sku": "A-2b", "note": "n", "deleted": False, "v": v(60, 1)},
+        {"tenant": "acme", "id": 9, "sku": None, "note": None, "deleted": True, "v": v(60, 5)},
+        {"tenant": "zeta", "id": 1, "sku": "Z-1", "note": "n", "deleted": False, "v": v(50, 2)}]
+    assert cluster.query_json("SELECT id, name, note, sequin_version::text AS v FROM s_items ORDER BY id") == [
+        {"id": 1, "name": "one v2", "note": "long one", "v": v(60, 0)},
+        {"id": 2, "name": "two v2", "note": "n2", "v": v(60, 2)},
+        {"id": 4, "name": "read four", "note": "r", "v": None},
+        {"id": 5, "name": "read five", "note": "r", "v": None}]
+
+
+def test_stream_every_path_seen(stream_run):
+    """The stream engine's statements were captured: the upserts (INSERT), the soft delete and the
+    updates keeping unchanged TOAST values (UPDATE), the hard delete (DELETE) - at least one
+    statement each for the upserts of both tables, the read upserts, the UpdateKeeping updates,
+    the soft delete and the hard delete."""
+    assert stream_run["trees"], "no parse tree was printed"
+    seen = set()
+    for t in stream_run["engine"]:
+        seen.update(command_types(t))
+    assert {2, 3, 4} <= seen, f"commandTypes seen in the stream engine's statements: {sorted(seen)}"
+    assert len(stream_run["engine"]) >= 6, len(stream_run["engine"])
+
+
+def test_stream_every_statement_is_a_select(stream_run):
+    for t in stream_run["engine"]:
+        types = command_types(t)
+        assert types[0] == 1, f"a stream engine statement is a {types[0]} at the top, not a SELECT:\n{t[:3000]}"
+
+
+def test_stream_no_subquery_expression(stream_run):
+    for t in stream_run["engine"]:
+        assert "{SUBLINK" not in t, f"a stream engine statement has a subquery expression:\n{t[:3000]}"

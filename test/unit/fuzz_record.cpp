@@ -15,7 +15,11 @@
  * (strtoll for updated_idx, the order of the checks), accepted ids are non-empty without NUL,
  * updated_idx prints back as its text, every number keeps JSON number syntax, a found column
  * value really has the key asked for (and FieldMatcher finds what FindDataField finds), and every
- * plan fits the value and the column.
+ * plan fits the value and the column.  The same inputs are read as Sequin Stream change messages
+ * too (a whole input, an array's elements, a /receive reply's items): stream::ValidateMessage
+ * agrees with an independent reading (strtoull for the version), its fields point into the
+ * message, and the version prints back through DecimalText.  Seeds: test/unit/corpus/
+ * stream_message/ (the messages of test/fixtures/stream_messages.json and broken ones).
  */
 #include <cerrno>
 #include <cstddef>
@@ -31,6 +35,8 @@
 #include "core/json_doc.hpp"
 #include "core/next_reply.hpp"
 #include "core/record.hpp"
+#include "core/stream_message.hpp"
+#include "core/stream_reply.hpp"
 
 using namespace sequin_sync;
 using record::FieldError;
@@ -409,6 +415,108 @@ CheckNumbers(const json::Document &doc)
 	}
 }
 
+/* A version part as an independent reader sees it: digits only, strtoull takes them whole. */
+bool
+ReferenceUnsigned(const json::Node *n, unsigned long long max, unsigned long long *out)
+{
+	if (n == nullptr || !n->IsNumber())
+		return false;
+	std::string text(n->Str());
+	if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos)
+		return false;
+	errno = 0;
+	char *end = nullptr;
+	unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+	if (errno == ERANGE || end != text.c_str() + text.size() || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+bool
+AbsentOrNull(const json::Node *n)
+{
+	return n == nullptr || n->IsNull();
+}
+
+/* The first failing check of a change message (stream_message.hpp's documented order). */
+stream::MessageError
+ReferenceMessageError(const json::Document &doc, const json::Node *msg)
+{
+	using stream::MessageError;
+	if (msg == nullptr || !msg->IsObject())
+		return MessageError::NotObject;
+	const json::Node *action = doc.Find(msg, "action");
+	const json::Node *md = doc.Find(msg, "metadata");
+	if (action == nullptr && md == nullptr)
+		return MessageError::Transformed;
+	if (AbsentOrNull(action))
+		return MessageError::NoAction;
+	std::string_view a = action->IsString() ? action->Str() : std::string_view("?");
+	if (a != "insert" && a != "update" && a != "delete" && a != "read")
+		return MessageError::BadAction;
+	if (md == nullptr || !md->IsObject())
+		return MessageError::NoMetadata;
+	if (!UsableString(doc.Find(md, "table_schema")) || !UsableString(doc.Find(md, "table_name")))
+		return MessageError::BadTable;
+	const json::Node *lsn = doc.Find(md, "commit_lsn");
+	const json::Node *idx = doc.Find(md, "commit_idx");
+	unsigned long long l, i;
+	if (a == "read") {
+		if (!AbsentOrNull(lsn) || !AbsentOrNull(idx))
+			return MessageError::ReadVersion;
+	} else if (AbsentOrNull(lsn) || AbsentOrNull(idx))
+		return MessageError::NoVersion;
+	else if (!ReferenceUnsigned(lsn, UINT64_MAX, &l) || !ReferenceUnsigned(idx, UINT32_MAX, &i))
+		return MessageError::BadVersion;
+	const json::Node *record = doc.Find(msg, "record");
+	if (record == nullptr || !record->IsObject())
+		return MessageError::NoRecord;
+	const json::Node *changes = doc.Find(msg, "changes");
+	if (!AbsentOrNull(changes) && !changes->IsObject())
+		return MessageError::BadChanges;
+	return MessageError::None;
+}
+
+void
+CheckMessage(const json::Document &doc, const json::Node *msg)
+{
+	stream::Message m;
+	stream::MessageError err = stream::ValidateMessage(doc, msg, &m);
+	if (err != ReferenceMessageError(doc, msg))
+		Die("message validation disagrees with the reference");
+	const char *text = stream::MessageErrorMessage(err);
+	ENSURE(text != nullptr && (err == stream::MessageError::None) == (text[0] == '\0'));
+	/* the table, whenever it is captured, is the metadata's, usable as a name */
+	ENSURE(m.schema.empty() == m.table.empty());
+	if (!m.schema.empty()) {
+		const json::Node *md = doc.Find(msg, "metadata");
+		ENSURE(md != nullptr && doc.Find(md, "table_schema")->Str() == m.schema &&
+			   doc.Find(md, "table_name")->Str() == m.table);
+		ENSURE(m.schema.find('\0') == std::string_view::npos && m.table.find('\0') == std::string_view::npos);
+	}
+	if (err != stream::MessageError::None)
+		return;
+	const json::Node *md = doc.Find(msg, "metadata");
+	ENSURE(m.record == doc.Find(msg, "record") && m.record->IsObject());
+	ENSURE(m.changes == nullptr || (m.changes == doc.Find(msg, "changes") && m.changes->IsObject()));
+	ENSURE(m.has_version == (m.action != stream::Action::Read));
+	if (m.has_version) {
+		/* the version prints back as its parts' text */
+		char buf[40];
+		size_t n = stream::DecimalText(m.commit_lsn, buf);
+		ENSURE(doc.Find(md, "commit_lsn")->Str() == std::string_view(buf, n));
+		n = stream::DecimalText(m.commit_idx, buf);
+		ENSURE(doc.Find(md, "commit_idx")->Str() == std::string_view(buf, n));
+		unsigned __int128 v = stream::Version(m.commit_lsn, m.commit_idx);
+		ENSURE(static_cast<uint64_t>(v >> 32) == m.commit_lsn && static_cast<uint32_t>(v) == m.commit_idx);
+		n = stream::DecimalText(v, buf);
+		ENSURE(n >= 1 && n <= 29 && buf[n] == '\0');
+	} else
+		ENSURE(m.commit_lsn == 0 && m.commit_idx == 0);
+	(void) stream::IsUnchangedToast(doc.Find(m.record, "id"));
+}
+
 } /* namespace */
 
 extern "C" int
@@ -426,6 +534,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ENSURE(record::ValidateFields(doc, doc.Root(), &f) == FieldError::NotObject);
 		ENSURE(record::FindPathSource(doc, nullptr, "id", "x") == nullptr);
 		ENSURE(record::FindDataField(doc, nullptr, "id") == nullptr);
+		stream::Message m;
+		ENSURE(stream::ValidateMessage(doc, doc.Root(), &m) == stream::MessageError::NotObject);
 		return 0;
 	}
 	CheckNumbers(doc);
@@ -448,6 +558,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (const json::Node *rec : records) {
 		CheckFields(doc, rec);
 		CheckColumns(doc, rec, targets);
+		CheckMessage(doc, rec);
+	}
+	StreamReply stream_reply;
+	std::string stream_error;
+	if (DecodeStreamReply(doc, &stream_reply, &stream_error)) {
+		size_t budget = 64;
+		for (const StreamReplyItem &item : stream_reply.items)
+			if (budget-- > 0)
+				CheckMessage(doc, item.message);
 	}
 	return 0;
 }

@@ -2,17 +2,17 @@
  * http_client_test.cpp - unit test of the endpoint validation (src/core/endpoint.cpp) and the
  * Sequin consumer HTTP clients (src/core/http_client.cpp, which sends next_reply.cpp's and
  * stream_reply.cpp's ack bodies), against the fake consumer (test/fake_sequin.py) misbehaving as
- * test/fixtures/http_client_consumers.json scripts it (one consumer per scenario, named for it),
- * and, for Sequin Stream, against test/unit/stream_stub.py (one sink name per scenario); then
- * the pull session (src/core/pull_session.cpp) of each protocol.  No Postgres needed.
+ * test/fixtures/http_client_consumers.json scripts it (one consumer per scenario, named for it;
+ * for Sequin Stream, the fake's stream sinks there, one sink name per scenario); then the pull
+ * session (src/core/pull_session.cpp) of each protocol.  No Postgres needed.
  *
  *   g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc src/core/endpoint.cpp src/core/http_client.cpp \
  *       src/core/next_reply.cpp src/core/stream_reply.cpp src/core/protocol.cpp src/core/json_doc.cpp \
  *       src/core/pull_session.cpp test/unit/http_client_test.cpp -lcurl -o /tmp/http_client_test
  *   bash test/unit/run_http_client_test.sh /tmp/http_client_test
  *
- * The wrapper starts the fake and the stub, runs the test with "--port N --stream-port M" (their
- * ports on 127.0.0.1) and stops both.  Prints "N passed, M failed"; exits 1 on failure.
+ * The wrapper starts the fake, runs the test with "--port N" (its port on 127.0.0.1) and stops
+ * it.  Prints "N passed, M failed"; exits 1 on failure.
  */
 #include "core/endpoint.hpp"
 #include "core/http_client.hpp"
@@ -69,7 +69,7 @@ int failed = 0;
 const char *const kToken = "sekret-T0KEN-4242";
 
 int port = 0;
-int stream_port = 0; /* test/unit/stream_stub.py */
+int stream_port = 0; /* the same fake: its Sequin Stream sinks are under /api/sequin_streams/ */
 /* Every error and summary the client produced, checked for the token at the end. */
 std::vector<std::string> messages;
 
@@ -743,7 +743,7 @@ TestOutcomeNames()
 	CHECK_STR(HttpOutcomeName(HttpOutcome::Aborted), "aborted");
 }
 
-/* ---- Sequin Stream, against test/unit/stream_stub.py ---- */
+/* ---- Sequin Stream, against the fake's stream sinks (http_client_consumers.json) ---- */
 
 const char *const kId1 = "0f0c9a1e-2b7b-4c1e-9a5e-6a7f1f0d9b11";
 const char *const kId2 = "6F9619FF-8B86-D011-B42D-00C04FC964FF";
@@ -822,7 +822,7 @@ TestStreamReceiveRequest()
 		CHECK(reply.items[1].message == nullptr);
 	}
 
-	/* No wait: no "wait_for" at all (Sequin refuses 0, and the stub does too). */
+	/* No wait: no "wait_for" at all (Sequin refuses 0, and the fake does too). */
 	CHECK(Track(client->Receive(7, 0)).Ok());
 	CHECK_STR(Last(stream_port).body, "{\"max_batch_size\":7}");
 	/* Out-of-range arguments are clamped to what Sequin takes, not sent. */
@@ -830,7 +830,7 @@ TestStreamReceiveRequest()
 	CHECK_STR(Last(stream_port).body, "{\"max_batch_size\":1}");
 	CHECK(Track(client->Receive(5000, 0)).Ok());
 	CHECK_STR(Last(stream_port).body, "{\"max_batch_size\":1000}");
-	/* A wait_for under Sequin's 500 ms is sent as given: the stub answers as Sequin would. */
+	/* A wait_for under Sequin's 500 ms is sent as given: the fake answers as Sequin would. */
 	r = Track(client->Receive(1, 200));
 	CHECK(r.http_status == 400);
 	CHECK(r.summary.find("Invalid `wait_for`") == 0);
@@ -900,11 +900,11 @@ TestStreamErrors()
 	HttpResult r = Track(missing->Receive(1, 0));
 	CHECK(r.outcome == HttpOutcome::HttpError);
 	CHECK(r.http_status == 404);
-	CHECK_STR(r.summary, "Not found: no sink named nosuchsink");
-	CHECK_STR(r.error, "the server returned HTTP status 404: Not found: no sink named nosuchsink");
+	CHECK_STR(r.summary, "Not found: No `consumer` found matching the provided ID or name");
+	CHECK_STR(r.error, "the server returned HTTP status 404: Not found: No `consumer` found matching the provided ID or name");
 	r = Track(badtoken->Receive(1, 0));
 	CHECK(r.http_status == 401);
-	CHECK_STR(r.summary, "The API token is invalid or has expired.");
+	CHECK_STR(r.summary, "The API token you provided is invalid or has expired.");
 	r = Track(badtoken->Ack({kId1}));
 	CHECK(r.http_status == 401);
 
@@ -1062,15 +1062,14 @@ main(int argc, char **argv)
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (strcmp(argv[i], "--port") == 0)
 			port = atoi(argv[i + 1]);
-		else if (strcmp(argv[i], "--stream-port") == 0)
-			stream_port = atoi(argv[i + 1]);
 	}
-	if (port <= 0 || stream_port <= 0) {
-		fprintf(stderr, "usage: %s --port N --stream-port M (the fake consumer's and the stream "
-						"stub's ports; test/unit/run_http_client_test.sh starts both)\n",
+	if (port <= 0) {
+		fprintf(stderr, "usage: %s --port N (the fake consumer's port; test/unit/run_http_client_test.sh "
+						"starts it)\n",
 				argv[0]);
 		return 2;
 	}
+	stream_port = port;
 
 	TestCreate();
 	TestReceiveRequest();

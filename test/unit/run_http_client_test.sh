@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # run_http_client_test.sh - runs the HTTP client unit test (http_client_test.cpp) against the fake
-# consumer (test/fake_sequin.py) with the consumers of test/fixtures/http_client_consumers.json,
-# and the Sequin Stream stub (test/unit/stream_stub.py): starts both on free 127.0.0.1 ports,
-# passes the ports to the test binary, stops both whatever happens, and exits with the test's
-# status.
+# consumer (test/fake_sequin.py) with the consumers of test/fixtures/http_client_consumers.json
+# (v1 consumers and Sequin Stream sinks): starts it on a free 127.0.0.1 port, passes the port to
+# the test binary, stops it whatever happens, and exits with the test's status.
 #
 #   bash test/unit/run_http_client_test.sh /tmp/http_client_test
 set -euo pipefail
@@ -12,11 +11,10 @@ bin=${1:?usage: run_http_client_test.sh <http_client_test binary>}
 test_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/http_client_test.XXXXXX")
 fake_pid=
-stub_pid=
 
 cleanup() {
 	local pid
-	for pid in $fake_pid $stub_pid; do
+	for pid in $fake_pid; do
 		kill "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
@@ -30,8 +28,6 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 python3 "$test_dir/fake_sequin.py" --port 0 --port-file "$work/port" --quiet \
 	--setup "$test_dir/fixtures/http_client_consumers.json" >/dev/null &
 fake_pid=$!
-python3 "$test_dir/unit/stream_stub.py" --port-file "$work/stream_port" &
-stub_pid=$!
 
 # wait_port <file> <pid> <what>
 wait_port() {
@@ -47,10 +43,9 @@ wait_port() {
 	exit 1
 }
 wait_port "$work/port" "$fake_pid" "the fake consumer"
-wait_port "$work/stream_port" "$stub_pid" "the stream stub"
 
 set +e
-"$bin" --port "$(cat "$work/port")" --stream-port "$(cat "$work/stream_port")"
+"$bin" --port "$(cat "$work/port")"
 status=$?
 set -e
 exit $status
