@@ -343,6 +343,35 @@ def test_a_read_supersedes_a_parked_change_and_retry_never_brings_it_back(cluste
     cluster.psql(f"SELECT sequin_sync.drop_consumer({lit(name)}); DROP TABLE {target};")
 
 
+@pytest.mark.xfail(strict=True, reason="known gap: a replayed change older than a backfill read "
+                   "overwrites the read's version-less row (reported with issue 11)")
+def test_a_sequin_restart_replaying_a_superseded_change_keeps_the_read(cluster, fake):
+    """As above, then Sequin restarts and delivers the last acked messages again (its slot had
+    not advanced past them): the parked update comes back before the read, finds the read's row
+    (no version to guard with) and overwrites it with the older state; the replayed read is then
+    skipped, as the row now has a version.  The row must still hold the read's state."""
+    name = "toast_replayed"
+    target = name + "_t"
+    g = gen_stream.generate(seed=3, rows=4, txns=0, backfill=True)
+    reads = [m for m in g["messages"] if m["action"] == "read"]
+    row = dict(reads[0]["record"])
+    upd = {"record": dict(row, customer="before the read", note=gen_stream.TOAST), "changes": {},
+           "action": "update",
+           "metadata": dict(reads[0]["metadata"], commit_lsn=gen_stream.LSN_START - 0x1000,
+                            commit_idx=0, commit_timestamp="2025-03-01T11:00:00.000000Z")}
+    cluster.psql(gen_stream.ddl(False, target))
+    stream_consumer(cluster, fake, name, [("public.orders", target, None)])
+    try:
+        fake.publish_stream(name, [upd] + reads)
+        drain(cluster, fake, name)
+        assert_table_equals(cluster, target, g["expected"], ["id"])
+        fake.restart_stream(name, replay_acked=len(reads) + 1)
+        drain(cluster, fake, name)
+        assert_table_equals(cluster, target, g["expected"], ["id"])
+    finally:
+        cluster.psql(f"SELECT sequin_sync.drop_consumer({lit(name)}); DROP TABLE {target};")
+
+
 # --------------------------------------------------------------------------------------------
 # Soft deletes
 # --------------------------------------------------------------------------------------------
