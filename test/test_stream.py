@@ -6,10 +6,10 @@ section 4).
   * mirror: gen_stream histories (single and composite keys; backfill reads, unchanged_toast,
     key changes, key-only deletes; in cursor order and --interleave'd) end in target tables equal
     to gen_stream's `expected`, every column compared (sequin_version included) in the target's
-    own types; every message is acknowledged at the fake; the only dead letters are the changes
+    own types; every message is acknowledged at the fake; the only dead letters are changes
     gen_stream's reference model parks (an unchanged_toast update of a row the backfill has not
-    read yet), and those a later read of the row supersedes are gone; retry_dead_letters()
-    afterwards removes what is left and changes no row;
+    read yet; a later read of the row supersedes them); retry_dead_letters() afterwards removes
+    what is left and changes no row (test_a_read_supersedes_... shows the superseding alone);
   * status of a stream consumer: protocol 'stream', pending NULL, source_commit_at the newest
     applied change's commit_timestamp, source_lag its age;
   * a soft-delete stream mapping: deleted rows stay, deleted = true, the rest of the row as it
@@ -238,7 +238,7 @@ MIRROR_CASES = {
     # id: (composite, interleave, seed, workers)
     "single": (False, False, 11, 1),
     "composite": (True, False, 12, 2),
-    "single-interleave": (False, True, 13, 2),
+    "single-interleave": (False, True, 13, 1),
     "composite-interleave": (True, True, 14, 2),
 }
 
@@ -279,18 +279,18 @@ def test_mirror_gen_stream_history(cluster, fake, say, case):
     # the target equals the source's final state, every column
     assert_table_equals(cluster, target, g["expected"], g["key"])
 
-    # dead letters: only messages the model parks, and every one of them that no later read
-    # superseded.  (With two workers a parked change's dead letter may stay: Sequin holds back
-    # only the row's next message, the read, while other rows' messages, such as a later key
-    # change away from the row, go on and may be applied first; the read is then skipped, as
-    # it is older than the tombstone, and does not supersede anything.)
+    # dead letters: only messages the model parks.  Not necessarily all of them: Sequin holds
+    # back only a row's next message, while other rows' messages go on (a batch skips a row
+    # that has a message in flight or earlier in the batch), so the rows' messages are applied
+    # in another merge than the model's.  A later key change away from a row, delivered first,
+    # leaves a tombstone that makes a change the model parks be skipped instead, or makes the
+    # read that would have superseded a dead letter be skipped, keeping it.  Either way
+    # retry_dead_letters() below must clear them without changing a row.
     dl = dead_letters(cluster, name)
     got = [cursor_of(d["record"]) for d in dl]
     may = {cursor_of(msgs[i]) for i in parked_idx}
-    must = {cursor_of(msgs[i]) for i in stay_idx}
-    assert len(set(got)) == len(got) and set(got) <= may and must <= set(got), \
-        (f"dead letters {sorted(got)}; the model parks {sorted(may)}, of which no read supersedes "
-         f"{sorted(must)}: {[d['error'] for d in dl][:3]}")
+    assert len(set(got)) == len(got) and set(got) <= may, \
+        f"dead letters {sorted(got)}; the model parks {sorted(may)}: {[d['error'] for d in dl][:3]}"
     for d in dl:
         assert d["sqlstate"] and "unchanged_toast" in d["error"], d["error"]
 
