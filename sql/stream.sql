@@ -154,6 +154,15 @@ SELECT * FROM sequin_sync.apply('feed', jsonb_build_array(
 SELECT count(*) FROM sequin_sync.dead_letters;
 SELECT sequin_sync.retry_dead_letters('feed');
 SELECT id, customer, total, sequin_version FROM orders WHERE id = 30;
+-- ... and the read's row takes the superseded change's version: when Sequin redelivers that change
+-- after a restart, it is a duplicate, not an overwrite of the read's newer state
+SELECT * FROM sequin_sync.apply('feed', jsonb_build_array(
+	pg_temp.msg('update', 'public.orders', 320, 0, '{"id": 32, "customer": "before the read", "note": "unchanged_toast"}', '{}')));
+SELECT * FROM sequin_sync.apply('feed', jsonb_build_array(
+	pg_temp.msg('read', 'public.orders', NULL, NULL, '{"id": 32, "customer": "read later", "note": "read note"}')));
+SELECT * FROM sequin_sync.apply('feed', jsonb_build_array(
+	pg_temp.msg('update', 'public.orders', 320, 0, '{"id": 32, "customer": "before the read", "note": "unchanged_toast"}', '{}')));
+SELECT id, customer, note, sequin_version FROM orders WHERE id = 32;
 -- ... while a change parked after the read is newer, and retrying it applies it
 SELECT * FROM sequin_sync.apply('feed', jsonb_build_array(
 	pg_temp.msg('read', 'public.orders', NULL, NULL, '{"id": 31, "customer": "read first", "total": "5.00"}')));

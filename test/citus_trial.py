@@ -436,7 +436,7 @@ def stream_phase(co, fake, seed):
     for way in ("apply", "worker"):
         for kind, prefix, composite, how in cases:
             g = gen_stream.generate(seed=seed % 1000 + len(prefix) + (way == "worker"), rows=60, txns=400,
-                                    composite=composite, interleave=True)
+                                    composite=composite, interleave=(way == "apply"))
             table = f"citus_trial_{prefix}_{way}"
             consumer = f"trial_{prefix}_{way}"
             co.psql(gen_stream.ddl(composite, table) + f"SELECT {how.format(t=table)};")

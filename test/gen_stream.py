@@ -45,7 +45,8 @@ names never contain ':'.
 
 Expected final state: the source's rows after the whole history, each with "sequin_version" (an
 exact integer as a string) as sequin_sync's rules leave it: the version of the last change that
-wrote the row, or null for a row only a backfill read wrote (a read never carries a version).
+wrote the row, or null for a row only a backfill read wrote (a read never carries a version; a
+read that supersedes parked changes of its row takes their newest version, see replay()).
 `replay()` is a reference model of those rules (issue 11 §2: strict version guard, tombstones,
 reads that only fill absent or version-less rows, unchanged_toast kept from the stored row or
 parked, key changes that move the row); applying `messages` with it gives `expected`.
@@ -368,6 +369,7 @@ def replay(messages, key_cols):
     Returns (rows, versions, parked): rows {key tuple of strings: row}, versions {key: int or
     None (written by a read)}, parked [(index, reason)]."""
     rows, versions, tombstones, parked = {}, {}, {}, []
+    superseded = {}     # key -> newest version of its parked changes (a read supersedes them)
 
     def key_of(rec):
         return tuple(str(rec[c]) for c in key_cols)
@@ -380,10 +382,16 @@ def replay(messages, key_cols):
         rec, action, v = m["record"], m["action"], version_of(m)
         key = key_of(rec)
         if action == "read":
-            if key in tombstones or (key in rows and versions.get(key) is not None):
+            if key in tombstones:
+                continue
+            # the read supersedes the changes of its row parked before it: their dead letters
+            # go, and a row the read writes takes their newest version (so a replay of one of
+            # them is a duplicate, not an overwrite of the read's newer state)
+            floor = superseded.pop(key, None)
+            if key in rows and versions.get(key) is not None:
                 continue
             rows[key] = dict(rec)
-            versions[key] = None
+            versions[key] = floor
             continue
         if action == "delete":
             if newer(key, v):
@@ -407,6 +415,7 @@ def replay(messages, key_cols):
             base = rows.get(key) if key in rows else (rows.get(old_key) if old_key else None)
             if base is None:
                 parked.append((i, "unchanged_toast without a stored row"))
+                superseded[key] = max(v, superseded.get(key, v))
                 continue
             for c in toast:
                 new[c] = base[c]

@@ -1175,10 +1175,64 @@ SupersedeDeadLetters(Engine *e, Group *g, Rec **reads, int n)
 	Oid argtypes[3] = {TEXTOID, TEXTOID, JSONBARRAYOID};
 	Datum values[3] = {CStringGetTextDatum(e->batch->consumer), CStringGetTextDatum(g->collection),
 					   MakeArray(keys, nullptr, n, JSONBOID)};
-	SpiExecCached("DELETE FROM sequin_sync.dead_letters d USING pg_catalog.unnest($3) AS u(k) "
+	/* the superseded changes' newest version per read (NULL when none had one) */
+	SpiExecCached("WITH u AS (SELECT u.k, u.o FROM pg_catalog.unnest($3) WITH ORDINALITY AS u(k, o)), "
+				  "del AS (DELETE FROM sequin_sync.dead_letters d USING u "
 				  "WHERE d.consumer = $1 AND d.collection = $2 "
-				  "AND (d.record OPERATOR(pg_catalog.->) 'record') OPERATOR(pg_catalog.@>) u.k",
+				  "AND (d.record OPERATOR(pg_catalog.->) 'record') OPERATOR(pg_catalog.@>) u.k "
+				  "RETURNING u.o, d.record OPERATOR(pg_catalog.->) 'metadata' AS md) "
+				  "SELECT o, pg_catalog.max((md OPERATOR(pg_catalog.->>) 'commit_lsn')::pg_catalog.numeric "
+				  "OPERATOR(pg_catalog.*) 4294967296 OPERATOR(pg_catalog.+) (md OPERATOR(pg_catalog.->>) 'commit_idx')::pg_catalog.numeric) "
+				  "FILTER (WHERE pg_catalog.jsonb_typeof(md OPERATOR(pg_catalog.->) 'commit_lsn') = 'number' "
+				  "AND pg_catalog.jsonb_typeof(md OPERATOR(pg_catalog.->) 'commit_idx') = 'number') "
+				  "FROM del GROUP BY o",
 				  3, argtypes, values, nullptr, false, 0);
+	/*
+	 * The read's row holds state as new as those changes or newer, but no version: a replay of
+	 * one of them (Sequin redelivers acked messages after a restart) would pass the guard and
+	 * put older data over it.  So the row takes the newest superseded version as its own.
+	 */
+	Rec **floor = (Rec **) palloc(sizeof(Rec *) * Max(n, 1));
+	Datum *versions = (Datum *) palloc(sizeof(Datum) * Max(n, 1));
+	int nfloor = 0;
+	for (uint64 i = 0; i < SPI_processed; i++) {
+		bool isnull;
+		int64 ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		Datum v = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+		if (isnull)
+			continue;
+		floor[nfloor] = reads[ord - 1];
+		versions[nfloor++] = v;
+	}
+	if (nfloor == 0)
+		return;
+	const char *idx = quote_identifier(m->columns[m->idx_col].name);
+	StringInfoData sql, args, names, match;
+	initStringInfo(&sql);
+	initStringInfo(&args);
+	initStringInfo(&names);
+	initStringInfo(&match);
+	Oid *types = (Oid *) palloc(sizeof(Oid) * (m->nkeys + 1));
+	Datum *params = (Datum *) palloc(sizeof(Datum) * (m->nkeys + 1));
+	for (int k = 0; k < m->nkeys; k++) {
+		int c = m->key_cols[k];
+		const MappedColumn *col = &m->columns[c];
+		types[k] = col->pass_as_text ? TEXTARRAYOID : col->array_type;
+		params[k] = ColumnArray(col, c, floor, nfloor);
+		appendStringInfo(&args, "pg_catalog.unnest($%d), ", k + 1);
+		appendStringInfo(&names, "k%d, ", k + 1);
+		appendStringInfo(&match, " AND t.%s = u.k%d%s", quote_identifier(col->name), k + 1,
+						 col->pass_as_text ? psprintf("::%s", ColumnType(col)) : "");
+	}
+	types[m->nkeys] = NUMERICARRAYOID;
+	params[m->nkeys] = MakeArray(versions, nullptr, nfloor, NUMERICOID);
+	appendStringInfo(&sql, "WITH w AS (UPDATE %s AS t SET %s = u.v FROM ROWS FROM (%spg_catalog.unnest($%d)) AS u(%sv) "
+					 "WHERE t.%s IS NULL%s RETURNING 1) SELECT * FROM w",
+					 m->qualified_name, idx, args.data, m->nkeys + 1, names.data, idx, match.data);
+	RoleSwitch rs;
+	BeginAsRole(&rs, g->owner, true);
+	SpiExecCached(sql.data, m->nkeys + 1, types, params, nullptr, false, 0);
+	EndAsRole(&rs);
 }
 
 void ApplyRound(Engine *e, Group *g);
