@@ -318,12 +318,11 @@ def test_mirror_gen_stream_history(cluster, fake, say, case):
     cluster.psql(f"SELECT sequin_sync.drop_consumer({lit(name)}); DROP TABLE {target};")
 
 
-def test_a_read_supersedes_a_parked_change_and_retry_never_brings_it_back(cluster, fake):
-    """The parked unchanged_toast case of gen_stream in small: an update of a row the backfill
-    has not read yet is parked; the read that follows writes the row (newer than the parked
-    change) and removes the dead letter; retry_dead_letters() then has nothing to put over it."""
-    name = "toast_before_read"
-    target = name + "_t"
+def toast_update_before_backfill():
+    """A backfill of four rows (only reads), and an update of the first row that comes before
+    its read and sends note as unchanged_toast: it is parked (no stored row to keep the note
+    from), and the read supersedes it.  Returns (reads, the update, the expected rows): the
+    read's row takes the superseded change's version (a replay of it is then a duplicate)."""
     g = gen_stream.generate(seed=3, rows=4, txns=0, backfill=True)    # the backfill only
     reads = [m for m in g["messages"] if m["action"] == "read"]
     assert reads
@@ -332,9 +331,18 @@ def test_a_read_supersedes_a_parked_change_and_retry_never_brings_it_back(cluste
            "action": "update",
            "metadata": dict(reads[0]["metadata"], commit_lsn=gen_stream.LSN_START - 0x1000,
                             commit_idx=0, commit_timestamp="2025-03-01T11:00:00.000000Z")}
-    # the read's row takes the superseded change's version (a replay of it is then a duplicate)
     expected = [dict(r, sequin_version=str(gen_stream.version_of(upd))) if r["id"] == row["id"] else r
                 for r in g["expected"]]
+    return reads, upd, expected
+
+
+def test_a_read_supersedes_a_parked_change_and_retry_never_brings_it_back(cluster, fake):
+    """The parked unchanged_toast case of gen_stream in small: an update of a row the backfill
+    has not read yet is parked; the read that follows writes the row (newer than the parked
+    change) and removes the dead letter; retry_dead_letters() then has nothing to put over it."""
+    name = "toast_before_read"
+    target = name + "_t"
+    reads, upd, expected = toast_update_before_backfill()
     cluster.psql(gen_stream.ddl(False, target))
     stream_consumer(cluster, fake, name, [("public.orders", target, None)])
     fake.publish_stream(name, [upd] + reads)
@@ -353,16 +361,7 @@ def test_a_sequin_restart_replaying_a_superseded_change_keeps_the_read(cluster, 
     state."""
     name = "toast_replayed"
     target = name + "_t"
-    g = gen_stream.generate(seed=3, rows=4, txns=0, backfill=True)
-    reads = [m for m in g["messages"] if m["action"] == "read"]
-    row = dict(reads[0]["record"])
-    upd = {"record": dict(row, customer="before the read", note=gen_stream.TOAST), "changes": {},
-           "action": "update",
-           "metadata": dict(reads[0]["metadata"], commit_lsn=gen_stream.LSN_START - 0x1000,
-                            commit_idx=0, commit_timestamp="2025-03-01T11:00:00.000000Z")}
-    # the read's row takes the superseded change's version (a replay of it is then a duplicate)
-    expected = [dict(r, sequin_version=str(gen_stream.version_of(upd))) if r["id"] == row["id"] else r
-                for r in g["expected"]]
+    reads, upd, expected = toast_update_before_backfill()
     cluster.psql(gen_stream.ddl(False, target))
     stream_consumer(cluster, fake, name, [("public.orders", target, None)])
     try:
