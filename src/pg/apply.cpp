@@ -747,8 +747,9 @@ BuildUpsert(Stmt *s)
 	ResolvedMapping *m = s->group->map;
 	bool standard = s->kind == StmtKind::UpsertStandard;
 	bool kept = s->kind == StmtKind::UpdateKeeping;
-	StringInfoData sql, sel, names, args, set, update_set, plain, conflict;
+	StringInfoData sql, sel, names, args, projected, set, update_set, plain, conflict;
 	initStringInfo(&sql);
+	initStringInfo(&projected);
 	initStringInfo(&sel);
 	initStringInfo(&names);
 	initStringInfo(&args);
@@ -772,6 +773,7 @@ BuildUpsert(Stmt *s)
 		const char *qname = quote_identifier(col->name);
 		appendStringInfo(&names, "%s%s", sep, qname);
 		appendStringInfo(&args, "%spg_catalog.unnest($%d)", sep, i + 1);
+		appendStringInfo(&projected, "%spg_catalog.unnest($%d) AS c%d", sep, i + 1, i + 1);
 		appendStringInfo(&sel, "%ss.c%d%s%s", sep, i + 1, col->pass_as_text ? "::" : "",
 						 col->pass_as_text ? ColumnType(col) : "");
 		if (standard || kept)
@@ -806,11 +808,11 @@ BuildUpsert(Stmt *s)
 	}
 	if (s->kind == StmtKind::Upsert) {
 		appendStringInfo(&sql,
-						 "WITH w AS (INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS s(%s) "
+						 "WITH w AS (INSERT INTO %s AS t (%s) SELECT %s FROM (SELECT %s) AS s "
 						 "ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NULL OR t.%s < EXCLUDED.%s "
 						 "RETURNING (t.xmax = 0), %s) "
 						 "SELECT * FROM w",
-						 m->qualified_name, names.data, sel.data, args.data, aliases.data,
+						 m->qualified_name, names.data, sel.data, projected.data,
 						 conflict.data, set.data, idx, idx, idx, deleted);
 	} else if (standard) {
 		appendStringInfo(&sql,
