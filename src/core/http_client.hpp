@@ -21,7 +21,9 @@
  *
  * A client is not thread-safe; one client per worker.  It keeps two connections open (keep-alive):
  * one for the receive request (/next, /receive), one for /ack and /nack, so an acknowledgement
- * never waits behind a long poll.
+ * never waits behind a long poll.  The two connections share no state, so two threads may use
+ * them at once, one each (PullSession's prefetch thread receives while the worker acknowledges);
+ * SetAbortCheck, UpdateSettings and FinishWithin touch both and need the caller's one thread.
  */
 #ifndef SEQUIN_SYNC_HTTP_CLIENT_HPP
 #define SEQUIN_SYNC_HTTP_CLIENT_HPP

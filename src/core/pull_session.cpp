@@ -4,8 +4,11 @@
 #include "core/pull_session.hpp"
 
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <new>
+
+#include <pthread.h>
 #include "core/cpp_only.hpp" // must be the last include
 
 namespace sequin_sync {
@@ -69,7 +72,26 @@ PullSession::Create(const SessionConfig &config, char *error, size_t errlen) noe
 	}
 }
 
-PullSession::~PullSession() = default;
+PullSession::~PullSession()
+{
+	/* Never destroy a joinable thread (std::terminate): stop it first. */
+	CancelPrefetch();
+}
+
+void
+PullSession::CancelPrefetch() noexcept
+{
+	if (!prefetcher_.joinable())
+		return;
+	prefetch_cancel_.store(true, std::memory_order_relaxed);
+	try {
+		prefetcher_.join();
+	} catch (...) {
+	}
+	prefetching_ = false;
+	Clear(&batches_[cur_ ^ 1]);
+	RestoreAbortChecks();
+}
 
 void
 PullSession::SetAbortCheck(ShouldAbortFn fn, void *arg, ShouldAbortFn ack_fn, void *ack_arg) noexcept
@@ -82,26 +104,37 @@ PullSession::SetAbortCheck(ShouldAbortFn fn, void *arg, ShouldAbortFn ack_fn, vo
 	client_->SetAckAbortCheck(ack_fn, ack_arg);
 }
 
+namespace {
+
+/* "<what>: HTTP 503: <summary>", "<what>: timeout" ... into *out (cleared when memory runs out). */
+void
+FailureText(const HttpResult &r, const char *what, std::string *out) noexcept
+{
+	try {
+		*out = what;
+		*out += ": ";
+		if (r.outcome == HttpOutcome::HttpError) {
+			*out += "HTTP " + std::to_string(r.http_status);
+			if (!r.summary.empty())
+				*out += ": " + r.summary;
+			else if (!r.error.empty())
+				*out += ": " + r.error;
+		} else {
+			*out += r.error.empty() ? HttpOutcomeName(r.outcome) : r.error;
+		}
+	} catch (...) {
+		out->clear();
+	}
+}
+
+} /* namespace */
+
 void
 PullSession::Fail(const HttpResult &r, const char *what) noexcept
 {
-	try {
-		last_status_ = r.http_status;
-		last_retry_after_ = r.retry_after;
-		last_error_ = what;
-		last_error_ += ": ";
-		if (r.outcome == HttpOutcome::HttpError) {
-			last_error_ += "HTTP " + std::to_string(r.http_status);
-			if (!r.summary.empty())
-				last_error_ += ": " + r.summary;
-			else if (!r.error.empty())
-				last_error_ += ": " + r.error;
-		} else {
-			last_error_ += r.error.empty() ? HttpOutcomeName(r.outcome) : r.error;
-		}
-	} catch (...) {
-		last_error_.clear();
-	}
+	last_status_ = r.http_status;
+	last_retry_after_ = r.retry_after;
+	FailureText(r, what, &last_error_);
 }
 
 /* The checks SetAbortCheck gave, after a request that needed another one. */
@@ -124,30 +157,32 @@ PullSession::Clear(Batch *b) noexcept
 }
 
 /* Checks the received reply and decodes it, in place, into its batch. */
-PullStatus
-PullSession::Decode(Batch *b) noexcept
+void
+PullSession::DecodeInto(Batch *b) const noexcept
 {
+	b->status = PullStatus::Ok;
 	if (!b->result.Ok()) {
-		Fail(b->result, "receive failed");
-		return StatusOf(b->result.outcome);
+		FailureText(b->result, "receive failed", &b->error);
+		b->status = StatusOf(b->result.outcome);
+		return;
 	}
-	last_status_ = b->result.http_status;
+	b->status = PullStatus::BadReply;
 	try {
 		if (b->result.body.empty()) {
-			last_error_ = "bad reply: the body is empty";
-			return PullStatus::BadReply;
+			b->error = "bad reply: the body is empty";
+			return;
 		}
 		if (!b->doc.Parse(&b->result.body[0], b->result.body.size())) {
-			last_error_ = std::string("bad reply: invalid JSON at byte ") + std::to_string(b->doc.ErrorOffset()) +
-						  ": " + b->doc.ErrorMessage();
-			return PullStatus::BadReply;
+			b->error = std::string("bad reply: invalid JSON at byte ") + std::to_string(b->doc.ErrorOffset()) + ": " +
+					   b->doc.ErrorMessage();
+			return;
 		}
 		/* The protocol's decoder; the engine sees only (record or message, token) pairs. */
 		std::string err;
 		bool stream = protocol_ == Protocol::Stream;
 		if (!(stream ? DecodeStreamReply(b->doc, &b->stream_reply, &err) : DecodeNextReply(b->doc, &b->reply, &err))) {
-			last_error_ = "bad reply: " + err;
-			return PullStatus::BadReply;
+			b->error = "bad reply: " + err;
+			return;
 		}
 		size_t n = stream ? b->stream_reply.items.size() : b->reply.items.size();
 		b->records.reserve(n);
@@ -159,19 +194,89 @@ PullSession::Decode(Batch *b) noexcept
 	} catch (...) {
 		b->records.clear();
 		b->tokens.clear();
-		last_error_ = "bad reply: out of memory";
-		return PullStatus::BadReply;
+		b->error = "bad reply: out of memory";
+		return;
 	}
-	return PullStatus::Ok;
+	b->status = PullStatus::Ok;
+}
+
+PullStatus
+PullSession::Decode(Batch *b) noexcept
+{
+	DecodeInto(b);
+	last_status_ = b->result.http_status;
+	if (!b->result.Ok())
+		last_retry_after_ = b->result.retry_after;
+	if (b->status != PullStatus::Ok) {
+		try {
+			last_error_ = b->error;
+		} catch (...) {
+			last_error_.clear();
+		}
+	}
+	return b->status;
+}
+
+bool
+PullSession::PrefetchCancelled(void *arg)
+{
+	return static_cast<PullSession *>(arg)->prefetch_cancel_.load(std::memory_order_relaxed);
+}
+
+void
+PullSession::RunPrefetch(int batch_size) noexcept
+{
+	Batch &next = batches_[cur_ ^ 1];
+	next.result = client_->Receive(batch_size, 0);
+	DecodeInto(&next);
+	{
+		std::lock_guard<std::mutex> lock(prefetch_mutex_);
+		prefetch_done_ = true;
+	}
+	prefetch_cv_.notify_one();
+}
+
+void
+PullSession::JoinPrefetch() noexcept
+{
+	if (!prefetcher_.joinable())
+		return;
+	try {
+		std::unique_lock<std::mutex> lock(prefetch_mutex_);
+		while (!prefetch_done_) {
+			if (prefetch_cv_.wait_for(lock, std::chrono::milliseconds(100)) == std::cv_status::timeout &&
+				ack_abort_fn_ != nullptr && ack_abort_fn_(ack_abort_arg_))
+				prefetch_cancel_.store(true, std::memory_order_relaxed);
+		}
+	} catch (...) {
+		/* a lock that cannot be taken: join() below waits for the thread anyway */
+	}
+	try {
+		prefetcher_.join();
+	} catch (...) {
+	}
+	/* The thread's receive ran with its own check; the connection gets the session's back. */
+	RestoreAbortChecks();
 }
 
 PullStatus
 PullSession::TakePrefetched() noexcept
 {
-	client_->FinishReceive();
+	JoinPrefetch();
 	prefetching_ = false;
 	cur_ ^= 1;
-	return Decode(&cur());
+	Batch &b = cur();
+	last_status_ = b.result.http_status;
+	if (!b.result.Ok())
+		last_retry_after_ = b.result.retry_after;
+	if (b.status != PullStatus::Ok) {
+		try {
+			last_error_ = b.error;
+		} catch (...) {
+			last_error_.clear();
+		}
+	}
+	return b.status;
 }
 
 PullStatus
@@ -208,17 +313,30 @@ PullSession::Prefetch(int batch_size) noexcept
 	if (prefetching_)
 		return;
 	/* The other buffer is free: its batch was applied and its tokens are in the ack's body. */
-	Batch &next = batches_[cur_ ^ 1];
-	Clear(&next);
+	Clear(&batches_[cur_ ^ 1]);
 	/*
 	 * A prefetch does not long-poll, so it is short; like an ack, it is not cut off by what ends a
 	 * long poll (a configuration change): its messages would otherwise wait for the consumer's
-	 * visibility timeout.  The check is taken when the request starts.
+	 * visibility timeout.  The thread cannot ask the worker's checks (they read Postgres' state):
+	 * it asks prefetch_cancel_, which JoinPrefetch sets when the ack check says stop.
 	 */
-	client_->SetAbortCheck(ack_abort_fn_, ack_abort_arg_);
-	client_->StartReceive(batch_size, 0, &next.result);
-	RestoreAbortChecks();
-	prefetching_ = true;
+	prefetch_cancel_.store(false, std::memory_order_relaxed);
+	prefetch_done_ = false;
+	client_->SetAbortCheck(PrefetchCancelled, this);
+	client_->SetAckAbortCheck(ack_abort_fn_, ack_abort_arg_);
+	/* Every signal blocked while the thread is created, so it inherits a full mask. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	try {
+		prefetcher_ = std::thread(&PullSession::RunPrefetch, this, batch_size);
+		prefetching_ = true;
+	} catch (...) {
+		/* no thread: Pull receives the next batch itself */
+	}
+	pthread_sigmask(SIG_SETMASK, &old, nullptr);
+	if (!prefetching_)
+		RestoreAbortChecks();
 }
 
 void
@@ -315,6 +433,18 @@ void
 PullSession::Drain(long grace_ms) noexcept
 {
 	Grace grace{std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms)};
+	/* The prefetch thread first: until it is joined the receive connection is its. */
+	if (prefetching_ && prefetcher_.joinable()) {
+		try {
+			std::unique_lock<std::mutex> lock(prefetch_mutex_);
+			while (!prefetch_done_ && !GraceOver(&grace))
+				prefetch_cv_.wait_for(lock, std::chrono::milliseconds(100));
+		} catch (...) {
+		}
+		if (GraceOver(&grace))
+			prefetch_cancel_.store(true, std::memory_order_relaxed);
+		JoinPrefetch();
+	}
 	client_->FinishWithin(GraceOver, &grace);
 	AwaitAck();
 	if (prefetching_) {

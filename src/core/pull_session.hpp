@@ -13,10 +13,14 @@
 #error "pull_session.hpp must stay free of Postgres headers"
 #endif
 
+#include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/http_client.hpp"
@@ -58,10 +62,16 @@ enum class PullStatus {
 };
 
 /*
- * Overlap.  While a batch is applied, the next one can already be on its way (Prefetch), and
- * an acknowledgement travels on a second connection while the loop goes on (StartAck): the
- * loop never waits for the server between two full batches.  Nothing is acknowledged before
- * the caller says so, i.e. after its commit.  Two batch buffers take turns.
+ * Overlap.  While a batch is applied, the next one is received and decoded on a second core
+ * (Prefetch: a thread of this session that runs only this file's Postgres-free code - the
+ * receive request on the first connection, the JSON parse, the protocol's decoder - and
+ * never a Postgres function, so the worker's own thread is left with Postgres' work), and an
+ * acknowledgement travels on the second connection while the loop goes on (StartAck): the loop
+ * never waits for the server between two full batches.  Nothing is acknowledged before the
+ * caller says so, i.e. after its commit.  Two batch buffers take turns; while the thread runs
+ * it owns the other buffer and the first connection, and the caller's thread touches neither.
+ * The thread blocks every signal (Postgres' handlers run in the worker's thread only), throws
+ * nothing, and is joined before its batch is used and before the session ends.
  */
 class PullSession {
 public:
@@ -79,7 +89,11 @@ public:
 
 	/* Whether the consumer has more right now: the last batch was full, or it says so. */
 	bool MoreWaiting(int batch_size) const noexcept;
-	/* Sends the next /next (without a long poll) now; Pull reads its reply. */
+	/*
+	 * Receives the next batch (without a long poll) and decodes it on the session's thread
+	 * while the caller applies the current one; Pull takes it.  Does nothing when a thread
+	 * cannot be started (Pull then receives as usual).
+	 */
 	void Prefetch(int batch_size) noexcept;
 
 	/*
@@ -128,6 +142,13 @@ public:
 	 */
 	void Drain(long grace_ms) noexcept;
 
+	/*
+	 * Stops a prefetch on its way at once and joins its thread; its messages are not given back
+	 * (they come again after the consumer's visibility timeout).  For a process that exits
+	 * without Drain: no thread may outlive the worker's exit handlers.
+	 */
+	void CancelPrefetch() noexcept;
+
 	/* Details of the last failed call. */
 	long HttpStatus() const noexcept { return last_status_; }
 	long RetryAfter() const noexcept { return last_retry_after_; }
@@ -141,12 +162,23 @@ private:
 		StreamReply stream_reply; /* stream */
 		std::vector<const json::Node *> records;
 		std::vector<std::string_view> tokens;
+		PullStatus status = PullStatus::Ok; /* of the receive and decode */
+		std::string error;                  /* why, when status is not Ok */
 	};
 
 	PullSession() noexcept = default;
 	Batch &cur() noexcept { return batches_[cur_]; }
 	const Batch &cur() const noexcept { return batches_[cur_]; }
+	/* Decodes b's reply into b (status and error included); touches nothing else. */
+	void DecodeInto(Batch *b) const noexcept;
+	/* DecodeInto, then b's outcome becomes the session's (LastError, HttpStatus ...). */
 	PullStatus Decode(Batch *b) noexcept;
+	/* The prefetch thread's body: receive into, and decode, the other buffer. */
+	void RunPrefetch(int batch_size) noexcept;
+	/* Waits for the prefetch thread, asking the ack abort check every 100 ms (true: it tells
+	 * the thread to give up), and joins it. */
+	void JoinPrefetch() noexcept;
+	static bool PrefetchCancelled(void *arg);
 	bool GiveBack(bool report) noexcept;
 	void RestoreAbortChecks() noexcept;
 	static void Clear(Batch *b) noexcept;
@@ -163,6 +195,11 @@ private:
 	Batch batches_[2];
 	int cur_ = 0;
 	bool prefetching_ = false;
+	std::thread prefetcher_;
+	std::mutex prefetch_mutex_;
+	std::condition_variable prefetch_cv_;
+	bool prefetch_done_ = false;              /* guarded by prefetch_mutex_ */
+	std::atomic<bool> prefetch_cancel_{false}; /* asked by the thread's transfer */
 	bool ack_in_flight_ = false;
 	int64_t ack_count_ = 0;         /* messages in the acknowledgement in flight */
 	HttpResult ack_result_;

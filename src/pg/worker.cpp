@@ -258,6 +258,9 @@ BackoffMs(int failures)
 void
 WorkerExit(int code, Datum arg)
 {
+	/* An exit that skipped Stop (a FATAL error): the prefetch thread ends before the process. */
+	if (worker.session != nullptr)
+		worker.session->CancelPrefetch();
 	Oid dboid = InvalidOid;
 	UpdateSlot([code, &dboid](WorkerSlot *s) {
 		s->pid = 0;

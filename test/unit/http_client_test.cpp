@@ -22,6 +22,8 @@
 #include <curl/curl.h>
 
 #include <chrono>
+#include <csignal>
+#include <pthread.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -1038,6 +1040,115 @@ TestStreamSession()
 	CHECK(defaulted.protocol == Protocol::V1);
 }
 
+
+pthread_t signal_seen_by;
+volatile sig_atomic_t signal_seen = 0;
+
+void
+NoteSignal(int)
+{
+	signal_seen_by = pthread_self();
+	signal_seen = 1;
+}
+
+/*
+ * The prefetch runs on a thread of the session (pull_session.hpp): its outcome is the session's
+ * once Pull takes it, it is joined every time, ended within the grace of Drain or by the
+ * destructor, and it never runs a signal handler (Postgres' handlers are the worker thread's).
+ */
+void
+TestPrefetchThread()
+{
+	char error[256];
+	/* A failed prefetch reads as the same failure as a Pull of its own. */
+	std::unique_ptr<PullSession> u(PullSession::Create(Config(Base() + "unauthorized", Protocol::V1), error,
+													   sizeof(error)));
+	CHECK(u != nullptr);
+	if (u) {
+		CHECK(u->Pull(1, 0) == PullStatus::HttpError);
+		std::string direct = u->LastError();
+		u->Prefetch(1);
+		CHECK(u->Pull(1, 0) == PullStatus::HttpError);
+		CHECK(u->HttpStatus() == 401);
+		CHECK_STR(std::string(u->LastError()), direct);
+		CHECK_STR(direct, "receive failed: HTTP 401: Invalid API token");
+	}
+
+	/* A prefetch per batch, many times: each is started, taken and joined. */
+	std::unique_ptr<PullSession> o(PullSession::Create(Config(Base() + "ok", Protocol::V1), error, sizeof(error)));
+	CHECK(o != nullptr);
+	if (o) {
+		int ok = 0;
+		for (int i = 0; i < 50; i++) {
+			o->Prefetch(1);
+			o->Prefetch(1); /* a second call while one is on its way does nothing */
+			if (o->Pull(1, 0) == PullStatus::Ok && o->Count() == 1 && o->Records()[0] != nullptr)
+				ok++;
+		}
+		CHECK(ok == 50);
+	}
+
+	/* A prefetch stuck on a slow server: Drain gives it its grace, then stops it. */
+	std::string slow_endpoint = Base() + "slow"; /* Config keeps a pointer to it */
+	SessionConfig slow = Config(slow_endpoint, Protocol::V1);
+	slow.poll_margin_ms = 20000;
+	std::unique_ptr<PullSession> d(PullSession::Create(slow, error, sizeof(error)));
+	CHECK(d != nullptr);
+	if (d) {
+		d->Prefetch(1);
+		auto start = Clock::now();
+		d->Drain(300);
+		long ms = MsSince(start);
+		CHECK(ms >= 250 && ms < 1500);
+		if (ms >= 1500)
+			fprintf(stderr, "    drain took %ld ms\n", ms);
+	}
+	/* ... and a session deleted with one on its way stops and joins it. */
+	d.reset(PullSession::Create(slow, error, sizeof(error)));
+	if (d) {
+		d->Prefetch(1);
+		auto start = Clock::now();
+		d.reset();
+		CHECK(MsSince(start) < 1500);
+	}
+
+	/* Drain gives back the messages of a prefetch that arrived. */
+	std::unique_ptr<PullSession> g(PullSession::Create(Config(StreamBase() + "orders", Protocol::Stream), error,
+													   sizeof(error)));
+	if (g) {
+		g->Prefetch(2);
+		g->Drain(2000);
+		LastRequest last = Last(stream_port);
+		CHECK_STR(last.path, "/api/sequin_streams/orders/nack");
+		CHECK_STR(last.body, std::string("{\"ack_ids\":[\"") + kId1 + "\",\"" + kId2 + "\"]}");
+	}
+
+	/*
+	 * Signals: with SIGUSR1 blocked in this thread, one sent to the process while a prefetch is
+	 * on its way stays pending (the thread blocks every signal), and runs here once unblocked.
+	 */
+	std::unique_ptr<PullSession> t(PullSession::Create(slow, error, sizeof(error)));
+	if (t) {
+		struct sigaction sa = {}, old_sa = {};
+		sa.sa_handler = NoteSignal;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGUSR1, &sa, &old_sa);
+		sigset_t usr1, old_mask;
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
+		t->Prefetch(1);
+		signal_seen = 0;
+		kill(getpid(), SIGUSR1);
+		usleep(200 * 1000);
+		CHECK(signal_seen == 0);
+		pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+		CHECK(signal_seen == 1 && pthread_equal(signal_seen_by, pthread_self()));
+		t->Drain(0);
+		sigaction(SIGUSR1, &old_sa, nullptr);
+	}
+}
+
 } /* namespace */
 
 int
@@ -1087,6 +1198,7 @@ main(int argc, char **argv)
 	TestStreamAckNack();
 	TestStreamErrors();
 	TestStreamSession();
+	TestPrefetchThread();
 	TestTokenNeverInErrors();
 
 	curl_global_cleanup();
