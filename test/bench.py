@@ -18,8 +18,12 @@ root, since postgres refuses root) with sequin_sync preloaded, and the fake Sequ
                 reduced to the newest version per id beforehand (psycopg2, autocommit, the
                 worker's work_mem);
   sequin_sync   records published to the fake consumer first, then the consumer created
-                (batch_size 1000, wait_for 1 s, 1 and 2 workers); time from create_consumer
-                until every message is acked (the fake's counters, polled every 50 ms);
+                (batch_size 1000, wait_for 1 s, 1 and 2 workers); time from the first message
+                the fake delivers until every message is acked (the fake's counters, polled
+                every 50 ms) - timed like the limit, whose connection and PREPARE come before
+                its clock starts; the worker's start (create_consumer to its first message) is
+                reported apart, and so is the CPU of the worker's applying (main) thread
+                against the limit's backend and of its receive/parse thread;
   stream        the same, one worker, as a Sequin Stream consumer: the same records as change
                 messages (insert, then update; commit_lsn/commit_idx growing along the stream;
                 record = the row's values under the target's column names; test/bench/
@@ -278,6 +282,24 @@ def fake_line(w, runs, stream=False):
     return line
 
 
+def thread_line(runs):
+    """Where the one-worker run's CPU went: the worker's main thread (Postgres' work: converting
+    and writing) against the limit's backend, and its receive/parse thread."""
+    one = next((r for r in runs if r["label"] == "sequin_sync"), None)
+    limit = next((r for r in runs if r["system"] == "limit"), None)
+    if not one or not one.get("worker_cpu_s") or not limit:
+        return None
+    n = max(one["records"], 1)
+    apply_us = 1e6 * one["apply_thread_cpu_s"] / n
+    helper_us = 1e6 * (one["worker_cpu_s"] - one["apply_thread_cpu_s"]) / n
+    limit_us = 1e6 * limit["cpu"]["postgres"].get("client backend", 0.0) / max(limit["records"], 1)
+    return ("  threads:  one worker's applying (main) thread used %.1f us/record, %.2fx the limit's backend "
+            "(%.1f us/record); its receive/parse thread %.1f us/record on the other core; its first message came "
+            "%.0f ms after create_consumer (worker start, not timed, as the limit's connection and PREPARE)" % (
+                apply_us, apply_us / limit_us if limit_us else float("nan"), limit_us, helper_us,
+                1000 * one.get("startup_s", 0.0)))
+
+
 def render_runs(runs):
     """The table of one workload's runs."""
     out = []
@@ -357,6 +379,9 @@ def render(res):
         rt = w.get("ratios") or {}
         if rt:
             out.append("  ratios (throughput): " + ", ".join("%s = %.2f" % (k, v) for k, v in rt.items()))
+        line = thread_line(runs)
+        if line:
+            out.append(line)
         sv = w.get("stream_vs_v1")
         if sv:
             out.append("  Sequin Stream vs v1 (one worker, same records, same run): throughput %.2fx, CPU per record "
@@ -444,7 +469,9 @@ def parse_args(argv):
                          "chart goes next to it, with .svg in place of .json")
     ap.add_argument("--perf", metavar="FILE", help="record `perf record -a -g` (cpu-clock) during the one-worker "
                                                    "sequin_sync run of each workload into FILE.<workload>, and "
-                                                   "during its stream run into FILE.<workload>.stream")
+                                                   "during its stream run into FILE.<workload>.stream; and the "
+                                                   "worker's main (applying) thread alone (perf -t) into "
+                                                   "<that file>.main")
     ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment variable for the server (repeatable), e.g. for experiments "
                          "GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456")

@@ -28,7 +28,10 @@ An unauthenticated admin API (JSON in and out) drives it from tests:
   POST   /admin/consumers/<cid>/publish   a JSON array of records, one message each
                                           -> {"published": n}
   GET    /admin/consumers/<cid>/stats     counters: published, delivered, redelivered, acked,
-                                          nacked, pending, ack_pending, outstanding, bad_tokens..
+                                          nacked, pending, ack_pending, outstanding, bad_tokens..;
+                                          first_delivery_at: time.monotonic() (CLOCK_MONOTONIC,
+                                          so comparable across processes) of the first message
+                                          delivered, null before
   POST   /admin/consumers/<cid>/faults    fault injection on /next (and ack_drop on /ack), see
                                           FAULT_DEFAULTS; {} clears them.  GET reads them.
   POST   /admin/consumers/<cid>/publish_raw  {"records": [{"text": "..."} | {"b64": "..."}, ...]}
@@ -90,7 +93,8 @@ created with "protocol": "stream" is served on
                                           "cursor": [lsn, idx]|null}]}: anything, byte for byte
   GET    /admin/consumers/<cid>/stats     published, delivered, redelivered, acked, nacked,
                                           expired, unknown_acks, replayed, empty_replies,
-                                          in_flight, pending, outstanding, groups, ...
+                                          in_flight, pending, outstanding, groups, ...,
+                                          first_delivery_at (as for v1)
   GET    /admin/consumers/<cid>/messages  the store in cursor order: ack_id, group, cursor,
                                           in_flight, deliveries, data
   POST   /admin/consumers/<cid>/restart   {"replay_acked": 0, "keep_ack_ids": false}: a Sequin
@@ -316,6 +320,7 @@ class Consumer:
         self.expiry_seq = itertools.count()
         self.n_in_flight = 0         # Messages (not tokens) delivered and not yet acked
         self.stats = dict.fromkeys(STAT_KEYS, 0)
+        self.first_delivery_at = None   # time.monotonic() of the first message delivered
         self.faults = self.fault_class()
         self.closed = False
         self.script = deque()        # scripted /next replies (dicts, see check_step)
@@ -420,6 +425,8 @@ class Consumer:
             items.insert(self.faults.rng.randint(i + 1, len(items)), (tok, m))
             self.stats["duplicated"] += 1
         self.n_in_flight += n
+        if items and self.first_delivery_at is None:
+            self.first_delivery_at = time.monotonic()
         self.stats["delivered"] += len(items)
         self.stats["redelivered"] += redelivered
         # One heap entry for the whole batch: they share the deadline.
@@ -552,6 +559,7 @@ class Consumer:
             s["pending"] = len(self.available)
             s["ack_pending"] = self.n_in_flight
             s["outstanding"] = len(self.available) + self.n_in_flight
+            s["first_delivery_at"] = self.first_delivery_at
             s["faults_by_kind"] = dict(self.faults.by_kind)
             s["faults_injected"] = self.faults.injected
             return s
@@ -906,6 +914,7 @@ class StreamConsumer(Consumer):
     def __init__(self, cid, settings):
         super().__init__(cid, settings)
         self.stats = dict.fromkeys(STREAM_STAT_KEYS, 0)
+        self.first_delivery_at = None   # time.monotonic() of the first message delivered
         self.groups = {}
         self.by_ack = {}            # ack_id -> StreamMessage, every message in the store
         self.cursors = set()        # cursors of the changes in the store (de-duplication)
@@ -1113,6 +1122,8 @@ class StreamConsumer(Consumer):
             i = self.faults.rng.randrange(len(items))
             items.insert(self.faults.rng.randint(i + 1, len(items)), items[i])
             self.stats["duplicated"] += 1
+        if items and self.first_delivery_at is None:
+            self.first_delivery_at = time.monotonic()
         self.stats["delivered"] += len(items)
         return items
 
@@ -1248,6 +1259,7 @@ class StreamConsumer(Consumer):
             s["in_flight"] = self.n_in_flight                  # released: expiry is lazy)
             s["outstanding"] = self.n_store
             s["groups"] = len(self.groups)
+            s["first_delivery_at"] = self.first_delivery_at
             s["faults_by_kind"] = dict(self.faults.by_kind)
             s["faults_injected"] = self.faults.injected
             return s

@@ -116,7 +116,8 @@ unit_tests() {
 		fi &&
 		echo "record layer:" &&
 		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/record.cpp" \
-			"$repo/test/unit/record_test.cpp" -o "$out/record_test" &&
+			"$repo/src/core/batch_prep.cpp" "$repo/src/core/stream_message.cpp" "$repo/test/unit/record_test.cpp" \
+			-o "$out/record_test" &&
 		"$out/record_test" &&
 		echo "Sequin Stream messages:" &&
 		build_unit -I"$repo/src" "$repo/src/core/json_doc.cpp" "$repo/src/core/stream_message.cpp" \
@@ -143,7 +144,9 @@ http_client_test() {
 	mkdir -p "$out"
 	build_unit -I"$repo/src" "$repo/src/core/endpoint.cpp" "$repo/src/core/http_client.cpp" "$repo/src/core/next_reply.cpp" \
 		"$repo/src/core/stream_reply.cpp" "$repo/src/core/protocol.cpp" "$repo/src/core/json_doc.cpp" \
-		"$repo/src/core/pull_session.cpp" "$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
+		"$repo/src/core/pull_session.cpp" "$repo/src/core/batch_prep.cpp" "$repo/src/core/record.cpp" \
+		"$repo/src/core/stream_message.cpp" \
+		"$repo/test/unit/http_client_test.cpp" -lcurl -o "$out/http_client_test" &&
 		bash "$repo/test/unit/run_http_client_test.sh" "$out/http_client_test"
 }
 

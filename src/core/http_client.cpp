@@ -595,12 +595,16 @@ HttpConnection::ApplySettings(std::string *error)
 /*
  * Removes the token from a message, wherever a server or libcurl might have echoed it.  The
  * search resumes after each replacement: "[redacted]" may itself contain a short token (a
- * token "t" once made this loop forever).
+ * token "t" once made this loop forever).  A token shorter than kMinScrubbed bytes is left
+ * alone: it is no secret worth the message (a token "t" turned "failed to connect" into
+ * "failed [redacted]o connec[redacted]"), and Sequin's tokens are far longer.
  */
+constexpr size_t kMinScrubbed = 8;
+
 void
 HttpConnection::Scrub(std::string *text) const
 {
-	if (token_.empty())
+	if (token_.size() < kMinScrubbed)
 		return;
 	static const char kRedacted[] = "[redacted]";
 	size_t pos = 0;

@@ -384,6 +384,7 @@ bool
 Document::Parse(char *buf, size_t len) noexcept
 {
 	nodes_.clear();
+	sorted_ = false;
 	build_stack_.clear();
 	bad_strings_.clear();
 	source_.clear();
@@ -498,6 +499,70 @@ Document::Next(const Node *n) const noexcept
 	if (!Owns(n) || n->next == 0)
 		return nullptr;
 	return &nodes_[n->next];
+}
+
+bool
+Document::SortMembers() noexcept
+{
+	sorted_ = false;
+	try {
+		size_t n = nodes_.size();
+		sorted_first_.resize(n);
+		sorted_next_.resize(n);
+		for (size_t i = 0; i < n; i++) {
+			sorted_first_[i] = nodes_[i].first;
+			sorted_next_[i] = nodes_[i].next;
+		}
+		auto key_less = [this](uint32_t a, uint32_t b) {
+			const Node &x = nodes_[a];
+			const Node &y = nodes_[b];
+			if (x.key_len != y.key_len)
+				return x.key_len < y.key_len;
+			return x.key_len != 0 && memcmp(x.key, y.key, x.key_len) < 0;
+		};
+		for (size_t i = 0; i < n; i++) {
+			const Node &obj = nodes_[i];
+			if (obj.kind != Kind::Object || obj.len < 2)
+				continue;
+			std::vector<uint32_t> &members = sort_scratch_;
+			members.clear();
+			for (uint32_t c = obj.first; c != 0; c = nodes_[c].next)
+				members.push_back(c);
+			if (std::is_sorted(members.begin(), members.end(), key_less))
+				continue;
+			std::stable_sort(members.begin(), members.end(), key_less);
+			sorted_first_[i] = members[0];
+			for (size_t k = 0; k + 1 < members.size(); k++)
+				sorted_next_[members[k]] = members[k + 1];
+			sorted_next_[members.back()] = 0;
+		}
+	} catch (...) {
+		return false;
+	}
+	sorted_ = true;
+	return true;
+}
+
+const Node *
+Document::FirstSorted(const Node *n) const noexcept
+{
+	if (!sorted_)
+		return First(n);
+	if (!Owns(n) || (n->kind != Kind::Array && n->kind != Kind::Object))
+		return nullptr;
+	uint32_t first = sorted_first_[n - nodes_.data()];
+	return first == 0 ? nullptr : &nodes_[first];
+}
+
+const Node *
+Document::NextSorted(const Node *n) const noexcept
+{
+	if (!sorted_)
+		return Next(n);
+	if (!Owns(n))
+		return nullptr;
+	uint32_t next = sorted_next_[n - nodes_.data()];
+	return next == 0 ? nullptr : &nodes_[next];
 }
 
 /* Linear scan of the members, keeping the last match: duplicates resolve as in jsonb. */

@@ -154,6 +154,7 @@ PullSession::Clear(Batch *b) noexcept
 	b->reply.has_pending = false;
 	b->reply.num_pending = 0;
 	b->stream_reply.items.clear();
+	b->prepared.Clear();
 }
 
 /* Checks the received reply and decodes it, in place, into its batch. */
@@ -229,6 +230,15 @@ PullSession::RunPrefetch(int batch_size) noexcept
 	Batch &next = batches_[cur_ ^ 1];
 	next.result = client_->Receive(batch_size, 0);
 	DecodeInto(&next);
+	/* Work taken off the applying thread: objects in the order jsonb wants them, and each
+	 * record's fields and its columns' values (batch_prep.hpp). */
+	if (next.status == PullStatus::Ok) {
+		(void) next.doc.SortMembers();
+		if (protocol_ == Protocol::Stream)
+			next.prepared.PrepareStream(next.doc, next.records.data(), next.records.size(), prefetch_locators_);
+		else
+			next.prepared.PrepareV1(next.doc, next.records.data(), next.records.size(), prefetch_locators_);
+	}
 	{
 		std::lock_guard<std::mutex> lock(prefetch_mutex_);
 		prefetch_done_ = true;
@@ -322,6 +332,11 @@ PullSession::Prefetch(int batch_size) noexcept
 	 */
 	prefetch_cancel_.store(false, std::memory_order_relaxed);
 	prefetch_done_ = false;
+	try {
+		prefetch_locators_ = locators_;
+	} catch (...) {
+		prefetch_locators_.Clear(); /* nothing prepared beyond the fields: harmless */
+	}
 	client_->SetAbortCheck(PrefetchCancelled, this);
 	client_->SetAckAbortCheck(ack_abort_fn_, ack_abort_arg_);
 	/* Every signal blocked while the thread is created, so it inherits a full mask. */

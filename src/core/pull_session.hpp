@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/batch_prep.hpp"
 #include "core/http_client.hpp"
 #include "core/json_doc.hpp"
 #include "core/next_reply.hpp"
@@ -104,6 +105,12 @@ public:
 	int Count() const noexcept { return (int) cur().records.size(); }
 	const json::Node **Records() noexcept { return cur().records.data(); }
 	json::Document *Doc() noexcept { return &cur().doc; }
+	/* What the prefetch thread found in the current batch's records (Ready() false when
+	 * nothing: a batch that was not prefetched). */
+	const prep::Prepared *Prepared() const noexcept { return &cur().prepared; }
+	/* The locators the next prefetch prepares records with; the engine adds its mappings'
+	 * after each batch (ApplyBatch::locators_out).  The caller's thread only. */
+	prep::LocatorSet *Locators() noexcept { return &locators_; }
 	/* The consumer's count of waiting messages; v1 only (a stream reply has none: false). */
 	bool HasPending() const noexcept { return cur().reply.has_pending; }
 	int64_t Pending() const noexcept { return cur().reply.num_pending; }
@@ -162,6 +169,7 @@ private:
 		StreamReply stream_reply; /* stream */
 		std::vector<const json::Node *> records;
 		std::vector<std::string_view> tokens;
+		prep::Prepared prepared;            /* by the prefetch thread (batch_prep.hpp) */
 		PullStatus status = PullStatus::Ok; /* of the receive and decode */
 		std::string error;                  /* why, when status is not Ok */
 	};
@@ -200,6 +208,8 @@ private:
 	std::condition_variable prefetch_cv_;
 	bool prefetch_done_ = false;              /* guarded by prefetch_mutex_ */
 	std::atomic<bool> prefetch_cancel_{false}; /* asked by the thread's transfer */
+	prep::LocatorSet locators_;          /* the caller's (Locators) */
+	prep::LocatorSet prefetch_locators_; /* the thread's copy, taken when it starts */
 	bool ack_in_flight_ = false;
 	int64_t ack_count_ = 0;         /* messages in the acknowledgement in flight */
 	HttpResult ack_result_;

@@ -28,6 +28,7 @@
 #include <new>
 #include <string_view>
 
+#include "core/batch_prep.hpp"
 #include "core/json_doc.hpp"
 #include "core/protocol.hpp"
 #include "core/record.hpp"
@@ -217,8 +218,13 @@ ValidateMessage(Engine *e, Rec *r)
 {
 	int i = r->index;
 	json::Document *doc = e->batch->doc;
+	/* the prefetch thread checked it already, the same way (core/batch_prep.hpp) */
+	const prep::Prepared *pre = e->batch->prepared;
+	bool prepared = pre != nullptr && pre->Ready() && pre->Stream() && (size_t) i < pre->Count();
 	stream::Message msg;
-	stream::MessageError err = stream::ValidateMessage(*doc, r->node, &msg);
+	stream::MessageError err = prepared ? pre->MessageError(i) : stream::ValidateMessage(*doc, r->node, &msg);
+	if (prepared)
+		msg = pre->Message(i);
 	const json::BadString *bad = err != stream::MessageError::NotObject ? doc->FindBadString(r->node) : nullptr;
 	if (!msg.schema.empty() && bad == nullptr)
 		e->batch->results[i].collection =
@@ -272,8 +278,13 @@ ValidateRecord(Engine *e, int i)
 		ValidateMessage(e, r);
 		return;
 	}
+	/* the prefetch thread checked them already, the same way (core/batch_prep.hpp) */
+	const prep::Prepared *pre = e->batch->prepared;
+	bool prepared = pre != nullptr && pre->Ready() && !pre->Stream() && (size_t) i < pre->Count();
 	record::Fields f;
-	record::FieldError err = record::ValidateFields(*doc, r->node, &f);
+	record::FieldError err = prepared ? pre->Error(i) : record::ValidateFields(*doc, r->node, &f);
+	if (prepared)
+		f = pre->Fields(i);
 	/* A record that is not Unicode text is parked whole: nothing of it is stored, nor trusted. */
 	const json::BadString *bad = err != record::FieldError::NotObject ? doc->FindBadString(r->node) : nullptr;
 	if (f.collection != nullptr && bad == nullptr) {
@@ -479,8 +490,15 @@ ConvertStep(void *p)
 		Rec *r = g->recs[a->pos];
 		r->values = (Datum *) palloc(sizeof(Datum) * m->ncolumns);
 		r->nulls = (bool *) palloc(sizeof(bool) * m->ncolumns);
-		/* every data field of the record in one walk, not one search per column */
-		m->fields->Match(*doc, r->data, a->fields);
+		/*
+		 * Where each column's value is: found by the prefetch thread with this mapping's locator,
+		 * or else here, every data field of the record in one walk (not one search per column).
+		 */
+		const json::Node *const *found = nullptr;
+		if (a->engine->batch->prepared != nullptr && m->locator != nullptr && r->index < a->engine->batch->nrecords)
+			found = a->engine->batch->prepared->Sources(r->index, m->locator->locator.get());
+		if (found == nullptr)
+			m->fields->Match(*doc, r->data, a->fields);
 		r->unchanged = nullptr;
 		for (a->col = 0; a->col < m->ncolumns; a->col++) {
 			const MappedColumn *col = &m->columns[a->col];
@@ -511,7 +529,7 @@ ConvertStep(void *p)
 				r->nulls[a->col] = true;
 				continue;
 			}
-			const json::Node *src = FindColumnSource(doc, r->node, a->fields, col);
+			const json::Node *src = found != nullptr ? found[a->col] : FindColumnSource(doc, r->node, a->fields, col);
 			if (r->update && col->from_data && stream::IsUnchangedToast(src)) {
 				/* the stored value stays (see ApplyGroup) */
 				if (r->unchanged == nullptr)
@@ -1417,6 +1435,11 @@ ApplyRecords(ApplyBatch *batch)
 	}
 	if (e.stream)
 		NoteNewestCommit(&e);
+	/* for the next prefetch: the locators of the mappings this batch used */
+	if (batch->locators_out != nullptr)
+		for (int i = 0; i < e.ngroups; i++)
+			if (e.groups[i].map != nullptr && e.groups[i].map->locator != nullptr)
+				(void) batch->locators_out->Add(e.groups[i].collection, *e.groups[i].map->locator);
 	MemoryContextSwitchTo(old);
 }
 

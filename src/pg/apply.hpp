@@ -15,6 +15,11 @@
 
 namespace sequin_sync {
 
+namespace prep {
+class Prepared;   /* core/batch_prep.hpp, included before postgres.h by the callers */
+class LocatorSet;
+}
+
 /*
  * What became of one record.  The counters (ApplyCounts) say more than the status: a record the
  * version guard refused inside the set-based statement is counted as skipped but keeps status
@@ -59,6 +64,13 @@ struct ApplyBatch {
 	 */
 	const json::Node **records;
 	RecordResult *results;		/* nrecords entries, filled by ApplyRecords */
+	/*
+	 * The worker's: the records' fields and column nodes, found ahead by the prefetch thread
+	 * (nullptr: none, as for apply() and retry_dead_letters()); and where ApplyRecords leaves
+	 * its mappings' locators for the next prefetch (nullptr: nowhere).
+	 */
+	const prep::Prepared *prepared;
+	prep::LocatorSet *locators_out;
 	ApplyCounts counts;
 	MemoryContext cxt;			/* everything of the batch is allocated here */
 };

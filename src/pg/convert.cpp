@@ -124,7 +124,10 @@ JsonbScalar(const json::Node *n, JsonbValue *v)
 /*
  * A JSON object or array straight into jsonb, from the parsed document: no text round trip and
  * no second parse (what jsonb_in would do with the serialized text).  Iterative, like the
- * decoder; jsonb's own limits (nesting depth, sizes) still apply when it is flattened.
+ * decoder; jsonb's own limits (nesting depth, sizes) still apply when it is flattened.  Members
+ * come in jsonb's key order when the prefetch thread sorted them (Document::SortMembers), so
+ * pushJsonbValue's sort of each object finds them sorted; it sorts (and keeps the last of
+ * duplicate keys) either way.
  */
 Datum
 JsonbFromNode(json::Document *doc, const json::Node *root)
@@ -137,7 +140,7 @@ JsonbFromNode(json::Document *doc, const json::Node *root)
 	Frame *frames = (Frame *) palloc(sizeof(Frame) * cap);
 	JsonbParseState *state = nullptr;
 	JsonbValue *result = pushJsonbValue(&state, root->IsObject() ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, nullptr);
-	frames[depth++] = {root, doc->First(root)};
+	frames[depth++] = {root, doc->FirstSorted(root)};
 	while (depth > 0) {
 		Frame *f = &frames[depth - 1];
 		const json::Node *c = f->child;
@@ -147,7 +150,7 @@ JsonbFromNode(json::Document *doc, const json::Node *root)
 			depth--;
 			continue;
 		}
-		f->child = doc->Next(c);
+		f->child = doc->NextSorted(c);
 		if (in_object) {
 			JsonbValue key;
 			JsonbString(c->key, c->key_len, &key);
@@ -160,7 +163,7 @@ JsonbFromNode(json::Document *doc, const json::Node *root)
 				cap *= 2;
 				frames = (Frame *) repalloc(frames, sizeof(Frame) * cap);
 			}
-			frames[depth++] = {c, doc->First(c)};
+			frames[depth++] = {c, doc->FirstSorted(c)};
 		} else {
 			JsonbValue v;
 			JsonbScalar(c, &v);

@@ -6,6 +6,7 @@
 #include <new>
 #include <string_view>
 
+#include "core/batch_prep.hpp"
 #include "core/protocol.hpp"
 #include "core/record.hpp"
 
@@ -421,6 +422,30 @@ BuildFieldMatcher(ResolvedMapping *m)
 	m->fields = NewOwnedBy<record::FieldMatcher>(CurrentMemoryContext);
 	if (!m->fields->Build(names, m->nfields))
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	/*
+	 * The prefetch thread's copy of these lookups.  Without one (out of memory) the engine
+	 * finds every value itself, as for records nobody prepared.
+	 */
+	m->locator = nullptr;
+	{
+		prep::ColumnSpec *specs = (prep::ColumnSpec *) palloc(sizeof(prep::ColumnSpec) * Max(m->ncolumns, 1));
+		for (int i = 0; i < m->ncolumns; i++) {
+			const MappedColumn *col = &m->columns[i];
+			specs[i] = prep::ColumnSpec();
+			if (col->source == SourceKind::Path) {
+				specs[i].source = prep::Source::Path;
+				specs[i].path = col->path;
+				specs[i].alt_path = col->alt_path;
+			} else if (col->source == SourceKind::DataField) {
+				specs[i].source = prep::Source::DataField;
+				specs[i].field_slot = col->field_slot;
+			}
+		}
+		prep::LocatorRef *ref = NewOwnedBy<prep::LocatorRef>(CurrentMemoryContext);
+		if (prep::MakeLocator(specs, m->ncolumns, names, m->nfields, ref))
+			m->locator = ref;
+		pfree(specs);
+	}
 	pfree(names);
 }
 

@@ -20,6 +20,9 @@ namespace sequin_sync {
 namespace record {
 class FieldMatcher; /* core/record.hpp, included before postgres.h by the callers */
 }
+namespace prep {
+struct LocatorRef; /* core/batch_prep.hpp */
+}
 
 /* Where a column's value comes from. */
 enum class SourceKind {
@@ -81,6 +84,12 @@ struct ResolvedMapping {
 	 */
 	record::FieldMatcher *fields;
 	int			nfields;
+	/*
+	 * The same lookups for the prefetch thread (core/batch_prep.hpp), which prepares the next
+	 * batch's records with it; a new one whenever the mapping is resolved again.  Owned by the
+	 * mapping's context; nullptr when it could not be built.
+	 */
+	prep::LocatorRef *locator;
 	FmgrInfo   *key_output;		/* hard deletes: each key column's output function (the key
 								 * of tombstones and advisory locks), nkeys entries */
 };

@@ -408,6 +408,8 @@ ApplyBatchInTransaction(PullSession *session, Protocol protocol, MemoryContext b
 		MemoryContextSwitchTo(batch_cxt);
 		ApplyBatch batch;
 		InitBatch(&batch, consumer_name, protocol, session->Doc(), session->Records(), session->Count(), batch_cxt);
+		batch.prepared = session->Prepared();
+		batch.locators_out = session->Locators();
 		ApplyRecords(&batch);
 		WriteDeadLetters(&batch);
 		UpdateStats(&batch.counts, session->Count(), acked_before);

@@ -29,6 +29,18 @@ def cpu_seconds(pid):
     return (int(f[11]) + int(f[12])) / CLK_TCK
 
 
+def thread_cpu_seconds(pid, tid):
+    """user + system CPU seconds of one thread of a process (0.0 when it is gone); a process's
+    main thread has tid == pid."""
+    try:
+        with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+            data = f.read()
+        fields = data[data.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def minor_faults(pid):
     """Minor page faults of a process so far (0 when it is gone)."""
     try:

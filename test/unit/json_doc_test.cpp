@@ -932,6 +932,54 @@ TestAckBody()
 	CHECK(!json::AppendJsonString(nullptr, "a"));
 }
 
+/* The keys of n's members (or "#" for array elements), walked with FirstSorted/NextSorted. */
+std::string
+SortedWalk(const Document &doc, const Node *n)
+{
+	std::string out;
+	for (const Node *c = doc.FirstSorted(n); c != nullptr; c = doc.NextSorted(c)) {
+		out += c == doc.FirstSorted(n) ? "" : ",";
+		bool container = c->IsObject() || c->IsArray();
+		out += n->IsObject() ? std::string(c->Key()) : "#" + (container ? std::string() : std::string(c->Str()));
+		if (c->IsObject() || c->IsArray())
+			out += "{" + SortedWalk(doc, c) + "}";
+	}
+	return out;
+}
+
+/* SortMembers: jsonb's key order (length, then bytes; equal keys in input order). */
+void
+TestSortMembers()
+{
+	Parsed p(R"({"bb":1,"a":{"zz":1,"y":2,"":3},"ccc":[{"q":1,"p":2},3],"a":4,"B":5,"é":6})");
+	CHECK(p.ok);
+	/* Before: input order. */
+	CHECK_EQ(SortedWalk(p.doc, p.Root()), "bb,a{zz,y,},ccc{#{q,p},#3},a,B,é");
+	CHECK(p.doc.SortMembers());
+	/* "é" is two bytes; duplicates keep their order (Postgres keeps the last); arrays stay. */
+	CHECK_EQ(SortedWalk(p.doc, p.Root()), "B,a{,y,zz},a,bb,é,ccc{#{p,q},#3}");
+	/* Serialize, Find and First/Next still see the input. */
+	CHECK_EQ(Serialize(p.doc, p.Root()),
+			 "{\"bb\":1,\"a\":{\"zz\":1,\"y\":2,\"\":3},\"ccc\":[{\"q\":1,\"p\":2},3],\"a\":4,\"B\":5,\"é\":6}");
+	CHECK(p.doc.First(p.Root())->Key() == "bb");
+	const Node *a = p.doc.Find(p.Root(), "a");
+	CHECK(a != nullptr && a->Str() == "4");
+	/* Scalars and empty containers have no members. */
+	CHECK(p.doc.FirstSorted(p.doc.Find(p.Root(), "bb")) == nullptr);
+	CHECK(p.doc.FirstSorted(nullptr) == nullptr);
+	CHECK(p.doc.NextSorted(nullptr) == nullptr);
+
+	/* The next Parse forgets the order until SortMembers runs again. */
+	std::string text = R"({"b":1,"a":2})";
+	CHECK(p.doc.Parse(text.data(), text.size()));
+	CHECK_EQ(SortedWalk(p.doc, p.doc.Root()), "b,a");
+	CHECK(p.doc.SortMembers());
+	CHECK_EQ(SortedWalk(p.doc, p.doc.Root()), "a,b");
+	/* Nodes of another document are nobody's members. */
+	Parsed other(R"({"x":1})");
+	CHECK(p.doc.FirstSorted(other.Root()) == nullptr);
+}
+
 } /* namespace */
 
 /* Numbers too big for a double keep their text instead of failing the whole document. */
@@ -1002,6 +1050,7 @@ main(int argc, char **argv)
 	TestSourceText();
 	TestAckBody();
 	TestBigNumbers();
+	TestSortMembers();
 
 	return Summary();
 }

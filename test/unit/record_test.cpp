@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/batch_prep.hpp"
 #include "core/json_doc.hpp"
 #include "core/record.hpp"
 #include "unit_check.hpp"
@@ -559,6 +560,143 @@ TestPlanValue()
 	CHECK(record::HasNul("a\0c", 3));
 }
 
+/*
+ * batch_prep: what the prefetch thread finds is what the engine would find itself - the fields
+ * of record::ValidateFields, FindPathSource for paths, the FieldMatcher for data fields - and a
+ * record prepared with one locator is never handed to a mapping that holds another.
+ */
+void
+TestPrepared()
+{
+	Parsed p(R"([{"id":"a","updated_idx":1,"collection_id":"cust","data":{"Name":"A","email":"a@x","n":{"k":1}}},)"
+			 R"({"id":"b","updated_idx":2,"collection_id":"other","data":{"name":"B"}},)"
+			 R"({"updated_idx":3,"collection_id":"cust","data":{}},)"
+			 R"(7,)"
+			 R"({"id":"d","updated_idx":4,"collection_id":"cust","deleted":true,"data":null}])");
+	CHECK(p.ok);
+	std::vector<const Node *> recs;
+	for (const Node *r = p.doc.First(p.Root()); r != nullptr; r = p.doc.Next(r))
+		recs.push_back(r);
+	recs.push_back(nullptr); /* an item without a record */
+	CHECK(recs.size() == 6);
+
+	/* columns: id (a path), name and email (data fields), n.k (a path under data), version */
+	std::vector<std::string_view> names = {"name", "email"};
+	prep::ColumnSpec cols[5];
+	cols[0].source = prep::Source::Path;
+	cols[0].path = "id";
+	cols[1].source = prep::Source::DataField;
+	cols[1].field_slot = 0;
+	cols[2].source = prep::Source::DataField;
+	cols[2].field_slot = 1;
+	cols[3].source = prep::Source::Path;
+	cols[3].path = "data.n.k";
+	cols[3].alt_path = "data.missing";
+	cols[4].source = prep::Source::Other;
+	prep::LocatorRef ref, other_ref;
+	CHECK(prep::MakeLocator(cols, 5, names.data(), names.size(), &ref));
+	CHECK(prep::MakeLocator(cols, 5, names.data(), names.size(), &other_ref));
+	prep::LocatorSet set;
+	CHECK(set.Add("cust", ref));
+	CHECK(set.Find("cust") == ref.locator.get());
+	CHECK(set.Find("other") == nullptr);
+	CHECK(!set.Add("empty", prep::LocatorRef()));
+
+	prep::Prepared pre;
+	CHECK(!pre.Ready());
+	pre.PrepareV1(p.doc, recs.data(), recs.size(), set);
+	CHECK(pre.Ready() && pre.Count() == 6);
+	record::FieldMatcher matcher;
+	CHECK(matcher.Build(names.data(), names.size()));
+	for (size_t i = 0; i < recs.size(); i++) {
+		if (recs[i] == nullptr) {
+			CHECK(pre.Error(i) == FieldError::NotObject);
+			CHECK(pre.Sources(i, ref.locator.get()) == nullptr);
+			continue;
+		}
+		record::Fields f;
+		FieldError err = record::ValidateFields(p.doc, recs[i], &f);
+		CHECK(pre.Error(i) == err);
+		CHECK(pre.Fields(i).id == f.id && pre.Fields(i).id_len == f.id_len);
+		CHECK(pre.Fields(i).updated_idx == f.updated_idx && pre.Fields(i).deleted == f.deleted);
+		CHECK(pre.Fields(i).data == f.data && pre.Fields(i).collection == f.collection);
+		const Node *const *src = pre.Sources(i, ref.locator.get());
+		bool located = err == FieldError::None && f.collection != nullptr &&
+					   std::string_view(f.collection, f.collection_len) == "cust";
+		CHECK((src != nullptr) == located);
+		/* another locator, even an identical one: not these nodes */
+		CHECK(pre.Sources(i, other_ref.locator.get()) == nullptr);
+		if (src == nullptr)
+			continue;
+		const Node *fields[2];
+		matcher.Match(p.doc, f.data, fields);
+		CHECK(src[0] == record::FindPathSource(p.doc, recs[i], "id", nullptr));
+		CHECK(src[1] == fields[0] && src[2] == fields[1]);
+		CHECK(src[3] == record::FindPathSource(p.doc, recs[i], "data.n.k", "data.missing"));
+		CHECK(src[4] == nullptr);
+	}
+	const Node *const *a = pre.Sources(0, ref.locator.get());
+	CHECK(a != nullptr && a[1] != nullptr && a[1]->Str() == "A" && a[3] != nullptr && a[3]->Str() == "1");
+	CHECK(pre.Sources(99, ref.locator.get()) == nullptr);
+	CHECK(pre.Sources(0, nullptr) == nullptr);
+
+	/* The prepared batch keeps its locators: the set may change (or go) meanwhile. */
+	const prep::Locator *kept = ref.locator.get();
+	set.Clear();
+	ref.locator.reset();
+	CHECK(pre.Sources(0, kept) != nullptr);
+	pre.Clear();
+	CHECK(!pre.Ready() && pre.Sources(0, kept) == nullptr);
+}
+
+/* PrepareStream: stream::ValidateMessage's answer, and the columns of "schema.table". */
+void
+TestPreparedStream()
+{
+	const char *md = R"("metadata":{"table_schema":"public","table_name":"orders","commit_timestamp":"2025-03-01T12:00:01Z",)";
+	std::string text = std::string("[") +
+					   R"({"record":{"id":1,"Total":5},"changes":null,"action":"insert",)" + md +
+					   R"("commit_lsn":10,"commit_idx":1}},)" +
+					   R"({"record":{"id":1},"changes":null,"action":"delete",)" + md + R"("commit_lsn":11,"commit_idx":0}},)" +
+					   R"({"record":{"id":2},"action":"bogus",)" + md + R"("commit_lsn":12,"commit_idx":0}}])";
+	Parsed p(text);
+	CHECK(p.ok);
+	std::vector<const Node *> msgs;
+	for (const Node *m = p.doc.First(p.Root()); m != nullptr; m = p.doc.Next(m))
+		msgs.push_back(m);
+	msgs.push_back(nullptr);
+	std::vector<std::string_view> names = {"total"};
+	prep::ColumnSpec cols[2];
+	cols[0].source = prep::Source::DataField;
+	cols[0].field_slot = 0;
+	cols[1].source = prep::Source::Path;
+	cols[1].path = "metadata.commit_timestamp";
+	prep::LocatorRef ref;
+	CHECK(prep::MakeLocator(cols, 2, names.data(), names.size(), &ref));
+	prep::LocatorSet set;
+	CHECK(set.Add("public.orders", ref));
+	prep::Prepared pre;
+	pre.PrepareStream(p.doc, msgs.data(), msgs.size(), set);
+	CHECK(pre.Ready() && pre.Stream() && pre.Count() == 4);
+	for (size_t i = 0; i + 1 < msgs.size(); i++) {
+		stream::Message m;
+		CHECK(pre.MessageError(i) == stream::ValidateMessage(p.doc, msgs[i], &m));
+		CHECK(pre.Message(i).record == m.record && pre.Message(i).commit_lsn == m.commit_lsn &&
+			  pre.Message(i).action == m.action && pre.Message(i).table == m.table);
+	}
+	CHECK(pre.MessageError(3) == stream::MessageError::NotObject);
+	const Node *const *ins = pre.Sources(0, ref.locator.get());
+	CHECK(ins != nullptr && ins[0] != nullptr && ins[0]->Str() == "5" && ins[1] != nullptr);
+	/* a delete's data fields are none (its row goes); its paths are still found */
+	const Node *const *del = pre.Sources(1, ref.locator.get());
+	CHECK(del != nullptr && del[0] == nullptr && del[1] != nullptr);
+	CHECK(pre.Sources(2, ref.locator.get()) == nullptr); /* invalid: not located */
+	/* v1 and stream answers are not mixed up */
+	prep::Prepared v1;
+	v1.PrepareV1(p.doc, msgs.data(), msgs.size(), set);
+	CHECK(v1.Ready() && !v1.Stream());
+}
+
 } /* namespace */
 
 int
@@ -575,5 +713,7 @@ main()
 	TestPlanValue();
 	TestArrayLiteral();
 	TestDeepLiterals();
+	TestPrepared();
+	TestPreparedStream();
 	return Summary();
 }
