@@ -824,6 +824,26 @@ HttpConnection::Drive(InFlight *f, bool until_sent)
 	}
 }
 
+bool
+HttpConnection::Done() noexcept
+{
+	InFlight *f = in_flight_.get();
+	if (f == nullptr || f->early != HttpOutcome::Ok || f->done)
+		return true;
+	CURL *curl = static_cast<CURL *>(curl_);
+	CURLM *multi = static_cast<CURLM *>(multi_);
+	int running = 0;
+	CURLMcode mc = curl_multi_perform(multi, &running);
+	int left = 0;
+	for (CURLMsg *msg; (msg = curl_multi_info_read(multi, &left)) != nullptr;)
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl) {
+			f->rc = msg->data.result;
+			f->done = true;
+		}
+	/* A broken multi handle is Finish's to report. */
+	return f->done || mc != CURLM_OK || running == 0;
+}
+
 /* Classifies the ended transfer into its HttpResult. */
 void
 HttpConnection::Classify(InFlight *f)
@@ -998,6 +1018,12 @@ void
 HttpConsumerClient::FinishAck() noexcept
 {
 	ack_connection_.Finish();
+}
+
+bool
+HttpConsumerClient::AckDone() noexcept
+{
+	return ack_connection_.Done();
 }
 
 void

@@ -120,6 +120,9 @@ public:
 	virtual void FinishReceive() noexcept = 0;
 	virtual void StartAck(const std::vector<std::string_view> &tokens, HttpResult *out) noexcept = 0;
 	virtual void FinishAck() noexcept = 0;
+	/* Whether FinishAck would return at once: no Ack in flight, or its answer is in (moves
+	 * the transfer along without waiting). */
+	virtual bool AckDone() noexcept = 0;
 	/* Finishes whatever is in flight, asking grace_check instead of the abort check. */
 	virtual void FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept = 0;
 
@@ -164,6 +167,9 @@ public:
 	/* Finish, asking grace_check instead of the abort check (a stopping worker's last read). */
 	void FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept;
 	bool Busy() const noexcept { return in_flight_ != nullptr; }
+	/* Whether Finish would return at once (nothing in flight, or the reply is in); moves the
+	 * transfer along without waiting. */
+	bool Done() noexcept;
 
 private:
 	struct InFlight;
@@ -198,6 +204,7 @@ public:
 	void FinishReceive() noexcept final;
 	void StartAck(const std::vector<std::string_view> &tokens, HttpResult *out) noexcept final;
 	void FinishAck() noexcept final;
+	bool AckDone() noexcept final;
 	void FinishWithin(ShouldAbortFn grace_check, void *arg) noexcept final;
 	void SetAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept final;
 	void SetAckAbortCheck(ShouldAbortFn should_abort, void *arg) noexcept final;

@@ -376,6 +376,13 @@ PullSession::AwaitAck() noexcept
 }
 
 void
+PullSession::PollAck() noexcept
+{
+	if (ack_in_flight_ && client_->AckDone())
+		AwaitAck();
+}
+
+void
 PullSession::StartAck() noexcept
 {
 	AwaitAck();

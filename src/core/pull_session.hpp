@@ -134,6 +134,8 @@ public:
 	void StartAck() noexcept;
 	/* Waits for the answer to the acknowledgement in flight, if any, and records its outcome. */
 	void AwaitAck() noexcept;
+	/* AwaitAck if that answer is already in; never waits. */
+	void PollAck() noexcept;
 	/* Messages whose acknowledgement the server confirmed since the last call. */
 	int64_t TakeConfirmedAcks() noexcept;
 	/* The error of an acknowledgement that failed since the last call, or nullptr. */

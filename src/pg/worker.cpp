@@ -696,11 +696,13 @@ ApplyThenAcknowledge(Worker *w)
 	if (session->MoreWaiting(w->config.batch_size))
 		session->Prefetch(w->config.batch_size);
 	/*
-	 * The previous batch's ack was sent before this batch was read, so its answer is normally
-	 * here already.  Counting it now records it in this batch's transaction: a crash then loses
-	 * the count of at most the one ack in flight, as without overlap.
+	 * The previous batch's ack was sent just before this batch was taken.  If its answer is in,
+	 * it is counted now, in this batch's transaction; if not, the loop does not wait for it
+	 * here (a round trip per batch): StartAck after this batch's commit awaits it, and the next
+	 * batch records it.  A crash loses the count of at most those two acks, never an ack.
 	 */
-	w->acks.AwaitAndCount(session);
+	session->PollAck();
+	w->acks.CountConfirmed(session);
 	BatchOutcome outcome;
 	ApplyBatchInTransaction(session, w->config.protocol, w->batch_cxt, w->acks.unrecorded, &outcome);
 	if (!outcome.ok) {

@@ -21,6 +21,7 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <pthread.h>
@@ -1074,6 +1075,29 @@ TestPrefetchThread()
 		CHECK(u->HttpStatus() == 401);
 		CHECK_STR(std::string(u->LastError()), direct);
 		CHECK_STR(direct, "receive failed: HTTP 401: Invalid API token");
+	}
+
+	/* PollAck takes an ack's answer once it is in, and never waits for it. */
+	std::unique_ptr<PullSession> k(PullSession::Create(Config(Base() + "ok", Protocol::V1), error, sizeof(error)));
+	if (k) {
+		CHECK(k->Pull(1, 0) == PullStatus::Ok && k->Count() == 1);
+		k->StartAck();
+		int64_t confirmed = 0;
+		long longest = 0;
+		auto start = Clock::now();
+		while (confirmed == 0 && MsSince(start) < 5000) {
+			auto poll = Clock::now();
+			k->PollAck();
+			longest = std::max(longest, MsSince(poll));
+			confirmed = k->TakeConfirmedAcks();
+			if (confirmed == 0)
+				usleep(1000);
+		}
+		CHECK(confirmed == 1);
+		CHECK(longest < 100);
+		CHECK(k->TakeAckError() == nullptr);
+		k->PollAck(); /* nothing in flight: nothing happens */
+		CHECK(k->TakeConfirmedAcks() == 0);
 	}
 
 	/* A prefetch per batch, many times: each is started, taken and joined. */
