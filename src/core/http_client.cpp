@@ -787,13 +787,7 @@ HttpConnection::Drive(InFlight *f, bool until_sent)
 	const curl_off_t body_size = static_cast<curl_off_t>(f->body.size());
 	for (;;) {
 		int running = 0;
-		CURLMcode mc = curl_multi_perform(multi, &running);
-		int left = 0;
-		for (CURLMsg *msg; (msg = curl_multi_info_read(multi, &left)) != nullptr;)
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl) {
-				f->rc = msg->data.result;
-				f->done = true;
-			}
+		CURLMcode mc = static_cast<CURLMcode>(Pump(f, &running));
 		if (f->done)
 			return;
 		if (mc != CURLM_OK || running == 0) {
@@ -824,22 +818,30 @@ HttpConnection::Drive(InFlight *f, bool until_sent)
 	}
 }
 
-bool
-HttpConnection::Done() noexcept
+/* One curl_multi_perform without waiting; marks the transfer done (with its result) when it ended. */
+int
+HttpConnection::Pump(InFlight *f, int *running)
 {
-	InFlight *f = in_flight_.get();
-	if (f == nullptr || f->early != HttpOutcome::Ok || f->done)
-		return true;
 	CURL *curl = static_cast<CURL *>(curl_);
 	CURLM *multi = static_cast<CURLM *>(multi_);
-	int running = 0;
-	CURLMcode mc = curl_multi_perform(multi, &running);
+	CURLMcode mc = curl_multi_perform(multi, running);
 	int left = 0;
 	for (CURLMsg *msg; (msg = curl_multi_info_read(multi, &left)) != nullptr;)
 		if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl) {
 			f->rc = msg->data.result;
 			f->done = true;
 		}
+	return mc;
+}
+
+bool
+HttpConnection::Done() noexcept
+{
+	InFlight *f = in_flight_.get();
+	if (f == nullptr || f->early != HttpOutcome::Ok || f->done)
+		return true;
+	int running = 0;
+	int mc = Pump(f, &running);
 	/* A broken multi handle is Finish's to report. */
 	return f->done || mc != CURLM_OK || running == 0;
 }

@@ -176,6 +176,7 @@ private:
 	bool ApplySettings(std::string *error);
 	void Begin(InFlight *f, long extra_time_ms);
 	void Drive(InFlight *f, bool until_sent);
+	int Pump(InFlight *f, int *running); /* a CURLMcode */
 	void Classify(InFlight *f);
 	void Scrub(std::string *text) const;
 
