@@ -373,8 +373,11 @@ class Perf:
 
     def __enter__(self):
         if self.path:
-            target = ["-t", str(self.tid)] if self.tid else ["-a"]
-            self.proc = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g"] + target +
+            # One thread: DWARF call graphs (Postgres and the extension are built without frame
+            # pointers, so -g alone cannot say what a statement's time was spent under).
+            target = (["-F", "499", "--call-graph", "dwarf,16384", "-t", str(self.tid)] if self.tid
+                      else ["-F", "999", "-g", "-a"])
+            self.proc = subprocess.Popen(["perf", "record", "-e", "cpu-clock"] + target +
                                          ["-o", self.path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5 if not self.tid else 0.05)
         return self
