@@ -202,20 +202,26 @@ PullSession::DecodeInto(Batch *b) const noexcept
 }
 
 PullStatus
-PullSession::Decode(Batch *b) noexcept
+PullSession::Publish(const Batch &b) noexcept
 {
-	DecodeInto(b);
-	last_status_ = b->result.http_status;
-	if (!b->result.Ok())
-		last_retry_after_ = b->result.retry_after;
-	if (b->status != PullStatus::Ok) {
+	last_status_ = b.result.http_status;
+	if (!b.result.Ok())
+		last_retry_after_ = b.result.retry_after;
+	if (b.status != PullStatus::Ok) {
 		try {
-			last_error_ = b->error;
+			last_error_ = b.error;
 		} catch (...) {
 			last_error_.clear();
 		}
 	}
-	return b->status;
+	return b.status;
+}
+
+PullStatus
+PullSession::Decode(Batch *b) noexcept
+{
+	DecodeInto(b);
+	return Publish(*b);
 }
 
 bool
@@ -247,16 +253,16 @@ PullSession::RunPrefetch(int batch_size) noexcept
 }
 
 void
-PullSession::JoinPrefetch() noexcept
+PullSession::JoinPrefetch(ShouldAbortFn stop, void *arg) noexcept
 {
 	if (!prefetcher_.joinable())
 		return;
 	try {
 		std::unique_lock<std::mutex> lock(prefetch_mutex_);
 		while (!prefetch_done_) {
-			if (prefetch_cv_.wait_for(lock, std::chrono::milliseconds(100)) == std::cv_status::timeout &&
-				ack_abort_fn_ != nullptr && ack_abort_fn_(ack_abort_arg_))
+			if (stop != nullptr && stop(arg))
 				prefetch_cancel_.store(true, std::memory_order_relaxed);
+			prefetch_cv_.wait_for(lock, std::chrono::milliseconds(100));
 		}
 	} catch (...) {
 		/* a lock that cannot be taken: join() below waits for the thread anyway */
@@ -272,21 +278,10 @@ PullSession::JoinPrefetch() noexcept
 PullStatus
 PullSession::TakePrefetched() noexcept
 {
-	JoinPrefetch();
+	JoinPrefetch(ack_abort_fn_, ack_abort_arg_);
 	prefetching_ = false;
 	cur_ ^= 1;
-	Batch &b = cur();
-	last_status_ = b.result.http_status;
-	if (!b.result.Ok())
-		last_retry_after_ = b.result.retry_after;
-	if (b.status != PullStatus::Ok) {
-		try {
-			last_error_ = b.error;
-		} catch (...) {
-			last_error_.clear();
-		}
-	}
-	return b.status;
+	return Publish(cur());
 }
 
 PullStatus
@@ -456,17 +451,7 @@ PullSession::Drain(long grace_ms) noexcept
 {
 	Grace grace{std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms)};
 	/* The prefetch thread first: until it is joined the receive connection is its. */
-	if (prefetching_ && prefetcher_.joinable()) {
-		try {
-			std::unique_lock<std::mutex> lock(prefetch_mutex_);
-			while (!prefetch_done_ && !GraceOver(&grace))
-				prefetch_cv_.wait_for(lock, std::chrono::milliseconds(100));
-		} catch (...) {
-		}
-		if (GraceOver(&grace))
-			prefetch_cancel_.store(true, std::memory_order_relaxed);
-		JoinPrefetch();
-	}
+	JoinPrefetch(GraceOver, &grace);
 	client_->FinishWithin(GraceOver, &grace);
 	AwaitAck();
 	if (prefetching_) {

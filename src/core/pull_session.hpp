@@ -185,9 +185,11 @@ private:
 	PullStatus Decode(Batch *b) noexcept;
 	/* The prefetch thread's body: receive into, and decode, the other buffer. */
 	void RunPrefetch(int batch_size) noexcept;
-	/* Waits for the prefetch thread, asking the ack abort check every 100 ms (true: it tells
-	 * the thread to give up), and joins it. */
-	void JoinPrefetch() noexcept;
+	/* Waits for the prefetch thread, asking stop (may be nullptr) every 100 ms - true tells the
+	 * thread to give up - and joins it. */
+	void JoinPrefetch(ShouldAbortFn stop, void *arg) noexcept;
+	/* b's outcome becomes the session's (LastError, HttpStatus, RetryAfter); returns it. */
+	PullStatus Publish(const Batch &b) noexcept;
 	static bool PrefetchCancelled(void *arg);
 	bool GiveBack(bool report) noexcept;
 	void RestoreAbortChecks() noexcept;
